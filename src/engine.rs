@@ -1,0 +1,108 @@
+//! The one RocksDB instance of a store and the layout of its column families.
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `raft` | region id, `0x01`, log index (all big-endian) | raft `Entry` |
+//! | `raft` | region id, `0x02` | raft `HardState` |
+//! | `raft` | region id, `0x03` | [`TruncatedState`](crate::proto::tesserapb::TruncatedState) |
+//! | `meta` | `r`, region id | [`Region`](crate::proto::tesserapb::Region) |
+//! | `meta` | `a`, region id | [`ApplyState`](crate::proto::tesserapb::ApplyState) |
+//! | `meta` | `compacted` | store-wide compacted revision (u64 BE) |
+//! | `meta` | `cluster` | cluster id (u64 BE), chosen at bootstrap |
+//! | `mvcc` | see [`crate::region::keys`] | [`crate::region::mvcc`] value |
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+
+pub const CF_RAFT: &str = "raft";
+pub const CF_META: &str = "meta";
+pub const CF_MVCC: &str = "mvcc";
+
+/// A shared handle to the store's RocksDB.
+#[derive(Clone)]
+pub struct Engine {
+    pub db: Arc<DB>,
+}
+
+impl Engine {
+    pub fn open(dir: &Path) -> Result<Engine, rocksdb::Error> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        // Raft log writes are small and synced; keep the WAL for them.
+        opts.set_max_total_wal_size(256 << 20);
+        let mut mvcc = Options::default();
+        mvcc.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_RAFT, Options::default()),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+            ColumnFamilyDescriptor::new(CF_MVCC, mvcc),
+        ];
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        Ok(Engine { db: Arc::new(db) })
+    }
+
+    pub fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db.cf_handle(name).expect("column families are created at open")
+    }
+
+    pub fn raft(&self) -> &ColumnFamily {
+        self.cf(CF_RAFT)
+    }
+    pub fn meta(&self) -> &ColumnFamily {
+        self.cf(CF_META)
+    }
+    pub fn mvcc(&self) -> &ColumnFamily {
+        self.cf(CF_MVCC)
+    }
+
+    /// Writes `wb`; with `sync` the WAL is fsynced before returning, which
+    /// also makes every earlier unsynced write durable (the WAL is one file).
+    pub fn write(&self, wb: rocksdb::WriteBatch, sync: bool) -> Result<(), rocksdb::Error> {
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(wb, &wo)
+    }
+}
+
+pub mod keys {
+    //! Keys of the `raft` and `meta` column families.
+
+    pub fn raft_entry(region: u64, index: u64) -> [u8; 17] {
+        let mut k = [0u8; 17];
+        k[..8].copy_from_slice(&region.to_be_bytes());
+        k[8] = 0x01;
+        k[9..].copy_from_slice(&index.to_be_bytes());
+        k
+    }
+    pub fn hard_state(region: u64) -> [u8; 9] {
+        suffixed(region, 0x02)
+    }
+    pub fn truncated_state(region: u64) -> [u8; 9] {
+        suffixed(region, 0x03)
+    }
+    fn suffixed(region: u64, tag: u8) -> [u8; 9] {
+        let mut k = [0u8; 9];
+        k[..8].copy_from_slice(&region.to_be_bytes());
+        k[8] = tag;
+        k
+    }
+    pub fn region(region: u64) -> [u8; 9] {
+        prefixed(b'r', region)
+    }
+    pub fn apply_state(region: u64) -> [u8; 9] {
+        prefixed(b'a', region)
+    }
+    fn prefixed(tag: u8, region: u64) -> [u8; 9] {
+        let mut k = [0u8; 9];
+        k[0] = tag;
+        k[1..].copy_from_slice(&region.to_be_bytes());
+        k
+    }
+    pub const REGION_PREFIX: u8 = b'r';
+    pub const COMPACTED: &[u8] = b"compacted";
+    pub const CLUSTER: &[u8] = b"cluster";
+}

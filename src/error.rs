@@ -1,0 +1,107 @@
+//! Request errors and their one mapping to etcd's gRPC codes and messages.
+
+use tonic::{Code, Status};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a request can fail with. Variants either are etcd's own
+/// errors (mapped to etcd's code and message) or routing conditions that
+/// the router retries before a client could see them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// A write whose keys live in more than one region (until cross-region
+    /// atomic commit lands it is refused whole, never half-applied).
+    #[error(
+        "tessera: cross-region atomic writes are not supported yet: this request spans regions {regions:?}"
+    )]
+    CrossRegionWrite { regions: Vec<u64> },
+    /// A feature tessera does not have yet.
+    #[error("tessera: {0} is not supported yet")]
+    Unsupported(&'static str),
+    /// This peer is not (or no longer) the region's leader. Retried.
+    #[error("tessera: region {region} has no leader here")]
+    NotLeader { region: u64 },
+    /// The request was built for an older shape of the region. Retried.
+    #[error("tessera: region {region} epoch changed")]
+    EpochNotMatch { region: u64 },
+    /// A proposal was dropped or superseded before it committed. Retried.
+    #[error("tessera: proposal to region {region} was dropped")]
+    ProposalDropped { region: u64 },
+    /// No region covers the key (the routing table is being rebuilt).
+    #[error("tessera: no region for key")]
+    RegionNotFound,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("tessera: storage error: {0}")]
+    Storage(String),
+}
+
+impl Error {
+    /// Routing conditions the router retries inside tessera.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::NotLeader { .. }
+                | Error::EpochNotMatch { .. }
+                | Error::ProposalDropped { .. }
+                | Error::RegionNotFound
+        )
+    }
+}
+
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Self {
+        Error::Storage(e.into_string())
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let code = match &e {
+            Error::EmptyKey
+            | Error::ValueProvided
+            | Error::LeaseProvided
+            | Error::KeyNotFound
+            | Error::InvalidSortOption
+            | Error::TooManyOps
+            | Error::DuplicateKey
+            | Error::RequestTooLarge => Code::InvalidArgument,
+            Error::LeaseNotFound => Code::NotFound,
+            Error::Compacted | Error::FutureRevision => Code::OutOfRange,
+            Error::CrossRegionWrite { .. } => Code::FailedPrecondition,
+            Error::Unsupported(_) => Code::Unimplemented,
+            Error::NotLeader { .. }
+            | Error::EpochNotMatch { .. }
+            | Error::ProposalDropped { .. }
+            | Error::RegionNotFound
+            | Error::Timeout
+            | Error::Stopped => Code::Unavailable,
+            Error::Storage(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}

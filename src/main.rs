@@ -1,0 +1,164 @@
+//! The `tessera` command: `tessera serve` runs a store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tessera::raftstore::{Store, StoreConfig};
+use tessera::router::Router;
+use tessera::server::{self, Limits};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "A sharded, etcd v3 compatible key-value store: its keyspace is split into regions, each its own Raft group.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a store serving the etcd v3 gRPC API.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Human-readable name of this member (as etcd's --name).
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Directory holding the store's RocksDB (created if missing).
+    #[arg(long, default_value = "tessera-data")]
+    data_dir: PathBuf,
+    /// Comma-separated URLs to serve clients on (http://host:port). Port 0
+    /// picks a free port; the chosen address is printed on stdout.
+    #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    listen_client_urls: Vec<String>,
+    /// Comma-separated client URLs to advertise to clients.
+    #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    advertise_client_urls: Vec<String>,
+    /// Comma-separated URLs serving /metrics and /health over plain HTTP.
+    #[arg(long, value_delimiter = ',')]
+    listen_metrics_urls: Vec<String>,
+    /// Largest client request accepted, in bytes (etcd's default: 1.5 MiB).
+    #[arg(long, default_value_t = 1536 * 1024)]
+    max_request_bytes: usize,
+    /// Most operations in one txn branch.
+    #[arg(long, default_value_t = 128)]
+    max_txn_ops: usize,
+    /// Comma-separated keys at which a NEW store splits its keyspace into
+    /// regions (k1,k2 gives three regions). Ignored once the data dir exists.
+    #[arg(long, value_delimiter = ',')]
+    initial_split_keys: Vec<String>,
+    /// Raft poller threads (default: one per core).
+    #[arg(long)]
+    pollers: Option<usize>,
+    /// Log level: error, warn, info, debug (RUST_LOG overrides).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+/// `http://127.0.0.1:2379` -> `127.0.0.1:2379`.
+fn socket_addr(url: &str) -> Result<SocketAddr> {
+    let hostport = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
+    if url.starts_with("https://") || url.starts_with("unix") {
+        bail!("{url}: only http:// URLs are supported");
+    }
+    let hostport = hostport.replace("localhost", "127.0.0.1");
+    hostport.parse().with_context(|| format!("{url}: expected http://IP:PORT"))
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let mut cfg = StoreConfig::new(&args.data_dir);
+    cfg.initial_split_keys = args.initial_split_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+    if let Some(p) = args.pollers {
+        cfg.pollers = p;
+    }
+    let store = Store::open(cfg).with_context(|| format!("opening {}", args.data_dir.display()))?;
+    store.wait_ready(Duration::from_secs(30)).context("waiting for every region to elect its leader")?;
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(run(args, store.clone()));
+    store.shutdown();
+    result
+}
+
+async fn run(args: ServeArgs, store: Arc<Store>) -> Result<()> {
+    let member_id = member_id(&args.name, store.cluster_id);
+    let router = Arc::new(Router::new(store.clone(), member_id));
+    let limits = Limits { max_request_bytes: args.max_request_bytes, max_txn_ops: args.max_txn_ops };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for url in &args.listen_metrics_urls {
+        let listener = TcpListener::bind(socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
+        println!("tessera: serving metrics on http://{}", listener.local_addr()?);
+        tasks.spawn(server::http::serve(store.clone(), listener, stopped()).then_ok());
+    }
+    for url in &args.listen_client_urls {
+        let listener = TcpListener::bind(socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
+        println!("tessera: serving clients on http://{}", listener.local_addr()?);
+        let router = router.clone();
+        let stop = stopped();
+        tasks.spawn(async move { server::serve(router, limits, listener, stop).await.context("gRPC server") });
+    }
+    tracing::info!(regions = store.regions().len(), advertise = ?args.advertise_client_urls, "tessera is ready");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        Some(done) = tasks.join_next() => {
+            done??;
+            bail!("a listener stopped unexpectedly");
+        }
+    }
+    let _ = stop_tx.send(true);
+    let drain = async {
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), drain).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!("connections still open after 10 s; closing");
+            Ok(())
+        }
+    }
+}
+
+fn member_id(name: &str, cluster_id: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (name, cluster_id).hash(&mut h);
+    h.finish()
+}
+
+trait ThenOk: std::future::Future<Output = ()> + Sized {
+    async fn then_ok(self) -> Result<()> {
+        self.await;
+        Ok(())
+    }
+}
+impl<F: std::future::Future<Output = ()>> ThenOk for F {}

@@ -1,0 +1,112 @@
+//! Process-wide counters, rendered in the Prometheus text format on
+//! `/metrics`. Per-region gauges are added by the store at render time.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram with fixed upper bounds, in seconds.
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    const fn empty(bounds: &'static [f64]) -> Histogram {
+        Histogram { bounds, buckets: Vec::new(), sum_nanos: AtomicU64::new(0), count: AtomicU64::new(0) }
+    }
+
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, n) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+const FSYNC_BOUNDS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+pub struct Metrics {
+    pub lease_fast_path_reads: Counter,
+    pub read_index_reads: Counter,
+    pub lease_renewals: Counter,
+    pub fsyncs: Counter,
+    pub entries_persisted: Counter,
+    pub poll_rounds: Counter,
+    pub proposals: Counter,
+    pub applied_entries: Counter,
+    pub fsync_seconds: Histogram,
+}
+
+pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
+    let mut fsync_seconds = Histogram::empty(FSYNC_BOUNDS);
+    fsync_seconds.buckets = FSYNC_BOUNDS.iter().map(|_| AtomicU64::new(0)).collect();
+    Metrics {
+        lease_fast_path_reads: Counter::default(),
+        read_index_reads: Counter::default(),
+        lease_renewals: Counter::default(),
+        fsyncs: Counter::default(),
+        entries_persisted: Counter::default(),
+        poll_rounds: Counter::default(),
+        proposals: Counter::default(),
+        applied_entries: Counter::default(),
+        fsync_seconds,
+    }
+});
+
+impl Metrics {
+    /// The counters in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let counters: [(&str, &str, &Counter); 8] = [
+            ("tessera_lease_fast_path_reads_total", "Linearizable region reads served from a valid leader lease.", &self.lease_fast_path_reads),
+            ("tessera_read_index_reads_total", "Linearizable region reads served after a ReadIndex round.", &self.read_index_reads),
+            ("tessera_lease_renewals_total", "Leader lease renewals.", &self.lease_renewals),
+            ("tessera_fsyncs_total", "Synced RocksDB writes of raft state (one per poll round with ready regions).", &self.fsyncs),
+            ("tessera_raft_entries_persisted_total", "Raft log entries written by synced poll-round writes.", &self.entries_persisted),
+            ("tessera_poll_rounds_total", "Batch-system poll rounds.", &self.poll_rounds),
+            ("tessera_proposals_total", "Raft proposals.", &self.proposals),
+            ("tessera_applied_entries_total", "Raft entries applied.", &self.applied_entries),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
+        }
+        let fsyncs = self.fsyncs.get();
+        let per = if fsyncs == 0 { 0.0 } else { self.entries_persisted.get() as f64 / fsyncs as f64 };
+        let _ = writeln!(
+            out,
+            "# HELP tessera_raft_entries_per_fsync Average raft entries persisted per fsync since start.\n# TYPE tessera_raft_entries_per_fsync gauge\ntessera_raft_entries_per_fsync {per}"
+        );
+        self.fsync_seconds.render("tessera_fsync_duration_seconds", "Latency of synced raft writes.", out);
+    }
+}

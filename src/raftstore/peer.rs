@@ -1,0 +1,519 @@
+//! A region's peer: its raft-rs `RawNode`, the leader's evaluation of
+//! writes, and the application of committed entries.
+//!
+//! Only the poller thread that holds the FSM touches it, so the FSM itself is
+//! the latch for its keys: evaluation reads the applied state plus the
+//! effects of proposals still in flight (the overlay), and requests on
+//! different keys pipeline through the log.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam::channel::Receiver;
+use prost::Message as _;
+use raft::prelude::{Entry, EntryType, Ready};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole};
+use rocksdb::WriteBatch;
+
+use super::msg::{DoneCallback, PeerMsg, WriteCallback, WriteOutcome};
+use super::storage;
+use super::RaftConfig;
+use crate::engine::{keys, Engine};
+use crate::error::{Error, Result};
+use crate::lease::LeaderLease;
+use crate::metrics::METRICS;
+use crate::proto::mvccpb::KeyValue;
+use crate::proto::tesserapb::{ApplyState, Compaction, RaftCommand, Region, TruncatedState};
+use crate::region::eval::{self, KvView, WriteResponse};
+use crate::region::mvcc::{self, MvccReader, ScanOptions};
+use crate::sequencer::Sequencer;
+
+/// State of a peer that other threads read without going through the mailbox.
+#[derive(Debug, Default)]
+pub struct PeerShared {
+    pub lease: LeaderLease,
+    pub is_leader: AtomicBool,
+    pub term: AtomicU64,
+    /// Whether the store timer should send this peer ticks.
+    pub awake: AtomicBool,
+}
+
+enum PendingKind {
+    Write { revision: Option<u64>, keys: Vec<Vec<u8>>, response: WriteResponse, cb: WriteCallback },
+    Compact { cb: DoneCallback },
+    /// A write that changed nothing but read in-flight effects: answered once
+    /// they are applied.
+    Wait { response: WriteResponse, cb: WriteCallback },
+}
+
+struct Pending {
+    index: u64,
+    term: u64,
+    kind: PendingKind,
+}
+
+/// Work a poll round finishes after the apply batch is written.
+#[derive(Default)]
+pub struct ApplyContext {
+    pub wb: WriteBatch,
+    /// Revisions applied this round, finished in the sequencer after the write.
+    pub revisions: Vec<u64>,
+    pub acks: Vec<Box<dyn FnOnce() + Send>>,
+    /// (region, revision) compactions to run after the write.
+    pub compactions: Vec<(Region, u64)>,
+}
+
+pub struct PeerFsm {
+    pub region: Region,
+    raft: RawNode<MemStorage>,
+    pub rx: Receiver<PeerMsg>,
+    engine: Engine,
+    pub shared: Arc<PeerShared>,
+    sequencer: Arc<Sequencer>,
+    apply_state: ApplyState,
+    truncated: TruncatedState,
+    log_gc_threshold: u64,
+    /// Effects proposed but not yet applied, newest per key: (revision, kv).
+    overlay: BTreeMap<Vec<u8>, (u64, Option<KeyValue>)>,
+    pending: VecDeque<Pending>,
+    /// ReadIndex requests raft has not answered yet: ctx -> (callback, ticks waited).
+    reads: HashMap<u64, (DoneCallback, u32)>,
+    /// Confirmed reads waiting for their index to apply.
+    waiting_reads: Vec<(u64, DoneCallback)>,
+    next_read_ctx: u64,
+    /// The Ready being persisted in this round.
+    ready: Option<Ready>,
+    /// A truncation to persist with the next raft write.
+    gc: Option<(u64, TruncatedState)>,
+}
+
+impl crate::raftstore::batch::Fsm for PeerFsm {
+    type Message = PeerMsg;
+}
+
+impl PeerFsm {
+    pub fn new(
+        region: Region,
+        loaded: storage::LoadedPeer,
+        rx: Receiver<PeerMsg>,
+        engine: Engine,
+        sequencer: Arc<Sequencer>,
+        cfg: &RaftConfig,
+        store_id: u64,
+    ) -> Result<PeerFsm> {
+        let raft_cfg = raft::Config {
+            id: store_id,
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            applied: loaded.apply_state.applied_index,
+            check_quorum: true,
+            pre_vote: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        raft_cfg.validate().map_err(|e| Error::Storage(format!("raft config: {e}")))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raft = RawNode::new(&raft_cfg, loaded.storage, &logger).map_err(|e| Error::Storage(e.to_string()))?;
+        Ok(PeerFsm {
+            region,
+            raft,
+            rx,
+            engine,
+            shared: Arc::new(PeerShared { awake: AtomicBool::new(true), ..Default::default() }),
+            sequencer,
+            apply_state: loaded.apply_state,
+            truncated: loaded.truncated,
+            log_gc_threshold: cfg.log_gc_threshold,
+            overlay: BTreeMap::new(),
+            pending: VecDeque::new(),
+            reads: HashMap::new(),
+            waiting_reads: Vec::new(),
+            next_read_ctx: 1,
+            ready: None,
+            gc: None,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.region.id
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.raft.state == StateRole::Leader
+    }
+
+    fn single_voter(&self) -> bool {
+        self.region.peers.len() == 1
+    }
+
+    /// A leader may evaluate writes once everything before its term applied.
+    fn can_evaluate(&self) -> bool {
+        self.is_leader() && self.apply_state.applied_term == self.raft.raft.term
+    }
+
+    /// Whether the store timer should tick this peer: an idle single-voter
+    /// leader has nothing to time.
+    fn wants_tick(&self) -> bool {
+        !(self.is_leader() && self.single_voter()) || !self.reads.is_empty()
+    }
+
+    // ---- messages ---------------------------------------------------------
+
+    pub fn handle(&mut self, max: usize) {
+        for _ in 0..max {
+            let Ok(msg) = self.rx.try_recv() else { break };
+            match msg {
+                PeerMsg::Tick => self.on_tick(),
+                PeerMsg::Campaign => {
+                    let _ = self.raft.campaign();
+                }
+                PeerMsg::Write { req, epoch_version, cb } => self.on_write(req, epoch_version, cb),
+                PeerMsg::ReadIndex { cb } => self.on_read_index(cb),
+                PeerMsg::Compact { revision, cb } => self.on_compact(revision, cb),
+            }
+        }
+        self.shared.awake.store(self.wants_tick(), Ordering::Relaxed);
+    }
+
+    fn on_tick(&mut self) {
+        self.raft.tick();
+        // raft-rs drops a ReadIndex silently (e.g. before the leader has
+        // committed in its term): give up after a few ticks, the router retries.
+        let region = self.region.id;
+        let stale: Vec<u64> = self
+            .reads
+            .iter_mut()
+            .filter_map(|(ctx, (_, ticks))| {
+                *ticks += 1;
+                (*ticks > 3).then_some(*ctx)
+            })
+            .collect();
+        for ctx in stale {
+            if let Some((cb, _)) = self.reads.remove(&ctx) {
+                let _ = cb.send(Err(Error::ProposalDropped { region }));
+            }
+        }
+    }
+
+    fn on_write(&mut self, req: eval::WriteRequest, epoch_version: u64, cb: WriteCallback) {
+        let region = self.region.id;
+        if !self.can_evaluate() {
+            let _ = cb.send(Err(Error::NotLeader { region }));
+            return;
+        }
+        if epoch_version != self.epoch_version() {
+            let _ = cb.send(Err(Error::EpochNotMatch { region }));
+            return;
+        }
+        let mut taken = None;
+        let result = {
+            let view = PeerView { reader: MvccReader::new(&self.engine.db, self.engine.mvcc(), None), overlay: &self.overlay };
+            let seq = &self.sequencer;
+            eval::evaluate(&req, &view, &mut || {
+                let r = seq.next();
+                taken = Some(r);
+                r
+            })
+        };
+        let ev = match result {
+            Ok(ev) => ev,
+            Err(e) => {
+                if let Some(r) = taken {
+                    self.sequencer.finish(r); // voided
+                }
+                let _ = cb.send(Err(e));
+                return;
+            }
+        };
+        let term = self.raft.raft.term;
+        if ev.effects.is_empty() {
+            if let Some(r) = ev.revision {
+                self.sequencer.finish(r);
+            }
+            if self.pending.is_empty() {
+                let _ = cb.send(Ok(WriteOutcome { revision: None, response: ev.response, raft_term: term }));
+            } else {
+                let index = self.raft.raft.raft_log.last_index();
+                self.pending.push_back(Pending { index, term, kind: PendingKind::Wait { response: ev.response, cb } });
+            }
+            return;
+        }
+        let revision = ev.revision.expect("effects take a revision");
+        let cmd = RaftCommand {
+            region_id: region,
+            epoch: self.region.epoch,
+            revision,
+            effects: ev.effects,
+            compaction: None,
+        };
+        let data = cmd.encode_to_vec();
+        if let Err(e) = self.raft.propose(vec![], data) {
+            tracing::debug!(region, "proposal dropped: {e}");
+            self.sequencer.finish(revision);
+            let _ = cb.send(Err(Error::ProposalDropped { region }));
+            return;
+        }
+        METRICS.proposals.inc();
+        let index = self.raft.raft.raft_log.last_index();
+        let mut keys = Vec::with_capacity(cmd.effects.len());
+        for e in cmd.effects {
+            self.overlay.insert(e.key.clone(), (revision, e.kv));
+            keys.push(e.key);
+        }
+        self.pending.push_back(Pending {
+            index,
+            term,
+            kind: PendingKind::Write { revision: Some(revision), keys, response: ev.response, cb },
+        });
+    }
+
+    fn on_read_index(&mut self, cb: DoneCallback) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(Error::NotLeader { region: self.region.id }));
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        self.raft.read_index(ctx.to_be_bytes().to_vec());
+        self.reads.insert(ctx, (cb, 0));
+    }
+
+    fn on_compact(&mut self, revision: u64, cb: DoneCallback) {
+        let region = self.region.id;
+        if !self.can_evaluate() {
+            let _ = cb.send(Err(Error::NotLeader { region }));
+            return;
+        }
+        let cmd = RaftCommand {
+            region_id: region,
+            epoch: self.region.epoch,
+            revision: 0,
+            effects: Vec::new(),
+            compaction: Some(Compaction { revision }),
+        };
+        if self.raft.propose(vec![], cmd.encode_to_vec()).is_err() {
+            let _ = cb.send(Err(Error::ProposalDropped { region }));
+            return;
+        }
+        let index = self.raft.raft.raft_log.last_index();
+        let term = self.raft.raft.term;
+        self.pending.push_back(Pending { index, term, kind: PendingKind::Compact { cb } });
+    }
+
+    fn epoch_version(&self) -> u64 {
+        self.region.epoch.as_ref().map_or(0, |e| e.version)
+    }
+
+    // ---- the poll round ---------------------------------------------------
+
+    /// Step 1: takes this round's Ready (if any) and adds what must be
+    /// persisted to the round's one synced write batch. Returns the number of
+    /// log entries added.
+    pub fn collect_persist(&mut self, wb: &mut WriteBatch) -> Result<usize> {
+        if let Some((from, to)) = self.gc.take() {
+            storage::truncate(&self.engine, self.raft.store(), self.region.id, from, &to, wb)?;
+            self.truncated = to;
+        }
+        if !self.raft.has_ready() {
+            return Ok(0);
+        }
+        let mut rd = self.raft.ready();
+        if !rd.snapshot().is_empty() {
+            // Snapshots arrive only from other stores (the cluster issue).
+            tracing::error!(region = self.region.id, "ignoring an unexpected raft snapshot");
+        }
+        let entries = rd.take_entries();
+        storage::append(&self.engine, self.raft.store(), self.region.id, &entries, wb)?;
+        if let Some(hs) = rd.hs() {
+            storage::save_hard_state(&self.engine, self.region.id, hs, wb)?;
+            self.raft.mut_store().wl().set_hardstate(hs.clone());
+        }
+        if let Some(ss) = rd.ss() {
+            self.on_role_change(ss.raft_state);
+        }
+        self.ready = Some(rd);
+        Ok(entries.len())
+    }
+
+    /// Step 2 (after the synced write): advances raft, applies what
+    /// committed into `ctx`, and queues the answers.
+    pub fn on_persisted(&mut self, ctx: &mut ApplyContext) -> Result<()> {
+        let Some(mut rd) = self.ready.take() else { return Ok(()) };
+        // Messages to other peers need the store transport (cluster issue); a
+        // single-voter region sends none.
+        let _ = rd.take_messages();
+        let read_states = rd.take_read_states();
+        let committed = rd.take_committed_entries();
+        let _ = rd.take_persisted_messages();
+        self.apply(committed, ctx)?;
+        let mut light = self.raft.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.raft.store().rl().hard_state().clone();
+            hs.commit = commit;
+            storage::save_hard_state(&self.engine, self.region.id, &hs, &mut ctx.wb)?;
+            self.raft.mut_store().wl().set_hardstate(hs);
+        }
+        let _ = light.take_messages();
+        self.apply(light.take_committed_entries(), ctx)?;
+        self.raft.advance_apply();
+        for rs in read_states {
+            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else { continue };
+            if let Some((cb, _)) = self.reads.remove(&u64::from_be_bytes(bytes)) {
+                self.waiting_reads.push((rs.index, cb));
+            }
+        }
+        let applied = self.apply_state.applied_index;
+        let (done, waiting): (Vec<_>, Vec<_>) = self.waiting_reads.drain(..).partition(|(i, _)| *i <= applied);
+        self.waiting_reads = waiting;
+        for (_, cb) in done {
+            ctx.acks.push(Box::new(move || {
+                let _ = cb.send(Ok(()));
+            }));
+        }
+        self.maybe_gc();
+        self.shared.awake.store(self.wants_tick(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn on_role_change(&mut self, role: StateRole) {
+        let leader = role == StateRole::Leader;
+        self.shared.is_leader.store(leader, Ordering::Release);
+        self.shared.term.store(self.raft.raft.term, Ordering::Release);
+        if !leader {
+            // Pending proposals stay: whether they committed is decided by the
+            // term of the entry that applies at their index.
+            self.shared.lease.expire();
+            self.overlay.clear();
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>, ctx: &mut ApplyContext) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for e in &entries {
+            if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+                let cmd = RaftCommand::decode(&e.data[..]).map_err(|err| Error::Storage(format!("corrupt raft command: {err}")))?;
+                self.apply_command(cmd, ctx);
+            }
+            self.apply_state.applied_index = e.index;
+            self.apply_state.applied_term = e.term;
+            METRICS.applied_entries.inc();
+            self.answer_pending(e, ctx);
+        }
+        ctx.wb.put_cf(self.engine.meta(), keys::apply_state(self.region.id), self.apply_state.encode_to_vec());
+        if self.is_leader() && self.single_voter() && self.apply_state.applied_term == self.raft.raft.term {
+            // A single voter is its own quorum (DESIGN invariant 7).
+            self.shared.lease.hold_while_leader();
+        }
+        Ok(())
+    }
+
+    fn apply_command(&mut self, cmd: RaftCommand, ctx: &mut ApplyContext) {
+        let current = self.epoch_version();
+        if cmd.epoch.as_ref().map_or(0, |e| e.version) != current {
+            // Checked again at apply time: a command proposed before a split
+            // or merge must not touch keys the region no longer owns.
+            tracing::warn!(region = self.region.id, "skipping a command with a stale epoch");
+            return;
+        }
+        let cf = self.engine.mvcc();
+        for effect in &cmd.effects {
+            mvcc::write_version(&mut ctx.wb, cf, &effect.key, cmd.revision, effect.kv.as_ref());
+        }
+        if cmd.revision > 0 {
+            ctx.revisions.push(cmd.revision);
+            self.apply_state.max_revision = self.apply_state.max_revision.max(cmd.revision);
+        }
+        if let Some(c) = cmd.compaction {
+            self.apply_state.compacted_revision = self.apply_state.compacted_revision.max(c.revision);
+            ctx.compactions.push((self.region.clone(), c.revision));
+        }
+    }
+
+    fn answer_pending(&mut self, e: &Entry, ctx: &mut ApplyContext) {
+        let region = self.region.id;
+        while self.pending.front().is_some_and(|p| p.index <= e.index) {
+            let p = self.pending.pop_front().expect("checked");
+            let committed = p.index == e.index && p.term == e.term;
+            let raft_term = self.raft.raft.term;
+            match p.kind {
+                PendingKind::Write { revision, keys, response, cb } => {
+                    for k in keys {
+                        if self.overlay.get(&k).map(|(r, _)| Some(*r)) == Some(revision) {
+                            self.overlay.remove(&k);
+                        }
+                    }
+                    if !committed {
+                        if let Some(r) = revision {
+                            ctx.revisions.push(r); // voided: never applied
+                        }
+                    }
+                    let result = if committed { Ok(WriteOutcome { revision, response, raft_term }) } else { Err(Error::ProposalDropped { region }) };
+                    ctx.acks.push(Box::new(move || {
+                        let _ = cb.send(result);
+                    }));
+                }
+                PendingKind::Compact { cb } => {
+                    let result = if committed { Ok(()) } else { Err(Error::ProposalDropped { region }) };
+                    ctx.acks.push(Box::new(move || {
+                        let _ = cb.send(result);
+                    }));
+                }
+                PendingKind::Wait { response, cb } => {
+                    ctx.acks.push(Box::new(move || {
+                        let _ = cb.send(Ok(WriteOutcome { revision: None, response, raft_term }));
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Schedules truncation of the applied log once it is long enough.
+    fn maybe_gc(&mut self) {
+        let applied = self.apply_state.applied_index;
+        if applied < self.truncated.index + self.log_gc_threshold || self.gc.is_some() {
+            return;
+        }
+        let term = match raft::Storage::term(self.raft.store(), applied) {
+            Ok(t) => t,
+            Err(_) => return,
+        };
+        self.gc = Some((self.truncated.index + 1, TruncatedState { index: applied, term }));
+    }
+}
+
+/// The leader's latest view of its keys: applied data plus in-flight effects.
+struct PeerView<'a> {
+    reader: MvccReader<'a>,
+    overlay: &'a BTreeMap<Vec<u8>, (u64, Option<KeyValue>)>,
+}
+
+impl KvView for PeerView<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        match self.overlay.get(key) {
+            Some((_, kv)) => Ok(kv.clone()),
+            None => self.reader.get(key, u64::MAX),
+        }
+    }
+
+    fn range(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<KeyValue>> {
+        let scanned = self.reader.scan(start, end, u64::MAX, ScanOptions::default())?;
+        if self.overlay.is_empty() {
+            return Ok(scanned.kvs);
+        }
+        let mut merged: BTreeMap<Vec<u8>, KeyValue> = scanned.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        let upper = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec()));
+        for (k, (_, kv)) in self.overlay.range((Bound::Included(start.to_vec()), upper)) {
+            match kv {
+                Some(kv) => merged.insert(k.clone(), kv.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_values().collect())
+    }
+}

@@ -1,0 +1,115 @@
+//! A peer's Raft log and state: raft-rs's `MemStorage` as the in-memory
+//! view Raft reads, mirrored to the `raft` column family. The log is loaded
+//! at start from the last truncation point and truncated as entries apply.
+
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::storage::MemStorage;
+use raft::Storage as _;
+use rocksdb::WriteBatch;
+
+use crate::engine::{keys, Engine};
+use crate::error::{Error, Result};
+use crate::proto::tesserapb::{ApplyState, RaftCommand, Region, TruncatedState};
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("corrupt {what}: {e}"))
+}
+
+pub fn conf_state(region: &Region) -> ConfState {
+    let mut cs = ConfState::default();
+    cs.set_voters(region.peers.iter().map(|p| p.id).collect());
+    cs
+}
+
+/// What a peer needs from disk to start.
+pub struct LoadedPeer {
+    pub storage: MemStorage,
+    pub apply_state: ApplyState,
+    pub truncated: TruncatedState,
+    /// Revisions of logged commands not yet applied (they will be).
+    pub unapplied_revisions: Vec<u64>,
+}
+
+pub fn load(engine: &Engine, region: &Region) -> Result<LoadedPeer> {
+    let id = region.id;
+    let db = &engine.db;
+    let hard_state = match db.get_cf(engine.raft(), keys::hard_state(id))? {
+        Some(b) => HardState::parse_from_bytes(&b).map_err(|e| corrupt("hard state", e))?,
+        None => HardState::default(),
+    };
+    let truncated = match db.get_cf(engine.raft(), keys::truncated_state(id))? {
+        Some(b) => TruncatedState::decode(&b[..]).map_err(|e| corrupt("truncated state", e))?,
+        None => TruncatedState::default(),
+    };
+    let apply_state = match db.get_cf(engine.meta(), keys::apply_state(id))? {
+        Some(b) => ApplyState::decode(&b[..]).map_err(|e| corrupt("apply state", e))?,
+        None => ApplyState::default(),
+    };
+    let storage = if truncated.index == 0 {
+        MemStorage::new_with_conf_state(conf_state(region))
+    } else {
+        let storage = MemStorage::new();
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = truncated.index;
+        snap.mut_metadata().term = truncated.term;
+        snap.mut_metadata().set_conf_state(conf_state(region));
+        storage.wl().apply_snapshot(snap).map_err(|e| corrupt("raft log start", e))?;
+        storage
+    };
+    let mut entries = Vec::new();
+    let mut unapplied_revisions = Vec::new();
+    let iter = db.iterator_cf(
+        engine.raft(),
+        rocksdb::IteratorMode::From(&keys::raft_entry(id, truncated.index + 1), rocksdb::Direction::Forward),
+    );
+    for item in iter {
+        let (k, v) = item?;
+        if k.len() != 17 || k[..9] != keys::raft_entry(id, 0)[..9] {
+            break;
+        }
+        let entry = Entry::parse_from_bytes(&v).map_err(|e| corrupt("raft entry", e))?;
+        if entry.index > apply_state.applied_index && !entry.data.is_empty() {
+            let cmd = RaftCommand::decode(&entry.data[..]).map_err(|e| corrupt("raft command", e))?;
+            if cmd.revision > 0 {
+                unapplied_revisions.push(cmd.revision);
+            }
+        }
+        entries.push(entry);
+    }
+    storage.wl().append(&entries).map_err(|e| corrupt("raft log", e))?;
+    storage.wl().set_hardstate(hard_state);
+    Ok(LoadedPeer { storage, apply_state, truncated, unapplied_revisions })
+}
+
+/// Adds `entries` (from a Ready) to `wb`, removing any longer stale suffix
+/// the new entries replace, and to the in-memory log.
+pub fn append(engine: &Engine, storage: &MemStorage, region: u64, entries: &[Entry], wb: &mut WriteBatch) -> Result<()> {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(());
+    };
+    let old_last = storage.last_index().map_err(|e| Error::Storage(e.to_string()))?;
+    for e in entries {
+        let bytes = e.write_to_bytes().map_err(|e| Error::Storage(e.to_string()))?;
+        wb.put_cf(engine.raft(), keys::raft_entry(region, e.index), bytes);
+    }
+    if old_last > last.index {
+        wb.delete_range_cf(engine.raft(), keys::raft_entry(region, last.index + 1), keys::raft_entry(region, old_last + 1));
+    }
+    debug_assert!(first.index > 0);
+    storage.wl().append(entries).map_err(|e| Error::Storage(e.to_string()))
+}
+
+pub fn save_hard_state(engine: &Engine, region: u64, hs: &HardState, wb: &mut WriteBatch) -> Result<()> {
+    let bytes = hs.write_to_bytes().map_err(|e| Error::Storage(e.to_string()))?;
+    wb.put_cf(engine.raft(), keys::hard_state(region), bytes);
+    Ok(())
+}
+
+/// Drops log entries up to `to` (inclusive) from disk and memory.
+pub fn truncate(engine: &Engine, storage: &MemStorage, region: u64, from: u64, to: &TruncatedState, wb: &mut WriteBatch) -> Result<()> {
+    wb.delete_range_cf(engine.raft(), keys::raft_entry(region, from), keys::raft_entry(region, to.index + 1));
+    wb.put_cf(engine.raft(), keys::truncated_state(region), to.encode_to_vec());
+    storage.wl().compact(to.index + 1).map_err(|e| Error::Storage(e.to_string()))
+}

@@ -1,0 +1,278 @@
+//! A store: one RocksDB, the sequencer, and one peer per region driven by
+//! the batch system.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use prost::Message as _;
+use tokio::sync::oneshot;
+
+use super::batch::{BatchConfig, BatchSystem, Mailbox};
+use super::msg::{PeerMsg, WriteOutcome};
+use super::peer::{PeerFsm, PeerShared};
+use super::poller::RaftPoller;
+use super::{storage, RaftConfig};
+use crate::engine::{keys, Engine};
+use crate::error::{Error, Result};
+use crate::proto::tesserapb::Region;
+use crate::region::eval::WriteRequest;
+use crate::sequencer::Sequencer;
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// This store's id (1 on a single node).
+    pub store_id: u64,
+    /// Keys at which a fresh store splits its keyspace into regions.
+    /// Ignored when the data dir already holds regions.
+    pub initial_split_keys: Vec<Vec<u8>>,
+    /// Poller threads (default: one per core).
+    pub pollers: usize,
+    pub raft: RaftConfig,
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            store_id: 1,
+            initial_split_keys: Vec::new(),
+            pollers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            raft: RaftConfig::default(),
+        }
+    }
+}
+
+/// What other threads hold of a peer.
+#[derive(Clone)]
+pub struct PeerHandle {
+    pub region: Region,
+    pub shared: Arc<PeerShared>,
+    pub mailbox: Mailbox<PeerFsm>,
+}
+
+/// The compacted revision of a store that was never compacted.
+pub const NEVER_COMPACTED: i64 = -1;
+
+pub struct Store {
+    pub engine: Engine,
+    pub sequencer: Arc<Sequencer>,
+    pub store_id: u64,
+    pub cluster_id: u64,
+    peers: DashMap<u64, PeerHandle>,
+    /// The compacted revision; [`NEVER_COMPACTED`] before the first compaction.
+    compacted: AtomicI64,
+    system: Mutex<Option<BatchSystem<PeerFsm>>>,
+    timer: Mutex<Option<JoinHandle<()>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Store {
+    /// Opens (or bootstraps) the store in `cfg.data_dir` and starts its threads.
+    pub fn open(cfg: StoreConfig) -> Result<Arc<Store>> {
+        cfg.raft.validate().map_err(Error::Storage)?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::Storage(format!("{}: {e}", cfg.data_dir.display())))?;
+        let engine = Engine::open(&cfg.data_dir)?;
+        let (regions, cluster_id) = load_or_bootstrap(&engine, &cfg)?;
+        let compacted = match engine.db.get_cf(engine.meta(), keys::COMPACTED)? {
+            Some(b) => i64::from_be_bytes(b.as_slice().try_into().map_err(|_| Error::Storage("corrupt compacted revision".into()))?),
+            None => NEVER_COMPACTED,
+        };
+
+        let mut loaded = Vec::with_capacity(regions.len());
+        let mut last = 0;
+        let mut unapplied = Vec::new();
+        for region in regions {
+            let peer = storage::load(&engine, &region)?;
+            last = last.max(peer.apply_state.max_revision);
+            last = peer.unapplied_revisions.iter().fold(last, |m, r| m.max(*r));
+            unapplied.extend_from_slice(&peer.unapplied_revisions);
+            loaded.push((region, peer));
+        }
+        // An empty etcd store is at revision 1; its first write gets 2.
+        let sequencer = Arc::new(Sequencer::recover(last.max(1), unapplied));
+
+        let batch_cfg = BatchConfig { pollers: cfg.pollers, max_batch: 256 };
+        let system = BatchSystem::start("raft-poller", &batch_cfg, || RaftPoller { engine: engine.clone(), sequencer: sequencer.clone() });
+        let peers = DashMap::new();
+        for (region, peer) in loaded {
+            let (tx, rx) = channel::unbounded();
+            let fsm = PeerFsm::new(region.clone(), peer, rx.clone(), engine.clone(), sequencer.clone(), &cfg.raft, cfg.store_id)?;
+            let shared = fsm.shared.clone();
+            let mailbox = system.register(Box::new(fsm), tx, rx);
+            let _ = mailbox.send(PeerMsg::Campaign);
+            peers.insert(region.id, PeerHandle { region, shared, mailbox });
+        }
+        let store = Arc::new(Store {
+            engine,
+            sequencer,
+            store_id: cfg.store_id,
+            cluster_id,
+            peers,
+            compacted: AtomicI64::new(compacted),
+            system: Mutex::new(Some(system)),
+            timer: Mutex::new(None),
+            stop: Arc::new(AtomicBool::new(false)),
+        });
+        *store.timer.lock() = Some(start_timer(&store, cfg.raft.tick_interval));
+        Ok(store)
+    }
+
+    /// Every region, ordered by start key.
+    pub fn regions(&self) -> Vec<Region> {
+        let mut regions: Vec<Region> = self.peers.iter().map(|p| p.region.clone()).collect();
+        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        regions
+    }
+
+    pub fn peer(&self, region: u64) -> Result<PeerHandle> {
+        self.peers.get(&region).map(|p| p.clone()).ok_or(Error::RegionNotFound)
+    }
+
+    /// Whether every region leads here with a valid leader lease.
+    pub fn all_leading(&self) -> bool {
+        self.peers.iter().all(|p| p.shared.lease.is_valid())
+    }
+
+    /// Waits (bounded) until every region leads with a valid lease.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.all_leading() {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// The store-wide compacted revision ([`NEVER_COMPACTED`] if none: as in
+    /// etcd, even revision 0 can be compacted once).
+    pub fn compacted(&self) -> i64 {
+        self.compacted.load(Ordering::Acquire)
+    }
+
+    /// Records (fsynced) that history below `revision` is gone.
+    pub fn set_compacted(&self, revision: i64) -> Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        wb.put_cf(self.engine.meta(), keys::COMPACTED, revision.to_be_bytes());
+        self.engine.write(wb, true)?;
+        self.compacted.fetch_max(revision, Ordering::AcqRel);
+        Ok(())
+    }
+
+    async fn ask<T>(&self, region: u64, make: impl FnOnce(oneshot::Sender<Result<T>>) -> PeerMsg) -> Result<T> {
+        let peer = self.peer(region)?;
+        let (tx, rx) = oneshot::channel();
+        peer.mailbox.send(make(tx)).map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Evaluates and commits a write in `region` (one attempt).
+    pub async fn write(&self, region: u64, epoch_version: u64, req: WriteRequest) -> Result<WriteOutcome> {
+        self.ask(region, |cb| PeerMsg::Write { req, epoch_version, cb }).await
+    }
+
+    /// Confirms leadership of `region` through ReadIndex and waits for the
+    /// read index to apply (one attempt).
+    pub async fn read_index(&self, region: u64) -> Result<()> {
+        self.ask(region, |cb| PeerMsg::ReadIndex { cb }).await
+    }
+
+    /// Compacts `region`'s history below `revision` through its log.
+    pub async fn compact_region(&self, region: u64, revision: u64) -> Result<()> {
+        self.ask(region, |cb| PeerMsg::Compact { revision, cb }).await
+    }
+
+    /// Per-region lines for /metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(out, "# HELP tessera_region_lease_valid Whether the region's leader lease is valid on this store.\n# TYPE tessera_region_lease_valid gauge");
+        for r in self.regions() {
+            let valid = self.peers.get(&r.id).is_some_and(|p| p.shared.lease.is_valid());
+            let _ = writeln!(out, "tessera_region_lease_valid{{region=\"{}\"}} {}", r.id, valid as u8);
+        }
+        let leaders = self.peers.iter().filter(|p| p.shared.is_leader.load(Ordering::Relaxed)).count();
+        let _ = writeln!(out, "# HELP tessera_regions Regions on this store.\n# TYPE tessera_regions gauge\ntessera_regions {}", self.peers.len());
+        let _ = writeln!(out, "# HELP tessera_region_leaders Regions led by this store.\n# TYPE tessera_region_leaders gauge\ntessera_region_leaders {leaders}");
+        let _ = writeln!(out, "# HELP tessera_revision The last revision handed out.\n# TYPE tessera_revision gauge\ntessera_revision {}", self.sequencer.last());
+    }
+
+    /// Stops the timer and the pollers (after their current round).
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.timer.lock().take() {
+            let _ = t.join();
+        }
+        if let Some(mut s) = self.system.lock().take() {
+            s.shutdown();
+        }
+        let _ = self.engine.db.flush_wal(true);
+    }
+}
+
+fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig) -> Result<(Vec<Region>, u64)> {
+    let mut regions = Vec::new();
+    let prefix = [keys::REGION_PREFIX];
+    for item in engine.db.prefix_iterator_cf(engine.meta(), prefix) {
+        let (k, v) = item?;
+        if k.first() != Some(&keys::REGION_PREFIX) || k.len() != 9 {
+            break;
+        }
+        regions.push(Region::decode(&v[..]).map_err(|e| Error::Storage(format!("corrupt region: {e}")))?);
+    }
+    if let Some(b) = engine.db.get_cf(engine.meta(), keys::CLUSTER)? {
+        let id = u64::from_be_bytes(b.as_slice().try_into().map_err(|_| Error::Storage("corrupt cluster id".into()))?);
+        if !regions.is_empty() {
+            if !cfg.initial_split_keys.is_empty() {
+                tracing::info!("data dir already holds {} regions; --initial-split-keys ignored", regions.len());
+            }
+            return Ok((regions, id));
+        }
+    }
+    let regions = crate::region::initial_regions(&cfg.initial_split_keys, cfg.store_id);
+    let cluster_id = random_id();
+    let mut wb = rocksdb::WriteBatch::default();
+    for r in &regions {
+        wb.put_cf(engine.meta(), keys::region(r.id), r.encode_to_vec());
+    }
+    // Written last in the same batch: its presence means bootstrap finished.
+    wb.put_cf(engine.meta(), keys::CLUSTER, cluster_id.to_be_bytes());
+    engine.write(wb, true)?;
+    tracing::info!(regions = regions.len(), cluster_id, "bootstrapped a new store");
+    Ok((regions, cluster_id))
+}
+
+/// A random non-zero id (cluster ids need only be unlikely to collide).
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+fn start_timer(store: &Arc<Store>, interval: Duration) -> JoinHandle<()> {
+    let store = Arc::downgrade(store);
+    std::thread::Builder::new()
+        .name("store-timer".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            let Some(store) = store.upgrade() else { return };
+            if store.stop.load(Ordering::Acquire) {
+                return;
+            }
+            for p in store.peers.iter() {
+                if p.shared.awake.load(Ordering::Relaxed) {
+                    let _ = p.mailbox.send(PeerMsg::Tick);
+                }
+            }
+        })
+        .expect("spawn store timer")
+}

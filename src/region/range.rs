@@ -1,0 +1,135 @@
+//! etcd's Range post-processing: revision filters, sort, limit, `more`,
+//! `count`, keys-only. Pure, so the router applies it once over the merged
+//! result of several regions and a txn applies it to its own reads.
+
+use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
+use crate::proto::mvccpb::KeyValue;
+
+/// Whether `req` can take its `limit` from each region's key-ordered scan
+/// (`limit + 1` each, for `more`) instead of reading everything first: etcd
+/// reads everything when it sorts or filters.
+pub fn limit_pushdown(req: &RangeRequest) -> Option<usize> {
+    let filtered = req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    if req.limit > 0 && req.sort_order == SortOrder::None as i32 && !filtered {
+        Some(req.limit as usize + 1)
+    } else {
+        None
+    }
+}
+
+/// Builds the response (without header) from the live key-values of the
+/// requested range in key order and their total `count`.
+pub fn finish_range(req: &RangeRequest, mut kvs: Vec<KeyValue>, count: usize) -> RangeResponse {
+    if req.count_only {
+        return RangeResponse { count: count as i64, ..Default::default() };
+    }
+    kvs.retain(|kv| {
+        (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+            && (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+            && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+            && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+    });
+    let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
+    let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
+    if target != SortTarget::Key && order == SortOrder::None {
+        // etcd sorts ascending by default when the target is not the key.
+        order = SortOrder::Ascend;
+    }
+    if order != SortOrder::None {
+        // Stable sorts keep key order between equal targets.
+        match target {
+            SortTarget::Key => {} // already in key order
+            SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
+            SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
+            SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
+            SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+        }
+        if order == SortOrder::Descend {
+            kvs.reverse();
+        }
+    }
+    let mut more = false;
+    if req.limit > 0 && kvs.len() > req.limit as usize {
+        kvs.truncate(req.limit as usize);
+        more = true;
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    RangeResponse { header: None, kvs, more, count: count as i64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, create: i64, modr: i64, version: i64, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            create_revision: create,
+            mod_revision: modr,
+            version,
+            value: value.into(),
+            lease: 0,
+        }
+    }
+
+    fn sample() -> Vec<KeyValue> {
+        vec![kv("a", 2, 9, 3, "z"), kv("b", 3, 3, 1, "y"), kv("c", 4, 5, 2, "x")]
+    }
+
+    fn keys(resp: &RangeResponse) -> Vec<&[u8]> {
+        resp.kvs.iter().map(|kv| &kv.key[..]).collect()
+    }
+
+    #[test]
+    fn limit_sets_more_and_keeps_total_count() {
+        let req = RangeRequest { limit: 2, ..Default::default() };
+        let resp = finish_range(&req, sample(), 3);
+        assert_eq!(keys(&resp), vec![b"a", b"b"]);
+        assert!(resp.more);
+        assert_eq!(resp.count, 3);
+    }
+
+    #[test]
+    fn sort_targets_default_to_ascend() {
+        let req = RangeRequest { sort_target: SortTarget::Mod as i32, ..Default::default() };
+        assert_eq!(keys(&finish_range(&req, sample(), 3)), vec![b"b", b"c", b"a"]);
+        let req = RangeRequest {
+            sort_target: SortTarget::Value as i32,
+            sort_order: SortOrder::Descend as i32,
+            limit: 1,
+            ..Default::default()
+        };
+        let resp = finish_range(&req, sample(), 3);
+        assert_eq!(keys(&resp), vec![b"a"]);
+        assert!(resp.more);
+        let req = RangeRequest { sort_order: SortOrder::Descend as i32, ..Default::default() };
+        assert_eq!(keys(&finish_range(&req, sample(), 3)), vec![b"c", b"b", b"a"]);
+    }
+
+    #[test]
+    fn filters_count_only_and_keys_only() {
+        let req = RangeRequest { min_mod_revision: 4, max_create_revision: 3, ..Default::default() };
+        assert_eq!(keys(&finish_range(&req, sample(), 3)), vec![b"a"]);
+        let req = RangeRequest { count_only: true, ..Default::default() };
+        let resp = finish_range(&req, sample(), 3);
+        assert!(resp.kvs.is_empty() && resp.count == 3 && !resp.more);
+        let req = RangeRequest { keys_only: true, ..Default::default() };
+        assert!(finish_range(&req, sample(), 3).kvs.iter().all(|kv| kv.value.is_empty()));
+    }
+
+    #[test]
+    fn pushdown_only_for_plain_limits() {
+        assert_eq!(limit_pushdown(&RangeRequest { limit: 5, ..Default::default() }), Some(6));
+        assert_eq!(limit_pushdown(&RangeRequest::default()), None);
+        let sorted = RangeRequest { limit: 5, sort_order: SortOrder::Ascend as i32, ..Default::default() };
+        assert_eq!(limit_pushdown(&sorted), None);
+    }
+}

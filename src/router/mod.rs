@@ -1,0 +1,368 @@
+//! The router: key -> region addressing for every etcd KV request.
+//!
+//! A read is cut at region boundaries ([`table::RoutingTable::split`]),
+//! made linearizable per region (leader lease fast path, else ReadIndex),
+//! read at one revision from one RocksDB snapshot, and merged in key order
+//! with etcd's limit/sort/count applied once over the whole result.
+//! A write goes to the one region that owns all its keys; a write spanning
+//! regions is refused whole until cross-region commit exists. Routing errors
+//! (no leader yet, stale epoch, dropped proposal) are retried here until the
+//! request deadline; clients never see them.
+
+pub mod table;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::metrics::METRICS;
+use crate::proto::etcdserverpb::request_op::Request;
+use crate::proto::etcdserverpb::response_op::Response;
+use crate::proto::etcdserverpb::*;
+use crate::proto::mvccpb::KeyValue;
+use crate::raftstore::msg::WriteOutcome;
+use crate::raftstore::Store;
+use crate::region::eval::{self, range_end, KvView, WriteRequest, WriteResponse};
+use crate::region::mvcc::{MvccReader, ScanOptions};
+use crate::region::range::{finish_range, limit_pushdown};
+use table::{Piece, RoutingTable};
+
+pub struct Router {
+    store: Arc<Store>,
+    table: RwLock<Arc<RoutingTable>>,
+    member_id: u64,
+    /// How long a request may spend retrying routing errors.
+    pub request_timeout: Duration,
+    compact_lock: tokio::sync::Mutex<()>,
+}
+
+/// Backoff between retries of a routing error.
+const RETRY_BACKOFF: Duration = Duration::from_millis(10);
+
+impl Router {
+    pub fn new(store: Arc<Store>, member_id: u64) -> Router {
+        let table = RoutingTable::new(store.regions());
+        Router {
+            store,
+            table: RwLock::new(Arc::new(table)),
+            member_id,
+            request_timeout: Duration::from_secs(10),
+            compact_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn table(&self) -> Arc<RoutingTable> {
+        self.table.read().clone()
+    }
+
+    pub fn header(&self, revision: u64, raft_term: u64) -> ResponseHeader {
+        ResponseHeader { cluster_id: self.store.cluster_id, member_id: self.member_id, revision: revision as i64, raft_term }
+    }
+
+    fn raft_term(&self, region: u64) -> u64 {
+        self.store.peer(region).map_or(0, |p| p.shared.term.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the deadline passes.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            match attempt().await {
+                Err(e) if e.is_retryable() => {
+                    if Instant::now() >= deadline {
+                        tracing::warn!("giving up after retries: {e}");
+                        return Err(Error::Timeout);
+                    }
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    // ---- reads ------------------------------------------------------------
+
+    /// Makes reads of `regions` linearizable; returns the regions whose lease
+    /// was used (to be checked again after the snapshot).
+    async fn confirm_leaders(&self, regions: &BTreeSet<u64>) -> Result<Vec<u64>> {
+        let mut leased = Vec::new();
+        for &region in regions {
+            let peer = self.store.peer(region)?;
+            if peer.shared.lease.is_valid() {
+                leased.push(region);
+            } else {
+                self.retrying(|| self.store.read_index(region)).await?;
+                METRICS.read_index_reads.inc();
+            }
+        }
+        Ok(leased)
+    }
+
+    /// Picks the revision a read is served at and waits until it is
+    /// resolved. Linearizable: every write acknowledged before the read
+    /// started has a revision at or below it.
+    async fn read_revision(&self, regions: &BTreeSet<u64>, serializable: bool) -> Result<(u64, Vec<u64>)> {
+        if serializable {
+            return Ok((self.store.sequencer.resolved(), Vec::new()));
+        }
+        let revision = self.store.sequencer.last();
+        let leased = self.confirm_leaders(regions).await?;
+        tokio::time::timeout(self.request_timeout, self.store.sequencer.wait_resolved(revision))
+            .await
+            .map_err(|_| Error::Timeout)?;
+        Ok((revision, leased))
+    }
+
+    /// Reads under one RocksDB snapshot; `Ok(None)` if a lease used by the
+    /// read expired before the snapshot was taken (the read is retried).
+    fn with_snapshot<T>(&self, leased: &[u64], read: impl FnOnce(&MvccReader) -> Result<T>) -> Result<Option<T>> {
+        let db = &self.store.engine.db;
+        let snapshot = db.snapshot();
+        // Check the lease after taking the snapshot: a paused process may
+        // wake up past its lease.
+        for &region in leased {
+            if !self.store.peer(region)?.shared.lease.is_valid() {
+                return Ok(None);
+            }
+        }
+        METRICS.lease_fast_path_reads.add(leased.len() as u64);
+        let reader = MvccReader::new(db, self.store.engine.mvcc(), Some(&snapshot));
+        read(&reader).map(Some)
+    }
+
+    fn check_revision(&self, requested: i64, current: u64) -> Result<u64> {
+        if requested <= 0 {
+            return Ok(current);
+        }
+        let requested = requested as u64;
+        if requested > current {
+            return Err(Error::FutureRevision);
+        }
+        if (requested as i64) < self.store.compacted() {
+            return Err(Error::Compacted);
+        }
+        Ok(requested)
+    }
+
+    pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let table = self.table();
+            let pieces = pieces_for(&table, &req.key, &req.range_end)?;
+            let regions: BTreeSet<u64> = pieces.iter().map(|p| p.region).collect();
+            let (current, leased) = self.read_revision(&regions, req.serializable).await?;
+            let at = self.check_revision(req.revision, current)?;
+            if let Some(mut resp) = self.with_snapshot(&leased, |reader| read_pieces(reader, req, &pieces, at))? {
+                let term = pieces.first().map_or(0, |p| self.raft_term(p.region));
+                resp.header = Some(self.header(current, term));
+                return Ok(resp);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    // ---- writes -----------------------------------------------------------
+
+    async fn write(&self, spans: &[(Vec<u8>, Vec<u8>)], req: WriteRequest) -> Result<WriteOutcome> {
+        self.retrying(|| async {
+            let table = self.table();
+            let mut pieces = Vec::new();
+            for (key, end) in spans {
+                pieces.extend(pieces_for(&table, key, end)?);
+            }
+            let regions: BTreeSet<u64> = pieces.iter().map(|p| p.region).collect();
+            if regions.len() > 1 {
+                return Err(Error::CrossRegionWrite { regions: regions.into_iter().collect() });
+            }
+            // A write touching no key (an inverted delete range) still needs a
+            // region to answer from: the one owning its start key.
+            let piece = match pieces.into_iter().next() {
+                Some(p) => p,
+                None => table.point(&spans[0].0).ok_or(Error::RegionNotFound)?,
+            };
+            self.store.write(piece.region, piece.epoch_version, req.clone()).await
+        })
+        .await
+    }
+
+    fn write_header(&self, outcome: &WriteOutcome) -> ResponseHeader {
+        let revision = outcome.revision.unwrap_or_else(|| self.store.sequencer.last());
+        self.header(revision, outcome.raft_term)
+    }
+
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        let spans = [(req.key.clone(), Vec::new())];
+        let outcome = self.write(&spans, WriteRequest::Put(req)).await?;
+        let header = self.write_header(&outcome);
+        let WriteResponse::Put(mut resp) = outcome.response else { unreachable!("a put answers a put") };
+        resp.header = Some(header);
+        Ok(resp)
+    }
+
+    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let spans = [(req.key.clone(), req.range_end.clone())];
+        let outcome = self.write(&spans, WriteRequest::DeleteRange(req)).await?;
+        let header = self.write_header(&outcome);
+        let WriteResponse::DeleteRange(mut resp) = outcome.response else { unreachable!("a delete answers a delete") };
+        resp.header = Some(header);
+        Ok(resp)
+    }
+
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+        let mut spans = Vec::new();
+        txn_spans(&req, &mut spans);
+        if !eval::txn_writes(&req) {
+            return self.read_txn(&req, &spans).await;
+        }
+        let outcome = self.write(&spans, WriteRequest::Txn(req)).await?;
+        let header = self.write_header(&outcome);
+        let WriteResponse::Txn(mut resp) = outcome.response else { unreachable!("a txn answers a txn") };
+        fill_inner_headers(&mut resp, header.revision);
+        resp.header = Some(header);
+        Ok(resp)
+    }
+
+    /// A txn without puts or deletes is a read: served at one snapshot,
+    /// whatever regions it touches.
+    async fn read_txn(&self, req: &TxnRequest, spans: &[(Vec<u8>, Vec<u8>)]) -> Result<TxnResponse> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let table = self.table();
+            let mut regions = BTreeSet::new();
+            for (key, end) in spans {
+                regions.extend(pieces_for(&table, key, end)?.iter().map(|p| p.region));
+            }
+            let (current, leased) = self.read_revision(&regions, false).await?;
+            let result = self.with_snapshot(&leased, |reader| {
+                eval::evaluate_read_txn(req, &SnapshotView { reader, revision: current })
+            })?;
+            if let Some(mut resp) = result {
+                fill_inner_headers(&mut resp, current as i64);
+                let term = regions.first().map_or(0, |r| self.raft_term(*r));
+                resp.header = Some(self.header(current, term));
+                return Ok(resp);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    pub async fn compact(&self, req: &CompactionRequest) -> Result<CompactionResponse> {
+        let _one_at_a_time = self.compact_lock.lock().await;
+        let revision = req.revision;
+        if revision <= self.store.compacted() {
+            return Err(Error::Compacted);
+        }
+        if revision > self.store.sequencer.last() as i64 {
+            return Err(Error::FutureRevision);
+        }
+        let revision = revision.max(0);
+        // Recorded first: from now on reads below it are refused, and a
+        // restart finishes the physical part.
+        self.store.set_compacted(revision)?;
+        for region in self.store.regions() {
+            self.retrying(|| self.store.compact_region(region.id, revision as u64)).await?;
+        }
+        let term = self.store.regions().first().map_or(0, |r| self.raft_term(r.id));
+        Ok(CompactionResponse { header: Some(self.header(self.store.sequencer.last(), term)) })
+    }
+}
+
+/// The pieces of an etcd (key, range_end) pair.
+fn pieces_for(table: &RoutingTable, key: &[u8], end: &[u8]) -> Result<Vec<Piece>> {
+    match range_end(key, end) {
+        None => table.point(key).map(|p| vec![p]),
+        Some(end) => table.split(key, end.as_deref()),
+    }
+    .ok_or(Error::RegionNotFound)
+}
+
+/// Scans every piece at `at` in key order and applies etcd's post-processing.
+fn read_pieces(reader: &MvccReader, req: &RangeRequest, pieces: &[Piece], at: u64) -> Result<RangeResponse> {
+    let pushdown = if req.count_only { None } else { limit_pushdown(req) };
+    let mut kvs: Vec<KeyValue> = Vec::new();
+    let mut count = 0;
+    for p in pieces {
+        if p.end.is_none() && range_end(&req.key, &req.range_end).is_none() {
+            // A single key.
+            if let Some(kv) = reader.get(&p.start, at)? {
+                count += 1;
+                if !req.count_only {
+                    kvs.push(kv);
+                }
+            }
+            continue;
+        }
+        let remaining = pushdown.map(|l| l.saturating_sub(kvs.len()));
+        let opts = ScanOptions {
+            limit: remaining.unwrap_or(0),
+            count_only: req.count_only || remaining == Some(0),
+        };
+        let res = reader.scan(&p.start, p.end.as_deref(), at, opts)?;
+        count += res.count;
+        kvs.extend(res.kvs);
+    }
+    Ok(finish_range(req, kvs, count))
+}
+
+/// Every (key, range_end) a txn touches, through all branches and nested txns.
+fn txn_spans(req: &TxnRequest, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+    for c in &req.compare {
+        out.push((c.key.clone(), c.range_end.clone()));
+    }
+    for op in req.success.iter().chain(&req.failure) {
+        match &op.request {
+            Some(Request::RequestRange(r)) => out.push((r.key.clone(), r.range_end.clone())),
+            Some(Request::RequestPut(r)) => out.push((r.key.clone(), Vec::new())),
+            Some(Request::RequestDeleteRange(r)) => out.push((r.key.clone(), r.range_end.clone())),
+            Some(Request::RequestTxn(t)) => txn_spans(t, out),
+            None => {}
+        }
+    }
+}
+
+/// etcd fills the headers of the responses inside a txn with the revision only.
+fn fill_inner_headers(resp: &mut TxnResponse, revision: i64) {
+    let header = Some(ResponseHeader { revision, ..Default::default() });
+    for op in &mut resp.responses {
+        match &mut op.response {
+            Some(Response::ResponseRange(r)) => r.header = header,
+            Some(Response::ResponsePut(r)) => r.header = header,
+            Some(Response::ResponseDeleteRange(r)) => r.header = header,
+            Some(Response::ResponseTxn(t)) => {
+                fill_inner_headers(t, revision);
+                t.header = header;
+            }
+            None => {}
+        }
+    }
+}
+
+/// A read-only view of all regions at one revision of one snapshot.
+struct SnapshotView<'a> {
+    reader: &'a MvccReader<'a>,
+    revision: u64,
+}
+
+impl KvView for SnapshotView<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        self.reader.get(key, self.revision)
+    }
+    fn range(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<KeyValue>> {
+        Ok(self.reader.scan(start, end, self.revision, ScanOptions::default())?.kvs)
+    }
+}

@@ -1,0 +1,120 @@
+//! The sequencer: one global revision for the whole store, and the
+//! *resolved revision* below which nothing is in flight any more.
+//!
+//! A write registers its revision as in flight in the same step that takes
+//! it, so no revision can appear below a resolved mark already published.
+//! When the write is applied (or voided, if its proposal failed) it leaves
+//! the in-flight set. `resolved` is then the smallest in-flight revision
+//! minus one, or the last revision handed out when none is in flight.
+//! A read at revision R waits for `resolved >= R`: every write at or below
+//! R is then in the data (or never will be), so R is a consistent snapshot.
+
+use std::collections::BTreeSet;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+pub struct Sequencer {
+    state: Mutex<State>,
+    resolved: watch::Sender<u64>,
+}
+
+struct State {
+    /// The last revision handed out.
+    last: u64,
+    in_flight: BTreeSet<u64>,
+}
+
+impl State {
+    fn resolved(&self) -> u64 {
+        self.in_flight.first().map_or(self.last, |r| r - 1)
+    }
+}
+
+impl Sequencer {
+    /// Starts after `last`, with `pending` (revisions in the Raft log not yet
+    /// applied) in flight until they are applied.
+    pub fn recover(last: u64, pending: impl IntoIterator<Item = u64>) -> Sequencer {
+        let state = State { last, in_flight: pending.into_iter().collect() };
+        let (resolved, _) = watch::channel(state.resolved());
+        Sequencer { state: Mutex::new(state), resolved }
+    }
+
+    /// Takes the next revision and registers it as in flight.
+    pub fn next(&self) -> u64 {
+        let mut s = self.state.lock();
+        s.last += 1;
+        let rev = s.last;
+        s.in_flight.insert(rev);
+        rev
+    }
+
+    /// The revision is applied (or will never be): it leaves the in-flight set.
+    pub fn finish(&self, revision: u64) {
+        let resolved = {
+            let mut s = self.state.lock();
+            if !s.in_flight.remove(&revision) {
+                return;
+            }
+            s.resolved()
+        };
+        self.resolved.send_if_modified(|r| {
+            let moved = *r < resolved;
+            if moved {
+                *r = resolved;
+            }
+            moved
+        });
+    }
+
+    /// The last revision handed out: the newest revision any write can have
+    /// been acknowledged with.
+    pub fn last(&self) -> u64 {
+        self.state.lock().last
+    }
+
+    /// Every revision at or below this is applied or void.
+    pub fn resolved(&self) -> u64 {
+        *self.resolved.borrow()
+    }
+
+    /// Waits until `resolved() >= revision`.
+    pub async fn wait_resolved(&self, revision: u64) {
+        let mut rx = self.resolved.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = rx.wait_for(|r| *r >= revision).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_stops_below_the_oldest_in_flight_revision() {
+        let s = Sequencer::recover(10, [9]);
+        assert_eq!(s.resolved(), 8);
+        let a = s.next();
+        let b = s.next();
+        assert_eq!((a, b), (11, 12));
+        s.finish(b);
+        s.finish(9);
+        assert_eq!(s.resolved(), 10);
+        s.finish(a);
+        assert_eq!(s.resolved(), 12);
+        s.finish(a); // idempotent
+        assert_eq!((s.resolved(), s.last()), (12, 12));
+    }
+
+    #[tokio::test]
+    async fn waiters_wake_when_resolved() {
+        let s = std::sync::Arc::new(Sequencer::recover(0, []));
+        let r = s.next();
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.wait_resolved(r).await }
+        });
+        s.finish(r);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,45 @@
+//! The thin edge: tonic services for the etcd contract and an HTTP metrics
+//! endpoint. Handlers validate, route, await, and map errors once
+//! (`From<Error> for Status`).
+
+pub mod http;
+pub mod kv;
+pub mod unimplemented;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::router::Router;
+use unimplemented::Unimplemented;
+pub use validate::Limits;
+
+/// gRPC framing allowance on top of --max-request-bytes, as etcd allows.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Serves the etcd gRPC API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    router: Arc<Router>,
+    limits: Limits,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let kv = KvServer::new(kv::KvService { router, limits })
+        .max_decoding_message_size(limits.max_request_bytes + GRPC_OVERHEAD_BYTES)
+        .max_encoding_message_size(usize::MAX);
+    tonic::transport::Server::builder()
+        .add_service(kv)
+        .add_service(Unimplemented::<unimplemented::Watch>::new())
+        .add_service(Unimplemented::<unimplemented::Lease>::new())
+        .add_service(Unimplemented::<unimplemented::Cluster>::new())
+        .add_service(Unimplemented::<unimplemented::Maintenance>::new())
+        .add_service(Unimplemented::<unimplemented::Auth>::new())
+        .add_service(Unimplemented::<unimplemented::Lock>::new())
+        .add_service(Unimplemented::<unimplemented::Election>::new())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,524 @@
+//! Process harness for the integration tests: the real `tessera` binary, a
+//! reference etcd 3.4 (`/usr/bin/etcd`) and the `etcdctl` client.
+//!
+//! Every wait here is bounded (deadlines below); the only sleeps are short
+//! polls inside those bounded loops. Children are killed (SIGKILL) and reaped
+//! on drop.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Reference etcd server and client (Debian's etcd-server / etcd-client 3.4).
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
+const SETUP_HINT: &str =
+    "run scripts/setup.sh (it installs Debian's etcd-server and etcd-client 3.4, which provide /usr/bin/etcd and /usr/bin/etcdctl)";
+
+/// The line tessera prints on stdout once its client listener is up.
+pub const TESSERA_READY_PREFIX: &str = "tessera: serving clients on ";
+/// Split keys every test instance is started with: 4 regions
+/// ["", "b"), ["b", "m"), ["m", "t"), ["t", +inf).
+pub const SPLIT_KEYS: &str = "b,m,t";
+
+pub const TESSERA_START_TIMEOUT: Duration = Duration::from_secs(60);
+pub const ETCD_START_TIMEOUT: Duration = Duration::from_secs(30);
+pub const ETCDCTL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound for reaping a child after SIGKILL.
+const REAP_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(20);
+/// Keep at most this much of a child's output in memory (the tail).
+const LOG_CAP: usize = 4 << 20;
+
+// ---------------------------------------------------------------------------
+// output capture
+
+/// Captured stdout+stderr of a child, shared with the reader threads.
+#[derive(Clone, Default)]
+pub struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl LogBuf {
+    fn push(&self, bytes: &[u8]) {
+        let mut buf = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        buf.extend_from_slice(bytes);
+        if buf.len() > LOG_CAP {
+            let cut = buf.len() - LOG_CAP / 2;
+            buf.drain(..cut);
+        }
+    }
+
+    /// The last `max_bytes` bytes of the captured output, lossily decoded.
+    pub fn tail(&self, max_bytes: usize) -> String {
+        let buf = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let start = buf.len().saturating_sub(max_bytes);
+        String::from_utf8_lossy(&buf[start..]).into_owned()
+    }
+}
+
+fn drain_stderr(stderr: ChildStderr, log: LogBuf) {
+    thread::spawn(move || {
+        let mut r = stderr;
+        let mut chunk = [0u8; 8192];
+        loop {
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => log.push(&chunk[..n]),
+            }
+        }
+    });
+}
+
+/// Reads stdout line by line into `log`; sends the URL of the first line
+/// starting with [`TESSERA_READY_PREFIX`] on `ready`, then keeps draining so the
+/// child never blocks on a full pipe. The channel disconnects at EOF.
+fn drain_stdout_until_ready(stdout: ChildStdout, log: LogBuf, ready: mpsc::Sender<String>) {
+    thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = Vec::new();
+        let mut ready = Some(ready);
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    log.push(&line);
+                    if ready.is_some() {
+                        let text = String::from_utf8_lossy(&line);
+                        if let Some(rest) = text.strip_prefix(TESSERA_READY_PREFIX) {
+                            let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                            let _ = ready.take().unwrap().send(url);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Waits at most `timeout` for `child` to exit.
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() >= deadline => return None,
+            Ok(None) => thread::sleep(POLL),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// SIGKILL (on Unix `Child::kill` sends SIGKILL) and reap, bounded.
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = wait_bounded(child, REAP_TIMEOUT);
+}
+
+/// Panics with the setup hint if a required binary is missing. Tests that need
+/// etcd must fail (not skip) when it is absent.
+pub fn require_bin(path: &str) {
+    if !Path::new(path).is_file() {
+        panic!("{path} is missing: the etcd compatibility tests need the reference etcd 3.4; {SETUP_HINT}");
+    }
+}
+
+/// Panics (with the setup hint) unless both /usr/bin/etcd and /usr/bin/etcdctl exist.
+pub fn require_etcd() {
+    require_bin(ETCD_BIN);
+    require_bin(ETCDCTL_BIN);
+}
+
+/// Free loopback TCP ports: binds `n` listeners on 127.0.0.1:0 at once (so the
+/// ports are distinct), reads their ports and closes them.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local_addr").port())
+        .collect()
+}
+
+/// A `Command` for etcd/etcdctl with no inherited ETCD*/ETCDCTL* settings
+/// (etcd reads every `ETCD_*` variable as a flag).
+fn clean_command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    for (k, _) in std::env::vars_os() {
+        if let Some(k) = k.to_str() {
+            if k.starts_with("ETCD") {
+                cmd.env_remove(k);
+            }
+        }
+    }
+    cmd
+}
+
+// ---------------------------------------------------------------------------
+// tessera
+
+/// A running `tessera serve` process on a loopback port chosen by the OS.
+pub struct Tessera {
+    /// e.g. `http://127.0.0.1:43123`, as printed by tessera.
+    pub client_url: String,
+    child: Option<Child>,
+    /// Owned when the instance created its data dir ([`Tessera::start`]);
+    /// `None` for [`Tessera::start_in`], where the caller owns the directory.
+    data_dir: Option<tempfile::TempDir>,
+    dir: PathBuf,
+    extra_args: Vec<String>,
+    log: LogBuf,
+}
+
+impl Tessera {
+    /// Starts tessera in a fresh temporary data dir (removed on drop).
+    pub fn start(extra_args: &[&str]) -> Tessera {
+        let data_dir = tempfile::Builder::new()
+            .prefix("tessera-test-")
+            .tempdir()
+            .expect("create temp data dir");
+        let mut t = Tessera::start_in(data_dir.path(), extra_args);
+        t.data_dir = Some(data_dir);
+        t
+    }
+
+    /// Starts tessera on an existing data dir, which the caller owns (use it
+    /// to restart on the data of a killed instance).
+    pub fn start_in(dir: &Path, extra_args: &[&str]) -> Tessera {
+        let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let (child, client_url, log) = spawn_tessera(dir, &extra);
+        Tessera {
+            client_url,
+            child: Some(child),
+            data_dir: None,
+            dir: dir.to_path_buf(),
+            extra_args: extra,
+            log,
+        }
+    }
+
+    /// The client URL, for `--endpoints`.
+    pub fn endpoint(&self) -> &str {
+        &self.client_url
+    }
+
+    /// The data directory this instance runs on.
+    pub fn data_path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The extra arguments this instance was started with.
+    pub fn extra_args(&self) -> &[String] {
+        &self.extra_args
+    }
+
+    /// SIGKILL the process (no graceful shutdown) and reap it. The data dir is
+    /// kept. Idempotent.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+    }
+
+    /// Whether the process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Kills this instance (if still running) and starts a new one on the same
+    /// data dir with `extra_args`; ownership of a temporary data dir moves to
+    /// the new instance. The client port changes.
+    pub fn restart(mut self, extra_args: &[&str]) -> Tessera {
+        self.kill9();
+        let data_dir = self.data_dir.take();
+        let dir = self.dir.clone();
+        drop(self);
+        let mut t = Tessera::start_in(&dir, extra_args);
+        t.data_dir = data_dir;
+        t
+    }
+
+    /// Restart with the same extra arguments as before.
+    pub fn restart_same(self) -> Tessera {
+        let extra = self.extra_args.clone();
+        let extra: Vec<&str> = extra.iter().map(|s| s.as_str()).collect();
+        self.restart(&extra)
+    }
+
+    /// The last `max_bytes` of tessera's stdout+stderr (for failure messages).
+    pub fn log_tail(&self, max_bytes: usize) -> String {
+        self.log.tail(max_bytes)
+    }
+}
+
+fn spawn_tessera(dir: &Path, extra: &[String]) -> (Child, String, LogBuf) {
+    let bin = env!("CARGO_BIN_EXE_tessera");
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen-client-urls", "http://127.0.0.1:0"])
+        .args(["--initial-split-keys", SPLIT_KEYS])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {bin}: {e}"));
+    let log = LogBuf::default();
+    drain_stderr(child.stderr.take().expect("piped stderr"), log.clone());
+    let (tx, rx) = mpsc::channel();
+    drain_stdout_until_ready(child.stdout.take().expect("piped stdout"), log.clone(), tx);
+
+    let cmdline = format!(
+        "{bin} serve --data-dir {} --listen-client-urls http://127.0.0.1:0 --initial-split-keys {SPLIT_KEYS} {}",
+        dir.display(),
+        extra.join(" ")
+    );
+    match rx.recv_timeout(TESSERA_START_TIMEOUT) {
+        Ok(url) if !url.is_empty() => (child, url, log),
+        Ok(_) => {
+            kill_and_reap(&mut child);
+            panic!(
+                "`{cmdline}` printed {TESSERA_READY_PREFIX:?} without a URL\n--- tessera output (tail) ---\n{}",
+                log.tail(16 << 10)
+            );
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            kill_and_reap(&mut child);
+            panic!(
+                "`{cmdline}` did not print a line starting with {TESSERA_READY_PREFIX:?} within {:?}\n--- tessera output (tail) ---\n{}",
+                TESSERA_START_TIMEOUT,
+                log.tail(16 << 10)
+            );
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // stdout closed before the ready line: the process is exiting.
+            let status = wait_bounded(&mut child, REAP_TIMEOUT);
+            if status.is_none() {
+                kill_and_reap(&mut child);
+            }
+            // give the stderr reader a moment to collect the last words
+            thread::sleep(Duration::from_millis(100));
+            panic!(
+                "`{cmdline}` closed stdout before printing {TESSERA_READY_PREFIX:?} (exit status: {status:?})\n--- tessera output (tail) ---\n{}",
+                log.tail(16 << 10)
+            );
+        }
+    }
+}
+
+impl Drop for Tessera {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// etcd
+
+/// A throwaway single-member etcd 3.4 on free loopback ports, in a temp dir;
+/// killed (SIGKILL) and its directory removed on drop.
+pub struct Etcd {
+    pub client_url: String,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts `/usr/bin/etcd` and waits (at most 30 s) until
+    /// `etcdctl endpoint health` succeeds. Panics with a hint to run
+    /// scripts/setup.sh when etcd or etcdctl is not installed.
+    pub fn start() -> Etcd {
+        require_etcd();
+        let deadline = Instant::now() + ETCD_START_TIMEOUT;
+        let mut last_failure = String::new();
+        // The ports are free when chosen but could be taken before etcd binds
+        // them; a few attempts cover that race.
+        for _attempt in 0..3 {
+            if Instant::now() >= deadline {
+                break;
+            }
+            match Etcd::try_start(deadline) {
+                Ok(etcd) => return etcd,
+                Err(msg) => last_failure = msg,
+            }
+        }
+        panic!("etcd did not become healthy within {ETCD_START_TIMEOUT:?}: {last_failure}");
+    }
+
+    fn try_start(deadline: Instant) -> Result<Etcd, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-ref-")
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let ports = free_ports(2);
+        let client_url = format!("http://127.0.0.1:{}", ports[0]);
+        let peer_url = format!("http://127.0.0.1:{}", ports[1]);
+        let log_path = dir.path().join("etcd.log");
+        let log =
+            File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
+        let log2 = log.try_clone().map_err(|e| format!("dup log fd: {e}"))?;
+        let mut child = clean_command(ETCD_BIN)
+            .args(["--name", "ref"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("ref={peer_url}")])
+            .args(["--initial-cluster-state", "new"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .spawn()
+            .map_err(|e| format!("cannot spawn {ETCD_BIN}: {e}"))?;
+        let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "etcd exited early ({status})\n--- etcd log ---\n{}",
+                    tail(&read_log(), 8 << 10)
+                ));
+            }
+            let (out, err, code) = etcdctl(
+                &client_url,
+                &[
+                    "endpoint",
+                    "health",
+                    "--dial-timeout=1s",
+                    "--command-timeout=2s",
+                ],
+                None,
+            );
+            if code == 0 {
+                return Ok(Etcd {
+                    client_url,
+                    child: Some(child),
+                    dir,
+                });
+            }
+            if Instant::now() >= deadline {
+                kill_and_reap(&mut child);
+                return Err(format!(
+                    "last `etcdctl endpoint health`: exit {code}, stdout {out:?}, stderr {err:?}\n--- etcd log ---\n{}",
+                    tail(&read_log(), 8 << 10)
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.client_url
+    }
+
+    /// The last `max_bytes` of etcd's log.
+    pub fn log_tail(&self, max_bytes: usize) -> String {
+        tail(
+            &std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default(),
+            max_bytes,
+        )
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+    }
+}
+
+fn tail(s: &str, max_bytes: usize) -> String {
+    let mut start = s.len().saturating_sub(max_bytes);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].to_string()
+}
+
+// ---------------------------------------------------------------------------
+// etcdctl
+
+/// Runs `ETCDCTL_API=3 etcdctl --endpoints <endpoint> <args...>`, feeding
+/// `stdin` (or an empty, closed stdin when `None`). Returns (stdout, stderr,
+/// exit code; -1 if killed by a signal). Panics if etcdctl is missing or does
+/// not finish within 20 s.
+pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (String, String, i32) {
+    require_bin(ETCDCTL_BIN);
+    let mut cmd = clean_command(ETCDCTL_BIN);
+    cmd.env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(endpoint)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {ETCDCTL_BIN}: {e}"));
+
+    let writer = stdin.map(|input| {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        let input = input.as_bytes().to_vec();
+        // etcdctl may exit without reading everything; ignore EPIPE.
+        thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+            // dropping `pipe` closes it: etcdctl sees EOF
+        })
+    });
+    let out_reader = {
+        let mut out = child.stdout.take().expect("piped stdout");
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = out.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let err_reader = {
+        let mut err = child.stderr.take().expect("piped stderr");
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            buf
+        })
+    };
+
+    let status = match wait_bounded(&mut child, ETCDCTL_TIMEOUT) {
+        Some(status) => status,
+        None => {
+            kill_and_reap(&mut child);
+            panic!(
+                "`etcdctl --endpoints {endpoint} {}` did not finish within {ETCDCTL_TIMEOUT:?}",
+                args.join(" ")
+            );
+        }
+    };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    let out = out_reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+        status.code().unwrap_or(-1),
+    )
+}
