@@ -1,6 +1,8 @@
 //! Micro-benchmarks of hot paths: `cargo bench --bench hot_paths`.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
 use tessera::lease::LeaderLease;
 use tessera::region::{initial_regions, keys};
 use tessera::router::table::RoutingTable;

@@ -80,7 +80,8 @@ fn socket_addr(url: &str) -> Result<SocketAddr> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 
     let mut cfg = StoreConfig::new(&args.data_dir);
     cfg.initial_split_keys = args.initial_split_keys.iter().map(|k| k.as_bytes().to_vec()).collect();

@@ -2,6 +2,7 @@
 //! router swaps in a new table when regions change (copy on write).
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use crate::proto::tesserapb::Region;
 
@@ -36,7 +37,7 @@ impl RoutingTable {
 
     /// The region owning `key`.
     pub fn locate(&self, key: &[u8]) -> Option<&Region> {
-        let (_, r) = self.by_start.range::<[u8], _>(..=key).next_back()?;
+        let (_, r) = self.by_start.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
         crate::region::contains(r, key).then_some(r)
     }
 
