@@ -11,10 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcd/v3electionpb/v3election.proto",
         "proto/tessera/tessera.proto",
     ];
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_protos(&files, &["proto"])?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_protos(&files, &["proto"])?;
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

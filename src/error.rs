@@ -27,15 +27,16 @@ pub enum Error {
     DuplicateKey,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
+    /// Past the gRPC message limit (etcd's grpc-go wording).
+    #[error("grpc: received message larger than max ({len} vs. {max})")]
+    MessageTooLarge { len: usize, max: usize },
     #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
     #[error("etcdserver: mvcc: required revision is a future revision")]
     FutureRevision,
     /// A write whose keys live in more than one region (until cross-region
     /// atomic commit lands it is refused whole, never half-applied).
-    #[error(
-        "tessera: cross-region atomic writes are not supported yet: this request spans regions {regions:?}"
-    )]
+    #[error("tessera: cross-region atomic writes are not supported yet: this request spans regions {regions:?}")]
     CrossRegionWrite { regions: Vec<u64> },
     /// A feature tessera does not have yet.
     #[error("tessera: {0} is not supported yet")]
@@ -91,6 +92,7 @@ impl From<Error> for Status {
             | Error::DuplicateKey
             | Error::RequestTooLarge => Code::InvalidArgument,
             Error::LeaseNotFound => Code::NotFound,
+            Error::MessageTooLarge { .. } => Code::ResourceExhausted,
             Error::Compacted | Error::FutureRevision => Code::OutOfRange,
             Error::CrossRegionWrite { .. } => Code::FailedPrecondition,
             Error::Unsupported(_) => Code::Unimplemented,

@@ -13,7 +13,11 @@ use tessera::server::{self, Limits};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "A sharded, etcd v3 compatible key-value store: its keyspace is split into regions, each its own Raft group.")]
+#[command(
+    name = "tessera",
+    version,
+    about = "A sharded, etcd v3 compatible key-value store: its keyspace is split into regions, each its own Raft group."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,7 +83,8 @@ fn socket_addr(url: &str) -> Result<SocketAddr> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 

@@ -89,11 +89,27 @@ impl Metrics {
     /// The counters in Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let counters: [(&str, &str, &Counter); 8] = [
-            ("tessera_lease_fast_path_reads_total", "Linearizable region reads served from a valid leader lease.", &self.lease_fast_path_reads),
-            ("tessera_read_index_reads_total", "Linearizable region reads served after a ReadIndex round.", &self.read_index_reads),
+            (
+                "tessera_lease_fast_path_reads_total",
+                "Linearizable region reads served from a valid leader lease.",
+                &self.lease_fast_path_reads,
+            ),
+            (
+                "tessera_read_index_reads_total",
+                "Linearizable region reads served after a ReadIndex round.",
+                &self.read_index_reads,
+            ),
             ("tessera_lease_renewals_total", "Leader lease renewals.", &self.lease_renewals),
-            ("tessera_fsyncs_total", "Synced RocksDB writes of raft state (one per poll round with ready regions).", &self.fsyncs),
-            ("tessera_raft_entries_persisted_total", "Raft log entries written by synced poll-round writes.", &self.entries_persisted),
+            (
+                "tessera_fsyncs_total",
+                "Synced RocksDB writes of raft state (one per poll round with ready regions).",
+                &self.fsyncs,
+            ),
+            (
+                "tessera_raft_entries_persisted_total",
+                "Raft log entries written by synced poll-round writes.",
+                &self.entries_persisted,
+            ),
             ("tessera_poll_rounds_total", "Batch-system poll rounds.", &self.poll_rounds),
             ("tessera_proposals_total", "Raft proposals.", &self.proposals),
             ("tessera_applied_entries_total", "Raft entries applied.", &self.applied_entries),

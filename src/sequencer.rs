@@ -10,6 +10,7 @@
 //! R is then in the data (or never will be), so R is a consistent snapshot.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -17,7 +18,13 @@ use tokio::sync::watch;
 pub struct Sequencer {
     state: Mutex<State>,
     resolved: watch::Sender<u64>,
+    /// Reads below this revision are refused; [`NEVER_COMPACTED`] at first
+    /// (as in etcd, even revision 0 can be compacted once).
+    compacted: AtomicI64,
 }
+
+/// The compacted revision of a store that was never compacted.
+pub const NEVER_COMPACTED: i64 = -1;
 
 struct State {
     /// The last revision handed out.
@@ -34,10 +41,35 @@ impl State {
 impl Sequencer {
     /// Starts after `last`, with `pending` (revisions in the Raft log not yet
     /// applied) in flight until they are applied.
-    pub fn recover(last: u64, pending: impl IntoIterator<Item = u64>) -> Sequencer {
+    pub fn recover(last: u64, pending: impl IntoIterator<Item = u64>, compacted: i64) -> Sequencer {
         let state = State { last, in_flight: pending.into_iter().collect() };
         let (resolved, _) = watch::channel(state.resolved());
-        Sequencer { state: Mutex::new(state), resolved }
+        Sequencer { state: Mutex::new(state), resolved, compacted: AtomicI64::new(compacted) }
+    }
+
+    pub fn compacted(&self) -> i64 {
+        self.compacted.load(Ordering::Acquire)
+    }
+
+    /// History below `revision` is gone (the caller persisted that first).
+    pub fn mark_compacted(&self, revision: i64) {
+        self.compacted.fetch_max(revision, Ordering::AcqRel);
+    }
+
+    /// The revision a read asking for `requested` (<= 0: the current one)
+    /// is served at, given the read's `current` revision; etcd's errors for
+    /// a future or compacted revision.
+    pub fn check_read(&self, requested: i64, current: u64) -> crate::error::Result<u64> {
+        if requested <= 0 {
+            return Ok(current);
+        }
+        if requested as u64 > current {
+            return Err(crate::error::Error::FutureRevision);
+        }
+        if requested < self.compacted() {
+            return Err(crate::error::Error::Compacted);
+        }
+        Ok(requested as u64)
     }
 
     /// Takes the next revision and registers it as in flight.
@@ -92,7 +124,7 @@ mod tests {
 
     #[test]
     fn resolved_stops_below_the_oldest_in_flight_revision() {
-        let s = Sequencer::recover(10, [9]);
+        let s = Sequencer::recover(10, [9], NEVER_COMPACTED);
         assert_eq!(s.resolved(), 8);
         let a = s.next();
         let b = s.next();
@@ -108,7 +140,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiters_wake_when_resolved() {
-        let s = std::sync::Arc::new(Sequencer::recover(0, []));
+        let s = std::sync::Arc::new(Sequencer::recover(0, [], NEVER_COMPACTED));
         let r = s.next();
         let waiter = tokio::spawn({
             let s = s.clone();

@@ -27,16 +27,10 @@ use std::time::{Duration, Instant};
 enum Step {
     /// One etcdctl invocation (args after `--endpoints URL`), optional stdin.
     /// Args and stdin may contain `{mark}`, `{mark+N}`, `{mark-N}`.
-    Run {
-        args: Vec<String>,
-        stdin: Option<String>,
-    },
+    Run { args: Vec<String>, stdin: Option<String> },
     /// Runs `get <key> -w json` (compared like any step) and remembers etcd's
     /// header revision under `name` for later `{name}` placeholders.
-    Mark {
-        name: &'static str,
-        key: &'static str,
-    },
+    Mark { name: &'static str, key: &'static str },
 }
 
 struct Scenario {
@@ -51,18 +45,12 @@ fn scenario(name: &'static str, steps: Vec<Step>) -> Scenario {
 /// A step from a shell-like command line: whitespace separates words,
 /// "double" or 'single' quotes group (and `""` is an empty argument).
 fn r(cmdline: &str) -> Step {
-    Step::Run {
-        args: split_words(cmdline),
-        stdin: None,
-    }
+    Step::Run { args: split_words(cmdline), stdin: None }
 }
 
 /// Like [`r`], with `input` on stdin.
 fn r_in(cmdline: &str, input: impl Into<String>) -> Step {
-    Step::Run {
-        args: split_words(cmdline),
-        stdin: Some(input.into()),
-    }
+    Step::Run { args: split_words(cmdline), stdin: Some(input.into()) }
 }
 
 /// `etcdctl txn [flags]` with `input` on stdin (compares, blank line, success
@@ -202,10 +190,7 @@ fn normalize(s: &str) -> String {
 /// Revision in the first `"revision":N` of a `-w json` output.
 fn header_revision(json: &str) -> Option<i64> {
     let i = json.find("\"revision\":")? + "\"revision\":".len();
-    let digits: String = json[i..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
+    let digits: String = json[i..].chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
 }
 
@@ -245,11 +230,7 @@ fn line_diff(expected: &str, actual: &str) -> String {
     let mut lcs = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
         }
     }
     let (mut i, mut j) = (0, 0);
@@ -279,11 +260,7 @@ fn run_both(etcd: &str, tessera: &str, args: &[String], stdin: Option<&str>) -> 
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     let run = |endpoint: &str| {
         let (stdout, stderr, code) = etcdctl(endpoint, &args, stdin);
-        Outcome {
-            stdout: normalize(&stdout),
-            stderr: normalize(&stderr),
-            code,
-        }
+        Outcome { stdout: normalize(&stdout), stderr: normalize(&stderr), code }
     };
     std::thread::scope(|s| {
         let e = s.spawn(|| run(etcd));
@@ -297,22 +274,12 @@ fn run_both(etcd: &str, tessera: &str, args: &[String], stdin: Option<&str>) -> 
 fn describe_step(args: &[String], stdin: Option<&str>) -> String {
     let shown: Vec<String> = args
         .iter()
-        .map(|a| {
-            if a.is_empty() || a.contains(char::is_whitespace) {
-                format!("{a:?}")
-            } else {
-                a.clone()
-            }
-        })
+        .map(|a| if a.is_empty() || a.contains(char::is_whitespace) { format!("{a:?}") } else { a.clone() })
         .collect();
     let mut d = format!("etcdctl {}", shown.join(" "));
     if let Some(input) = stdin {
         let shown = if input.len() > 400 {
-            format!(
-                "<{} bytes, starting {:?}>",
-                input.len(),
-                &input[..40.min(input.len())]
-            )
+            format!("<{} bytes, starting {:?}>", input.len(), &input[..40.min(input.len())])
         } else {
             format!("{input:?}")
         };
@@ -356,31 +323,19 @@ fn compare_with_etcd(scenarios: Vec<Scenario>) {
             }
             let (args, stdin, mark_name) = match step {
                 Step::Run { args, stdin } => (
-                    args.iter()
-                        .map(|a| substitute(a, &marks))
-                        .collect::<Vec<_>>(),
+                    args.iter().map(|a| substitute(a, &marks)).collect::<Vec<_>>(),
                     stdin.as_ref().map(|s| substitute(s, &marks)),
                     None,
                 ),
-                Step::Mark { name, key } => (
-                    vec![
-                        "get".to_string(),
-                        key.to_string(),
-                        "-w".into(),
-                        "json".into(),
-                    ],
-                    None,
-                    Some(*name),
-                ),
+                Step::Mark { name, key } => {
+                    (vec!["get".to_string(), key.to_string(), "-w".into(), "json".into()], None, Some(*name))
+                }
             };
             let (e, t) = run_both(etcd.endpoint(), tessera.endpoint(), &args, stdin.as_deref());
             steps_run += 1;
             if let Some(name) = mark_name {
                 let rev = header_revision(&e.stdout).unwrap_or_else(|| {
-                    panic!(
-                        "[{}] mark {name}: no revision in etcd output {:?} / {:?}",
-                        sc.name, e.stdout, e.stderr
-                    )
+                    panic!("[{}] mark {name}: no revision in etcd output {:?} / {:?}", sc.name, e.stdout, e.stderr)
                 });
                 marks.insert(name, rev);
             }
@@ -388,29 +343,16 @@ fn compare_with_etcd(scenarios: Vec<Scenario>) {
                 continue;
             }
             mismatches += 1;
-            let _ = writeln!(
-                report,
-                "\n=== [{}] step {}: {}",
-                sc.name,
-                idx + 1,
-                describe_step(&args, stdin.as_deref())
-            );
+            let _ =
+                writeln!(report, "\n=== [{}] step {}: {}", sc.name, idx + 1, describe_step(&args, stdin.as_deref()));
             if e.code != t.code {
                 let _ = writeln!(report, "  exit code: etcd {} / tessera {}", e.code, t.code);
             }
             if e.stdout != t.stdout {
-                let _ = write!(
-                    report,
-                    "  stdout (- etcd, + tessera):\n{}",
-                    line_diff(&e.stdout, &t.stdout)
-                );
+                let _ = write!(report, "  stdout (- etcd, + tessera):\n{}", line_diff(&e.stdout, &t.stdout));
             }
             if e.stderr != t.stderr {
-                let _ = write!(
-                    report,
-                    "  stderr (- etcd, + tessera):\n{}",
-                    line_diff(&e.stderr, &t.stderr)
-                );
+                let _ = write!(report, "  stderr (- etcd, + tessera):\n{}", line_diff(&e.stderr, &t.stderr));
             }
         }
     }
@@ -508,9 +450,7 @@ fn get_scenario() -> Scenario {
     ];
     for target in ["KEY", "VERSION", "CREATE", "MODIFY", "VALUE"] {
         for order in ["ASCEND", "DESCEND"] {
-            steps.push(r(&format!(
-                "get d/ --prefix --sort-by={target} --order={order}"
-            )));
+            steps.push(r(&format!("get d/ --prefix --sort-by={target} --order={order}")));
         }
     }
     steps.extend([
@@ -639,22 +579,14 @@ fn oversize_scenario() -> Scenario {
 
 #[test]
 fn kv_put_get_del_match_etcd() {
-    compare_with_etcd(vec![
-        put_scenario(),
-        get_scenario(),
-        historical_scenario(),
-        del_scenario(),
-        oversize_scenario(),
-    ]);
+    compare_with_etcd(vec![put_scenario(), get_scenario(), historical_scenario(), del_scenario(), oversize_scenario()]);
 }
 
 // ---------------------------------------------------------------------------
 // txn (keys i/)
 
 fn txn_scenarios() -> Vec<Scenario> {
-    let many = |n: usize, f: &dyn Fn(usize) -> String| -> String {
-        (1..=n).map(|i| f(i) + "\n").collect()
-    };
+    let many = |n: usize, f: &dyn Fn(usize) -> String| -> String { (1..=n).map(|i| f(i) + "\n").collect() };
     vec![
         scenario(
             "txn branches and compares",
@@ -881,16 +813,7 @@ fn cross_region_reads_match_etcd() {
 // writes spanning regions: DeleteRange / Txn over several regions
 
 fn cross_region_writes_scenario() -> Scenario {
-    let seed = || {
-        vec![
-            r("put a/1 A"),
-            r("put b/1 B"),
-            r("put l/1 L"),
-            r("put m/1 M"),
-            r("put t/1 T"),
-            r("put z/1 Z"),
-        ]
-    };
+    let seed = || vec![r("put a/1 A"), r("put b/1 B"), r("put l/1 L"), r("put m/1 M"), r("put t/1 T"), r("put z/1 Z")];
     let mut steps = seed();
     steps.extend([
         r("del b a"),
@@ -957,22 +880,10 @@ Error: etcdserver: requested lease not found
 
 #[test]
 fn scenario_helpers_work() {
-    assert_eq!(
-        split_words(r#"get "" --prefix"#),
-        vec!["get", "", "--prefix"]
-    );
-    assert_eq!(
-        split_words(r#"put "c/sp ace" 'v a l'"#),
-        vec!["put", "c/sp ace", "v a l"]
-    );
+    assert_eq!(split_words(r#"get "" --prefix"#), vec!["get", "", "--prefix"]);
+    assert_eq!(split_words(r#"put "c/sp ace" 'v a l'"#), vec!["put", "c/sp ace", "v a l"]);
     let marks = HashMap::from([("r0", 10i64)]);
-    assert_eq!(
-        substitute("--rev={r0+2} {r0-1} {r0} {x}", &marks),
-        "--rev=12 9 10 {x}"
-    );
-    assert_eq!(
-        header_revision(r#"{"header":{"cluster_id":1,"revision":42}}"#),
-        Some(42)
-    );
+    assert_eq!(substitute("--rev={r0+2} {r0-1} {r0} {x}", &marks), "--rev=12 9 10 {x}");
+    assert_eq!(header_revision(r#"{"header":{"cluster_id":1,"revision":42}}"#), Some(42));
     assert!(line_diff("a\nb\nc", "a\nx\nc").contains("  - b\n  + x\n"));
 }

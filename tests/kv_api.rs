@@ -74,7 +74,10 @@ async fn range_options_merge_across_regions() {
 
         // Sorted descending by key with a limit.
         let desc = c
-            .get("\0", Some(GetOptions::new().with_from_key().with_sort(SortTarget::Key, SortOrder::Descend).with_limit(2)))
+            .get(
+                "\0",
+                Some(GetOptions::new().with_from_key().with_sort(SortTarget::Key, SortOrder::Descend).with_limit(2)),
+            )
             .await
             .unwrap();
         let got: Vec<&str> = desc.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
@@ -82,12 +85,18 @@ async fn range_options_merge_across_regions() {
         assert!(desc.more());
 
         // Sorted by value (ascending is the default for a non-key target).
-        let by_value = c.get("\0", Some(GetOptions::new().with_from_key().with_sort(SortTarget::Value, SortOrder::None))).await.unwrap();
+        let by_value = c
+            .get("\0", Some(GetOptions::new().with_from_key().with_sort(SortTarget::Value, SortOrder::None)))
+            .await
+            .unwrap();
         let values: Vec<&str> = by_value.kvs().iter().map(|kv| kv.value_str().unwrap()).collect();
         assert_eq!(values, vec!["2", "3", "4", "5", "6", "7", "8", "9"]);
 
         // By mod revision descending = reverse write order.
-        let by_mod = c.get("\0", Some(GetOptions::new().with_from_key().with_sort(SortTarget::Mod, SortOrder::Descend))).await.unwrap();
+        let by_mod = c
+            .get("\0", Some(GetOptions::new().with_from_key().with_sort(SortTarget::Mod, SortOrder::Descend)))
+            .await
+            .unwrap();
         let got: Vec<&str> = by_mod.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
         let mut written: Vec<&str> = keys.to_vec();
         written.reverse();
@@ -101,10 +110,8 @@ async fn range_options_merge_across_regions() {
         assert_eq!((count.count(), count.kvs().len()), (8, 0));
 
         // Revision filters apply after reading, count stays the range's.
-        let newer = c
-            .get("\0", Some(GetOptions::new().with_from_key().with_min_mod_revision(rev_of["b6"])))
-            .await
-            .unwrap();
+        let newer =
+            c.get("\0", Some(GetOptions::new().with_from_key().with_min_mod_revision(rev_of["b6"]))).await.unwrap();
         let got: HashSet<&str> = newer.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
         assert_eq!(got, HashSet::from(["b6", "t7", "m8"]));
         assert_eq!(newer.count(), 8);
@@ -149,7 +156,10 @@ async fn versions_history_and_compaction() {
         assert_eq!(c.get("k", Some(at(r2))).await.unwrap().kvs()[0].value_str().unwrap(), "v2");
         assert!(c.get("k", Some(at(r3))).await.unwrap().kvs().is_empty());
         let future = c.get("k", Some(at(r4 + 10))).await.unwrap_err();
-        assert_eq!(code_of(future), (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".into()));
+        assert_eq!(
+            code_of(future),
+            (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".into())
+        );
 
         // Compaction.
         c.compact(r2, None).await.unwrap();
@@ -159,7 +169,10 @@ async fn versions_history_and_compaction() {
         let again = c.compact(r2, None).await.unwrap_err();
         assert_eq!(code_of(again), (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".into()));
         let ahead = c.compact(r4 + 10, None).await.unwrap_err();
-        assert_eq!(code_of(ahead), (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".into()));
+        assert_eq!(
+            code_of(ahead),
+            (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".into())
+        );
         c.compact(r4, None).await.unwrap();
         assert_eq!(c.get("k", None).await.unwrap().kvs()[0].value_str().unwrap(), "v3");
         node.stop().await;
@@ -226,7 +239,10 @@ async fn bad_input_gets_etcd_errors_and_the_server_keeps_serving() {
         assert_eq!(code_of(c.put("huge", huge, None).await.unwrap_err()).0, Code::ResourceExhausted);
 
         let many: Vec<TxnOp> = (0..129).map(|i| TxnOp::put(format!("c{i}"), "v", None)).collect();
-        assert_eq!(code_of(c.txn(Txn::new().and_then(many)).await.unwrap_err()), invalid("etcdserver: too many operations in txn request"));
+        assert_eq!(
+            code_of(c.txn(Txn::new().and_then(many)).await.unwrap_err()),
+            invalid("etcdserver: too many operations in txn request")
+        );
         let dup = Txn::new().and_then([TxnOp::put("c", "1", None), TxnOp::put("c", "2", None)]);
         assert_eq!(code_of(c.txn(dup).await.unwrap_err()), invalid("etcdserver: duplicate key given in txn request"));
         let lease = c.put("c", "v", Some(PutOptions::new().with_lease(123))).await.unwrap_err();
@@ -235,10 +251,14 @@ async fn bad_input_gets_etcd_errors_and_the_server_keeps_serving() {
         assert_eq!(code_of(ignore), invalid("etcdserver: key not found"));
 
         let mut raw = node.raw_kv().await;
-        let bad_sort = raw.range(pb::RangeRequest { key: b"a".to_vec(), sort_order: 9, ..Default::default() }).await.unwrap_err();
+        let bad_sort =
+            raw.range(pb::RangeRequest { key: b"a".to_vec(), sort_order: 9, ..Default::default() }).await.unwrap_err();
         assert_eq!((bad_sort.code(), bad_sort.message()), (Code::InvalidArgument, "etcdserver: invalid sort option"));
         // range_end below key: an empty result, as etcd.
-        let inverted = raw.range(pb::RangeRequest { key: b"z".to_vec(), range_end: b"a".to_vec(), ..Default::default() }).await.unwrap();
+        let inverted = raw
+            .range(pb::RangeRequest { key: b"z".to_vec(), range_end: b"a".to_vec(), ..Default::default() })
+            .await
+            .unwrap();
         assert!(inverted.into_inner().kvs.is_empty());
 
         // Nothing was lost, and the server still serves.

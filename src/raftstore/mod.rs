@@ -23,7 +23,7 @@ mod poller;
 pub mod storage;
 mod store;
 
-pub use store::{PeerHandle, Store, StoreConfig, NEVER_COMPACTED};
+pub use store::{PeerHandle, Store, StoreConfig};
 
 use std::time::Duration;
 
@@ -43,7 +43,12 @@ pub struct RaftConfig {
 
 impl Default for RaftConfig {
     fn default() -> Self {
-        RaftConfig { tick_interval: Duration::from_millis(100), election_ticks: 10, heartbeat_ticks: 2, log_gc_threshold: 1024 }
+        RaftConfig {
+            tick_interval: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            log_gc_threshold: 1024,
+        }
     }
 }
 

@@ -11,7 +11,6 @@ pub struct WriteOutcome {
     /// The revision it took; `None` when it changed nothing.
     pub revision: Option<u64>,
     pub response: WriteResponse,
-    pub raft_term: u64,
 }
 
 pub type WriteCallback = oneshot::Sender<Result<WriteOutcome>>;

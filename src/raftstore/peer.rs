@@ -42,11 +42,21 @@ pub struct PeerShared {
 }
 
 enum PendingKind {
-    Write { revision: Option<u64>, keys: Vec<Vec<u8>>, response: WriteResponse, cb: WriteCallback },
-    Compact { cb: DoneCallback },
+    Write {
+        revision: Option<u64>,
+        keys: Vec<Vec<u8>>,
+        response: WriteResponse,
+        cb: WriteCallback,
+    },
+    Compact {
+        cb: DoneCallback,
+    },
     /// A write that changed nothing but read in-flight effects: answered once
     /// they are applied.
-    Wait { response: WriteResponse, cb: WriteCallback },
+    Wait {
+        response: WriteResponse,
+        cb: WriteCallback,
+    },
 }
 
 struct Pending {
@@ -211,7 +221,11 @@ impl PeerFsm {
         }
         let mut taken = None;
         let result = {
-            let view = PeerView { reader: MvccReader::new(&self.engine.db, self.engine.mvcc(), None), overlay: &self.overlay };
+            let view = PeerView {
+                reader: MvccReader::new(&self.engine.db, self.engine.mvcc(), None),
+                overlay: &self.overlay,
+                sequencer: &self.sequencer,
+            };
             let seq = &self.sequencer;
             eval::evaluate(&req, &view, &mut || {
                 let r = seq.next();
@@ -235,7 +249,7 @@ impl PeerFsm {
                 self.sequencer.finish(r);
             }
             if self.pending.is_empty() {
-                let _ = cb.send(Ok(WriteOutcome { revision: None, response: ev.response, raft_term: term }));
+                let _ = cb.send(Ok(WriteOutcome { revision: None, response: ev.response }));
             } else {
                 let index = self.raft.raft.raft_log.last_index();
                 self.pending.push_back(Pending { index, term, kind: PendingKind::Wait { response: ev.response, cb } });
@@ -397,7 +411,8 @@ impl PeerFsm {
         }
         for e in &entries {
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
-                let cmd = RaftCommand::decode(&e.data[..]).map_err(|err| Error::Storage(format!("corrupt raft command: {err}")))?;
+                let cmd = RaftCommand::decode(&e.data[..])
+                    .map_err(|err| Error::Storage(format!("corrupt raft command: {err}")))?;
                 self.apply_command(cmd, ctx);
             }
             self.apply_state.applied_index = e.index;
@@ -440,7 +455,6 @@ impl PeerFsm {
         while self.pending.front().is_some_and(|p| p.index <= e.index) {
             let p = self.pending.pop_front().expect("checked");
             let committed = p.index == e.index && p.term == e.term;
-            let raft_term = self.raft.raft.term;
             match p.kind {
                 PendingKind::Write { revision, keys, response, cb } => {
                     for k in keys {
@@ -453,7 +467,11 @@ impl PeerFsm {
                             ctx.revisions.push(r); // voided: never applied
                         }
                     }
-                    let result = if committed { Ok(WriteOutcome { revision, response, raft_term }) } else { Err(Error::ProposalDropped { region }) };
+                    let result = if committed {
+                        Ok(WriteOutcome { revision, response })
+                    } else {
+                        Err(Error::ProposalDropped { region })
+                    };
                     ctx.acks.push(Box::new(move || {
                         let _ = cb.send(result);
                     }));
@@ -466,7 +484,7 @@ impl PeerFsm {
                 }
                 PendingKind::Wait { response, cb } => {
                     ctx.acks.push(Box::new(move || {
-                        let _ = cb.send(Ok(WriteOutcome { revision: None, response, raft_term }));
+                        let _ = cb.send(Ok(WriteOutcome { revision: None, response }));
                     }));
                 }
             }
@@ -491,6 +509,7 @@ impl PeerFsm {
 struct PeerView<'a> {
     reader: MvccReader<'a>,
     overlay: &'a BTreeMap<Vec<u8>, (u64, Option<KeyValue>)>,
+    sequencer: &'a Sequencer,
 }
 
 impl KvView for PeerView<'_> {
@@ -515,5 +534,13 @@ impl KvView for PeerView<'_> {
             };
         }
         Ok(merged.into_values().collect())
+    }
+
+    fn range_at(&self, key: &[u8], end: Option<Option<Vec<u8>>>, revision: i64) -> Result<Vec<KeyValue>> {
+        // Current as far as this region is concerned: every write of this
+        // region at or below it is applied or in the overlay. Historical
+        // reads in a txn read applied data only.
+        let at = self.sequencer.check_read(revision, self.sequencer.last())?;
+        self.reader.read_at(key, end, at)
     }
 }

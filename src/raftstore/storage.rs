@@ -85,7 +85,13 @@ pub fn load(engine: &Engine, region: &Region) -> Result<LoadedPeer> {
 
 /// Adds `entries` (from a Ready) to `wb`, removing any longer stale suffix
 /// the new entries replace, and to the in-memory log.
-pub fn append(engine: &Engine, storage: &MemStorage, region: u64, entries: &[Entry], wb: &mut WriteBatch) -> Result<()> {
+pub fn append(
+    engine: &Engine,
+    storage: &MemStorage,
+    region: u64,
+    entries: &[Entry],
+    wb: &mut WriteBatch,
+) -> Result<()> {
     let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
         return Ok(());
     };
@@ -95,7 +101,11 @@ pub fn append(engine: &Engine, storage: &MemStorage, region: u64, entries: &[Ent
         wb.put_cf(engine.raft(), keys::raft_entry(region, e.index), bytes);
     }
     if old_last > last.index {
-        wb.delete_range_cf(engine.raft(), keys::raft_entry(region, last.index + 1), keys::raft_entry(region, old_last + 1));
+        wb.delete_range_cf(
+            engine.raft(),
+            keys::raft_entry(region, last.index + 1),
+            keys::raft_entry(region, old_last + 1),
+        );
     }
     debug_assert!(first.index > 0);
     storage.wl().append(entries).map_err(|e| Error::Storage(e.to_string()))
@@ -108,7 +118,14 @@ pub fn save_hard_state(engine: &Engine, region: u64, hs: &HardState, wb: &mut Wr
 }
 
 /// Drops log entries up to `to` (inclusive) from disk and memory.
-pub fn truncate(engine: &Engine, storage: &MemStorage, region: u64, from: u64, to: &TruncatedState, wb: &mut WriteBatch) -> Result<()> {
+pub fn truncate(
+    engine: &Engine,
+    storage: &MemStorage,
+    region: u64,
+    from: u64,
+    to: &TruncatedState,
+    wb: &mut WriteBatch,
+) -> Result<()> {
     wb.delete_range_cf(engine.raft(), keys::raft_entry(region, from), keys::raft_entry(region, to.index + 1));
     wb.put_cf(engine.raft(), keys::truncated_state(region), to.encode_to_vec());
     storage.wl().compact(to.index + 1).map_err(|e| Error::Storage(e.to_string()))

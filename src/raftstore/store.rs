@@ -2,7 +2,7 @@
 //! the batch system.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
 use crate::proto::tesserapb::Region;
 use crate::region::eval::WriteRequest;
-use crate::sequencer::Sequencer;
+use crate::sequencer::{Sequencer, NEVER_COMPACTED};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -57,17 +57,12 @@ pub struct PeerHandle {
     pub mailbox: Mailbox<PeerFsm>,
 }
 
-/// The compacted revision of a store that was never compacted.
-pub const NEVER_COMPACTED: i64 = -1;
-
 pub struct Store {
     pub engine: Engine,
     pub sequencer: Arc<Sequencer>,
     pub store_id: u64,
     pub cluster_id: u64,
     peers: DashMap<u64, PeerHandle>,
-    /// The compacted revision; [`NEVER_COMPACTED`] before the first compaction.
-    compacted: AtomicI64,
     system: Mutex<Option<BatchSystem<PeerFsm>>>,
     timer: Mutex<Option<JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
@@ -77,11 +72,14 @@ impl Store {
     /// Opens (or bootstraps) the store in `cfg.data_dir` and starts its threads.
     pub fn open(cfg: StoreConfig) -> Result<Arc<Store>> {
         cfg.raft.validate().map_err(Error::Storage)?;
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::Storage(format!("{}: {e}", cfg.data_dir.display())))?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| Error::Storage(format!("{}: {e}", cfg.data_dir.display())))?;
         let engine = Engine::open(&cfg.data_dir)?;
         let (regions, cluster_id) = load_or_bootstrap(&engine, &cfg)?;
         let compacted = match engine.db.get_cf(engine.meta(), keys::COMPACTED)? {
-            Some(b) => i64::from_be_bytes(b.as_slice().try_into().map_err(|_| Error::Storage("corrupt compacted revision".into()))?),
+            Some(b) => i64::from_be_bytes(
+                b.as_slice().try_into().map_err(|_| Error::Storage("corrupt compacted revision".into()))?,
+            ),
             None => NEVER_COMPACTED,
         };
 
@@ -96,14 +94,25 @@ impl Store {
             loaded.push((region, peer));
         }
         // An empty etcd store is at revision 1; its first write gets 2.
-        let sequencer = Arc::new(Sequencer::recover(last.max(1), unapplied));
+        let sequencer = Arc::new(Sequencer::recover(last.max(1), unapplied, compacted));
 
         let batch_cfg = BatchConfig { pollers: cfg.pollers, max_batch: 256 };
-        let system = BatchSystem::start("raft-poller", &batch_cfg, || RaftPoller { engine: engine.clone(), sequencer: sequencer.clone() });
+        let system = BatchSystem::start("raft-poller", &batch_cfg, || RaftPoller {
+            engine: engine.clone(),
+            sequencer: sequencer.clone(),
+        });
         let peers = DashMap::new();
         for (region, peer) in loaded {
             let (tx, rx) = channel::unbounded();
-            let fsm = PeerFsm::new(region.clone(), peer, rx.clone(), engine.clone(), sequencer.clone(), &cfg.raft, cfg.store_id)?;
+            let fsm = PeerFsm::new(
+                region.clone(),
+                peer,
+                rx.clone(),
+                engine.clone(),
+                sequencer.clone(),
+                &cfg.raft,
+                cfg.store_id,
+            )?;
             let shared = fsm.shared.clone();
             let mailbox = system.register(Box::new(fsm), tx, rx);
             let _ = mailbox.send(PeerMsg::Campaign);
@@ -115,7 +124,6 @@ impl Store {
             store_id: cfg.store_id,
             cluster_id,
             peers,
-            compacted: AtomicI64::new(compacted),
             system: Mutex::new(Some(system)),
             timer: Mutex::new(None),
             stop: Arc::new(AtomicBool::new(false)),
@@ -135,6 +143,11 @@ impl Store {
         self.peers.get(&region).map(|p| p.clone()).ok_or(Error::RegionNotFound)
     }
 
+    /// The highest raft term among this store's regions (for headers).
+    pub fn raft_term(&self) -> u64 {
+        self.peers.iter().map(|p| p.shared.term.load(Ordering::Relaxed)).max().unwrap_or(0)
+    }
+
     /// Whether every region leads here with a valid leader lease.
     pub fn all_leading(&self) -> bool {
         self.peers.iter().all(|p| p.shared.lease.is_valid())
@@ -152,18 +165,12 @@ impl Store {
         Ok(())
     }
 
-    /// The store-wide compacted revision ([`NEVER_COMPACTED`] if none: as in
-    /// etcd, even revision 0 can be compacted once).
-    pub fn compacted(&self) -> i64 {
-        self.compacted.load(Ordering::Acquire)
-    }
-
     /// Records (fsynced) that history below `revision` is gone.
     pub fn set_compacted(&self, revision: i64) -> Result<()> {
         let mut wb = rocksdb::WriteBatch::default();
         wb.put_cf(self.engine.meta(), keys::COMPACTED, revision.to_be_bytes());
         self.engine.write(wb, true)?;
-        self.compacted.fetch_max(revision, Ordering::AcqRel);
+        self.sequencer.mark_compacted(revision);
         Ok(())
     }
 
@@ -199,9 +206,17 @@ impl Store {
             let _ = writeln!(out, "tessera_region_lease_valid{{region=\"{}\"}} {}", r.id, valid as u8);
         }
         let leaders = self.peers.iter().filter(|p| p.shared.is_leader.load(Ordering::Relaxed)).count();
-        let _ = writeln!(out, "# HELP tessera_regions Regions on this store.\n# TYPE tessera_regions gauge\ntessera_regions {}", self.peers.len());
+        let _ = writeln!(
+            out,
+            "# HELP tessera_regions Regions on this store.\n# TYPE tessera_regions gauge\ntessera_regions {}",
+            self.peers.len()
+        );
         let _ = writeln!(out, "# HELP tessera_region_leaders Regions led by this store.\n# TYPE tessera_region_leaders gauge\ntessera_region_leaders {leaders}");
-        let _ = writeln!(out, "# HELP tessera_revision The last revision handed out.\n# TYPE tessera_revision gauge\ntessera_revision {}", self.sequencer.last());
+        let _ = writeln!(
+            out,
+            "# HELP tessera_revision The last revision handed out.\n# TYPE tessera_revision gauge\ntessera_revision {}",
+            self.sequencer.last()
+        );
     }
 
     /// Stops the timer and the pollers (after their current round).

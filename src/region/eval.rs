@@ -24,6 +24,9 @@ pub trait KvView {
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>>;
     /// Every live key in `[start, end)` in key order (`end = None`: no end).
     fn range(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<KeyValue>>;
+    /// The live keys of `key`/`end` (as [`range_end`] gives) at an earlier
+    /// `revision`, with etcd's errors for a compacted or future revision.
+    fn range_at(&self, key: &[u8], end: Option<Option<Vec<u8>>>, revision: i64) -> Result<Vec<KeyValue>>;
 }
 
 /// A write request routed to one region.
@@ -86,7 +89,8 @@ pub fn evaluate(req: &WriteRequest, base: &dyn KvView, alloc: &mut dyn FnMut() -
 /// Evaluates a txn without writes (compares and ranges only) against `view`.
 pub fn evaluate_read_txn(req: &TxnRequest, view: &dyn KvView) -> Result<TxnResponse> {
     let mut no_alloc = || unreachable!("a read-only txn takes no revision");
-    let mut ev = Evaluator { base: view, pending: BTreeMap::new(), order: Vec::new(), revision: None, alloc: &mut no_alloc };
+    let mut ev =
+        Evaluator { base: view, pending: BTreeMap::new(), order: Vec::new(), revision: None, alloc: &mut no_alloc };
     ev.txn(req)
 }
 
@@ -160,7 +164,8 @@ impl Evaluator<'_> {
             // No lessor yet: no lease can exist (etcd's answer for an unknown lease).
             return Err(Error::LeaseNotFound);
         }
-        let value = if r.ignore_value { prev.as_ref().map(|p| p.value.clone()).unwrap_or_default() } else { r.value.clone() };
+        let value =
+            if r.ignore_value { prev.as_ref().map(|p| p.value.clone()).unwrap_or_default() } else { r.value.clone() };
         let rev = self.revision() as i64;
         let kv = KeyValue {
             key: r.key.clone(),
@@ -187,10 +192,8 @@ impl Evaluator<'_> {
     }
 
     fn read(&self, r: &RangeRequest) -> Result<RangeResponse> {
-        if r.revision > 0 {
-            return Err(Error::Unsupported("a historical read (revision) inside a txn"));
-        }
-        let kvs = self.range(&r.key, range_end(&r.key, &r.range_end))?;
+        let end = range_end(&r.key, &r.range_end);
+        let kvs = if r.revision > 0 { self.base.range_at(&r.key, end, r.revision)? } else { self.range(&r.key, end)? };
         let count = kvs.len();
         Ok(finish_range(r, kvs, count))
     }
@@ -206,13 +209,23 @@ impl Evaluator<'_> {
         let ops = if succeeded { &r.success } else { &r.failure };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
-            let response = match &op.request {
+            let mut response = match &op.request {
                 Some(Request::RequestRange(q)) => Response::ResponseRange(self.read(q)?),
                 Some(Request::RequestPut(q)) => Response::ResponsePut(self.put(q)?),
                 Some(Request::RequestDeleteRange(q)) => Response::ResponseDeleteRange(self.delete_range(q)?),
                 Some(Request::RequestTxn(q)) => Response::ResponseTxn(self.txn(q)?),
                 None => continue,
             };
+            // etcd gives each inner response the store revision as of that
+            // op: this txn's once it has written, else (0 here, filled in by
+            // the router) the revision before it.
+            let header = Some(ResponseHeader { revision: self.revision.map_or(0, |r| r as i64), ..Default::default() });
+            match &mut response {
+                Response::ResponseRange(r) => r.header = header,
+                Response::ResponsePut(r) => r.header = header,
+                Response::ResponseDeleteRange(r) => r.header = header,
+                Response::ResponseTxn(r) => r.header = header,
+            }
             responses.push(ResponseOp { response: Some(response) });
         }
         Ok(TxnResponse { header: None, succeeded, responses })
@@ -280,21 +293,43 @@ mod tests {
                 .map(|(_, v)| v.clone())
                 .collect())
         }
+        fn range_at(&self, _key: &[u8], _end: Option<Option<Vec<u8>>>, _revision: i64) -> Result<Vec<KeyValue>> {
+            Err(Error::Compacted)
+        }
     }
 
     fn view() -> MapView {
-        let kv = |k: &str, c, m, v| KeyValue { key: k.into(), create_revision: c, mod_revision: m, version: v, value: b"old".to_vec(), lease: 0 };
-        MapView([("a", kv("a", 2, 5, 3)), ("b", kv("b", 4, 4, 1))].into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect())
+        let kv = |k: &str, c, m, v| KeyValue {
+            key: k.into(),
+            create_revision: c,
+            mod_revision: m,
+            version: v,
+            value: b"old".to_vec(),
+            lease: 0,
+        };
+        MapView(
+            [("a", kv("a", 2, 5, 3)), ("b", kv("b", 4, 4, 1))]
+                .into_iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v))
+                .collect(),
+        )
     }
 
     fn put(k: &str, v: &str) -> RequestOp {
-        RequestOp { request: Some(Request::RequestPut(PutRequest { key: k.into(), value: v.into(), ..Default::default() })) }
+        RequestOp {
+            request: Some(Request::RequestPut(PutRequest { key: k.into(), value: v.into(), ..Default::default() })),
+        }
     }
 
     #[test]
     fn put_bumps_version_and_keeps_create_revision() {
         let mut alloc = || 10;
-        let req = WriteRequest::Put(PutRequest { key: b"a".to_vec(), value: b"new".to_vec(), prev_kv: true, ..Default::default() });
+        let req = WriteRequest::Put(PutRequest {
+            key: b"a".to_vec(),
+            value: b"new".to_vec(),
+            prev_kv: true,
+            ..Default::default()
+        });
         let ev = evaluate(&req, &view(), &mut alloc).unwrap();
         assert_eq!(ev.revision, Some(10));
         let kv = ev.effects[0].kv.clone().unwrap();
@@ -306,7 +341,11 @@ mod tests {
     #[test]
     fn delete_of_nothing_takes_no_revision() {
         let mut alloc = || panic!("must not allocate");
-        let req = WriteRequest::DeleteRange(DeleteRangeRequest { key: b"x".to_vec(), range_end: b"z".to_vec(), ..Default::default() });
+        let req = WriteRequest::DeleteRange(DeleteRangeRequest {
+            key: b"x".to_vec(),
+            range_end: b"z".to_vec(),
+            ..Default::default()
+        });
         let ev = evaluate(&req, &view(), &mut alloc).unwrap();
         assert!(ev.revision.is_none() && ev.effects.is_empty());
     }
@@ -321,8 +360,11 @@ mod tests {
             target_union: Some(TargetUnion::CreateRevision(0)),
             range_end: vec![],
         };
-        let get = RequestOp { request: Some(Request::RequestRange(RangeRequest { key: b"new".to_vec(), ..Default::default() })) };
-        let req = WriteRequest::Txn(TxnRequest { compare: vec![cmp], success: vec![put("new", "v"), get], failure: vec![] });
+        let get = RequestOp {
+            request: Some(Request::RequestRange(RangeRequest { key: b"new".to_vec(), ..Default::default() })),
+        };
+        let req =
+            WriteRequest::Txn(TxnRequest { compare: vec![cmp], success: vec![put("new", "v"), get], failure: vec![] });
         let ev = evaluate(&req, &view(), &mut alloc).unwrap();
         let WriteResponse::Txn(resp) = ev.response else { panic!() };
         assert!(resp.succeeded);

@@ -88,16 +88,8 @@ mod tests {
 
     #[test]
     fn orders_by_key_then_newest_revision_first() {
-        let mut keys: Vec<(&[u8], u64)> = vec![
-            (b"a", 1),
-            (b"a", 7),
-            (b"a\0", 3),
-            (b"a\x01", 2),
-            (b"ab", 5),
-            (b"b", 9),
-            (b"", 4),
-            (b"\0", 4),
-        ];
+        let mut keys: Vec<(&[u8], u64)> =
+            vec![(b"a", 1), (b"a", 7), (b"a\0", 3), (b"a\x01", 2), (b"ab", 5), (b"b", 9), (b"", 4), (b"\0", 4)];
         let mut encoded: Vec<Vec<u8>> = keys.iter().map(|(k, r)| encode(k, *r)).collect();
         encoded.sort();
         keys.sort_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));

@@ -138,6 +138,15 @@ impl<'a> MvccReader<'a> {
         Ok(out)
     }
 
+    /// The live keys of an etcd key/end pair (see
+    /// [`range_end`](super::eval::range_end)) at `revision`.
+    pub fn read_at(&self, key: &[u8], end: Option<Option<Vec<u8>>>, revision: u64) -> Result<Vec<KeyValue>> {
+        match end {
+            None => Ok(self.get(key, revision)?.into_iter().collect()),
+            Some(end) => Ok(self.scan(key, end.as_deref(), revision, ScanOptions::default())?.kvs),
+        }
+    }
+
     /// Adds to `wb` the deletes that compact `[start, end)` at `revision`:
     /// for every key, all versions below the newest one at or below
     /// `revision` go, and that one too when it is a tombstone. Reads at or

@@ -40,16 +40,22 @@ pub fn finish_range(req: &RangeRequest, mut kvs: Vec<KeyValue>, count: usize) ->
         order = SortOrder::Ascend;
     }
     if order != SortOrder::None {
-        // Stable sorts keep key order between equal targets.
-        match target {
-            SortTarget::Key => {} // already in key order
-            SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
-            SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
-            SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
-            SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-        }
-        if order == SortOrder::Descend {
-            kvs.reverse();
+        let descend = order == SortOrder::Descend;
+        if target == SortTarget::Key {
+            // Already in ascending key order; keys are unique.
+            if descend {
+                kvs.reverse();
+            }
+        } else {
+            // A stable sort keeps key order between equal targets, in both
+            // directions, as etcd shows.
+            let cmp = |a: &KeyValue, b: &KeyValue| match target {
+                SortTarget::Version => a.version.cmp(&b.version),
+                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                SortTarget::Key | SortTarget::Value => a.value.cmp(&b.value),
+            };
+            kvs.sort_by(|a, b| if descend { cmp(b, a) } else { cmp(a, b) });
         }
     }
     let mut more = false;
@@ -112,6 +118,23 @@ mod tests {
         assert!(resp.more);
         let req = RangeRequest { sort_order: SortOrder::Descend as i32, ..Default::default() };
         assert_eq!(keys(&finish_range(&req, sample(), 3)), vec![b"c", b"b", b"a"]);
+    }
+
+    #[test]
+    fn ties_keep_key_order_in_both_directions() {
+        let same = vec![kv("a", 1, 1, 1, "v"), kv("b", 2, 2, 1, "v"), kv("c", 3, 3, 2, "w")];
+        let req = RangeRequest {
+            sort_target: SortTarget::Value as i32,
+            sort_order: SortOrder::Descend as i32,
+            ..Default::default()
+        };
+        assert_eq!(keys(&finish_range(&req, same.clone(), 3)), vec![b"c", b"a", b"b"]);
+        let req = RangeRequest {
+            sort_target: SortTarget::Version as i32,
+            sort_order: SortOrder::Descend as i32,
+            ..Default::default()
+        };
+        assert_eq!(keys(&finish_range(&req, same, 3)), vec![b"c", b"a", b"b"]);
     }
 
     #[test]

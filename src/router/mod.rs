@@ -62,12 +62,13 @@ impl Router {
         self.table.read().clone()
     }
 
-    pub fn header(&self, revision: u64, raft_term: u64) -> ResponseHeader {
-        ResponseHeader { cluster_id: self.store.cluster_id, member_id: self.member_id, revision: revision as i64, raft_term }
-    }
-
-    fn raft_term(&self, region: u64) -> u64 {
-        self.store.peer(region).map_or(0, |p| p.shared.term.load(std::sync::atomic::Ordering::Relaxed))
+    pub fn header(&self, revision: u64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.store.cluster_id,
+            member_id: self.member_id,
+            revision: revision as i64,
+            raft_term: self.store.raft_term(),
+        }
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the deadline passes.
@@ -141,20 +142,6 @@ impl Router {
         read(&reader).map(Some)
     }
 
-    fn check_revision(&self, requested: i64, current: u64) -> Result<u64> {
-        if requested <= 0 {
-            return Ok(current);
-        }
-        let requested = requested as u64;
-        if requested > current {
-            return Err(Error::FutureRevision);
-        }
-        if (requested as i64) < self.store.compacted() {
-            return Err(Error::Compacted);
-        }
-        Ok(requested)
-    }
-
     pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         let deadline = Instant::now() + self.request_timeout;
         loop {
@@ -162,10 +149,9 @@ impl Router {
             let pieces = pieces_for(&table, &req.key, &req.range_end)?;
             let regions: BTreeSet<u64> = pieces.iter().map(|p| p.region).collect();
             let (current, leased) = self.read_revision(&regions, req.serializable).await?;
-            let at = self.check_revision(req.revision, current)?;
+            let at = self.store.sequencer.check_read(req.revision, current)?;
             if let Some(mut resp) = self.with_snapshot(&leased, |reader| read_pieces(reader, req, &pieces, at))? {
-                let term = pieces.first().map_or(0, |p| self.raft_term(p.region));
-                resp.header = Some(self.header(current, term));
+                resp.header = Some(self.header(current));
                 return Ok(resp);
             }
             if Instant::now() >= deadline {
@@ -199,8 +185,7 @@ impl Router {
     }
 
     fn write_header(&self, outcome: &WriteOutcome) -> ResponseHeader {
-        let revision = outcome.revision.unwrap_or_else(|| self.store.sequencer.last());
-        self.header(revision, outcome.raft_term)
+        self.header(outcome.revision.unwrap_or_else(|| self.store.sequencer.last()))
     }
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
@@ -230,7 +215,8 @@ impl Router {
         let outcome = self.write(&spans, WriteRequest::Txn(req)).await?;
         let header = self.write_header(&outcome);
         let WriteResponse::Txn(mut resp) = outcome.response else { unreachable!("a txn answers a txn") };
-        fill_inner_headers(&mut resp, header.revision);
+        let before = outcome.revision.map_or(header.revision, |r| r as i64 - 1);
+        fill_inner_headers(&mut resp, before);
         resp.header = Some(header);
         Ok(resp)
     }
@@ -247,12 +233,14 @@ impl Router {
             }
             let (current, leased) = self.read_revision(&regions, false).await?;
             let result = self.with_snapshot(&leased, |reader| {
-                eval::evaluate_read_txn(req, &SnapshotView { reader, revision: current })
+                eval::evaluate_read_txn(
+                    req,
+                    &SnapshotView { reader, revision: current, sequencer: &self.store.sequencer },
+                )
             })?;
             if let Some(mut resp) = result {
                 fill_inner_headers(&mut resp, current as i64);
-                let term = regions.first().map_or(0, |r| self.raft_term(*r));
-                resp.header = Some(self.header(current, term));
+                resp.header = Some(self.header(current));
                 return Ok(resp);
             }
             if Instant::now() >= deadline {
@@ -264,7 +252,7 @@ impl Router {
     pub async fn compact(&self, req: &CompactionRequest) -> Result<CompactionResponse> {
         let _one_at_a_time = self.compact_lock.lock().await;
         let revision = req.revision;
-        if revision <= self.store.compacted() {
+        if revision <= self.store.sequencer.compacted() {
             return Err(Error::Compacted);
         }
         if revision > self.store.sequencer.last() as i64 {
@@ -277,8 +265,7 @@ impl Router {
         for region in self.store.regions() {
             self.retrying(|| self.store.compact_region(region.id, revision as u64)).await?;
         }
-        let term = self.store.regions().first().map_or(0, |r| self.raft_term(r.id));
-        Ok(CompactionResponse { header: Some(self.header(self.store.sequencer.last(), term)) })
+        Ok(CompactionResponse { header: Some(self.header(self.store.sequencer.last())) })
     }
 }
 
@@ -308,10 +295,7 @@ fn read_pieces(reader: &MvccReader, req: &RangeRequest, pieces: &[Piece], at: u6
             continue;
         }
         let remaining = pushdown.map(|l| l.saturating_sub(kvs.len()));
-        let opts = ScanOptions {
-            limit: remaining.unwrap_or(0),
-            count_only: req.count_only || remaining == Some(0),
-        };
+        let opts = ScanOptions { limit: remaining.unwrap_or(0), count_only: req.count_only || remaining == Some(0) };
         let res = reader.scan(&p.start, p.end.as_deref(), at, opts)?;
         count += res.count;
         kvs.extend(res.kvs);
@@ -335,19 +319,24 @@ fn txn_spans(req: &TxnRequest, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
     }
 }
 
-/// etcd fills the headers of the responses inside a txn with the revision only.
-fn fill_inner_headers(resp: &mut TxnResponse, revision: i64) {
-    let header = Some(ResponseHeader { revision, ..Default::default() });
+/// Gives the inner responses of a txn evaluated before any write (header
+/// revision 0) the store revision `before` the txn.
+fn fill_inner_headers(resp: &mut TxnResponse, before: i64) {
     for op in &mut resp.responses {
-        match &mut op.response {
-            Some(Response::ResponseRange(r)) => r.header = header,
-            Some(Response::ResponsePut(r)) => r.header = header,
-            Some(Response::ResponseDeleteRange(r)) => r.header = header,
+        let header = match &mut op.response {
+            Some(Response::ResponseRange(r)) => &mut r.header,
+            Some(Response::ResponsePut(r)) => &mut r.header,
+            Some(Response::ResponseDeleteRange(r)) => &mut r.header,
             Some(Response::ResponseTxn(t)) => {
-                fill_inner_headers(t, revision);
-                t.header = header;
+                fill_inner_headers(t, before);
+                &mut t.header
             }
-            None => {}
+            None => continue,
+        };
+        if let Some(h) = header {
+            if h.revision == 0 {
+                h.revision = before;
+            }
         }
     }
 }
@@ -356,6 +345,7 @@ fn fill_inner_headers(resp: &mut TxnResponse, revision: i64) {
 struct SnapshotView<'a> {
     reader: &'a MvccReader<'a>,
     revision: u64,
+    sequencer: &'a crate::sequencer::Sequencer,
 }
 
 impl KvView for SnapshotView<'_> {
@@ -364,5 +354,9 @@ impl KvView for SnapshotView<'_> {
     }
     fn range(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<KeyValue>> {
         Ok(self.reader.scan(start, end, self.revision, ScanOptions::default())?.kvs)
+    }
+    fn range_at(&self, key: &[u8], end: Option<Option<Vec<u8>>>, revision: i64) -> Result<Vec<KeyValue>> {
+        let at = self.sequencer.check_read(revision, self.revision)?;
+        self.reader.read_at(key, end, at)
     }
 }

@@ -58,7 +58,12 @@ impl RoutingTable {
                 (None, Some(_)) => false,
             };
             let piece_end = if stop_here { end.map(<[u8]>::to_vec) } else { region_end.map(<[u8]>::to_vec) };
-            pieces.push(Piece { region: r.id, epoch_version: r.epoch.as_ref().map_or(0, |e| e.version), start: from, end: piece_end.clone() });
+            pieces.push(Piece {
+                region: r.id,
+                epoch_version: r.epoch.as_ref().map_or(0, |e| e.version),
+                start: from,
+                end: piece_end.clone(),
+            });
             if stop_here {
                 return Some(pieces);
             }
@@ -69,7 +74,12 @@ impl RoutingTable {
     /// The piece holding exactly `key`.
     pub fn point(&self, key: &[u8]) -> Option<Piece> {
         let r = self.locate(key)?;
-        Some(Piece { region: r.id, epoch_version: r.epoch.as_ref().map_or(0, |e| e.version), start: key.to_vec(), end: None })
+        Some(Piece {
+            region: r.id,
+            epoch_version: r.epoch.as_ref().map_or(0, |e| e.version),
+            start: key.to_vec(),
+            end: None,
+        })
     }
 }
 

@@ -56,12 +56,19 @@ async fn answer(mut conn: TcpStream, store: &Store) -> std::io::Result<()> {
             if store.all_leading() {
                 ("200 OK", "application/json", "{\"health\":\"true\"}".to_string())
             } else {
-                ("503 Service Unavailable", "application/json", "{\"health\":\"false\",\"reason\":\"a region has no leader\"}".to_string())
+                (
+                    "503 Service Unavailable",
+                    "application/json",
+                    "{\"health\":\"false\",\"reason\":\"a region has no leader\"}".to_string(),
+                )
             }
         }
         _ => ("404 Not Found", "text/plain", "404 page not found\n".to_string()),
     };
-    let response = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     conn.write_all(response.as_bytes()).await?;
     conn.shutdown().await
 }

@@ -30,7 +30,10 @@ impl Kv for KvService {
         Ok(Response::new(self.router.put(req).await?))
     }
 
-    async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = request.into_inner();
         self.limits.size(&req)?;
         validate::delete_range(&req)?;

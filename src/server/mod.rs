@@ -18,8 +18,10 @@ use crate::router::Router;
 use unimplemented::Unimplemented;
 pub use validate::Limits;
 
-/// gRPC framing allowance on top of --max-request-bytes, as etcd allows.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// What tonic itself accepts. Messages between the etcd limit
+/// ([`Limits::max_message_bytes`]) and this get etcd's own ResourceExhausted
+/// answer from the handler; tonic refuses larger ones before decoding.
+const DECODE_LIMIT_BYTES: usize = 64 << 20;
 
 /// Serves the etcd gRPC API on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -29,7 +31,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let kv = KvServer::new(kv::KvService { router, limits })
-        .max_decoding_message_size(limits.max_request_bytes + GRPC_OVERHEAD_BYTES)
+        .max_decoding_message_size(DECODE_LIMIT_BYTES.max(limits.max_message_bytes()))
         .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
         .add_service(kv)

@@ -16,9 +16,21 @@ pub struct Limits {
     pub max_txn_ops: usize,
 }
 
+/// gRPC framing allowance on top of --max-request-bytes, as etcd allows.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
 impl Limits {
+    /// The largest gRPC message accepted (etcd: max request bytes + 512 KiB).
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_request_bytes + GRPC_OVERHEAD_BYTES
+    }
+
     pub fn size(&self, req: &impl Message) -> Result<()> {
-        if req.encoded_len() > self.max_request_bytes {
+        let len = req.encoded_len();
+        if len > self.max_message_bytes() {
+            return Err(Error::MessageTooLarge { len, max: self.max_message_bytes() });
+        }
+        if len > self.max_request_bytes {
             return Err(Error::RequestTooLarge);
         }
         Ok(())
@@ -99,7 +111,9 @@ fn intervals(reqs: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Interval>)> {
     let mut dels: Vec<Interval> = reqs
         .iter()
         .filter_map(|op| match &op.request {
-            Some(Request::RequestDeleteRange(d)) => Some((d.key.clone(), (!d.range_end.is_empty()).then(|| d.range_end.clone()))),
+            Some(Request::RequestDeleteRange(d)) => {
+                Some((d.key.clone(), (!d.range_end.is_empty()).then(|| d.range_end.clone())))
+            }
             _ => None,
         })
         .collect();
@@ -141,10 +155,18 @@ mod tests {
         RequestOp { request: Some(Request::RequestPut(PutRequest { key: k.into(), ..Default::default() })) }
     }
     fn d(k: &str, end: &str) -> RequestOp {
-        RequestOp { request: Some(Request::RequestDeleteRange(DeleteRangeRequest { key: k.into(), range_end: end.into(), ..Default::default() })) }
+        RequestOp {
+            request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                key: k.into(),
+                range_end: end.into(),
+                ..Default::default()
+            })),
+        }
     }
     fn nested(then: Vec<RequestOp>, otherwise: Vec<RequestOp>) -> RequestOp {
-        RequestOp { request: Some(Request::RequestTxn(TxnRequest { compare: vec![], success: then, failure: otherwise })) }
+        RequestOp {
+            request: Some(Request::RequestTxn(TxnRequest { compare: vec![], success: then, failure: otherwise })),
+        }
     }
 
     #[test]
@@ -164,7 +186,13 @@ mod tests {
         let t = TxnRequest { compare: vec![], success: ops, failure: vec![] };
         assert_eq!(txn(&t, 128), Err(Error::TooManyOps));
         assert_eq!(range(&RangeRequest::default()), Err(Error::EmptyKey));
-        assert_eq!(range(&RangeRequest { key: b"a".to_vec(), sort_order: 7, ..Default::default() }), Err(Error::InvalidSortOption));
-        assert_eq!(put(&PutRequest { key: b"a".to_vec(), ignore_value: true, value: b"v".to_vec(), ..Default::default() }), Err(Error::ValueProvided));
+        assert_eq!(
+            range(&RangeRequest { key: b"a".to_vec(), sort_order: 7, ..Default::default() }),
+            Err(Error::InvalidSortOption)
+        );
+        assert_eq!(
+            put(&PutRequest { key: b"a".to_vec(), ignore_value: true, value: b"v".to_vec(), ..Default::default() }),
+            Err(Error::ValueProvided)
+        );
     }
 }

@@ -138,13 +138,9 @@ pub fn require_etcd() {
 /// Free loopback TCP ports: binds `n` listeners on 127.0.0.1:0 at once (so the
 /// ports are distinct), reads their ports and closes them.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local_addr").port())
-        .collect()
+    let listeners: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local_addr").port()).collect()
 }
 
 /// A `Command` for etcd/etcdctl with no inherited ETCD*/ETCDCTL* settings
@@ -180,10 +176,7 @@ pub struct Tessera {
 impl Tessera {
     /// Starts tessera in a fresh temporary data dir (removed on drop).
     pub fn start(extra_args: &[&str]) -> Tessera {
-        let data_dir = tempfile::Builder::new()
-            .prefix("tessera-test-")
-            .tempdir()
-            .expect("create temp data dir");
+        let data_dir = tempfile::Builder::new().prefix("tessera-test-").tempdir().expect("create temp data dir");
         let mut t = Tessera::start_in(data_dir.path(), extra_args);
         t.data_dir = Some(data_dir);
         t
@@ -194,14 +187,7 @@ impl Tessera {
     pub fn start_in(dir: &Path, extra_args: &[&str]) -> Tessera {
         let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let (child, client_url, log) = spawn_tessera(dir, &extra);
-        Tessera {
-            client_url,
-            child: Some(child),
-            data_dir: None,
-            dir: dir.to_path_buf(),
-            extra_args: extra,
-            log,
-        }
+        Tessera { client_url, child: Some(child), data_dir: None, dir: dir.to_path_buf(), extra_args: extra, log }
     }
 
     /// The client URL, for `--endpoints`.
@@ -273,9 +259,7 @@ fn spawn_tessera(dir: &Path, extra: &[String]) -> (Child, String, LogBuf) {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {bin}: {e}"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {bin}: {e}"));
     let log = LogBuf::default();
     drain_stderr(child.stderr.take().expect("piped stderr"), log.clone());
     let (tx, rx) = mpsc::channel();
@@ -359,16 +343,12 @@ impl Etcd {
     }
 
     fn try_start(deadline: Instant) -> Result<Etcd, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("etcd-ref-")
-            .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?;
+        let dir = tempfile::Builder::new().prefix("etcd-ref-").tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let ports = free_ports(2);
         let client_url = format!("http://127.0.0.1:{}", ports[0]);
         let peer_url = format!("http://127.0.0.1:{}", ports[1]);
         let log_path = dir.path().join("etcd.log");
-        let log =
-            File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
+        let log = File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
         let log2 = log.try_clone().map_err(|e| format!("dup log fd: {e}"))?;
         let mut child = clean_command(ETCD_BIN)
             .args(["--name", "ref"])
@@ -388,27 +368,12 @@ impl Etcd {
         let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "etcd exited early ({status})\n--- etcd log ---\n{}",
-                    tail(&read_log(), 8 << 10)
-                ));
+                return Err(format!("etcd exited early ({status})\n--- etcd log ---\n{}", tail(&read_log(), 8 << 10)));
             }
-            let (out, err, code) = etcdctl(
-                &client_url,
-                &[
-                    "endpoint",
-                    "health",
-                    "--dial-timeout=1s",
-                    "--command-timeout=2s",
-                ],
-                None,
-            );
+            let (out, err, code) =
+                etcdctl(&client_url, &["endpoint", "health", "--dial-timeout=1s", "--command-timeout=2s"], None);
             if code == 0 {
-                return Ok(Etcd {
-                    client_url,
-                    child: Some(child),
-                    dir,
-                });
+                return Ok(Etcd { client_url, child: Some(child), dir });
             }
             if Instant::now() >= deadline {
                 kill_and_reap(&mut child);
@@ -427,10 +392,7 @@ impl Etcd {
 
     /// The last `max_bytes` of etcd's log.
     pub fn log_tail(&self, max_bytes: usize) -> String {
-        tail(
-            &std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default(),
-            max_bytes,
-        )
+        tail(&std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default(), max_bytes)
     }
 }
 
@@ -464,16 +426,10 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (String, S
         .arg("--endpoints")
         .arg(endpoint)
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {ETCDCTL_BIN}: {e}"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {ETCDCTL_BIN}: {e}"));
 
     let writer = stdin.map(|input| {
         let mut pipe = child.stdin.take().expect("piped stdin");
@@ -505,10 +461,7 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (String, S
         Some(status) => status,
         None => {
             kill_and_reap(&mut child);
-            panic!(
-                "`etcdctl --endpoints {endpoint} {}` did not finish within {ETCDCTL_TIMEOUT:?}",
-                args.join(" ")
-            );
+            panic!("`etcdctl --endpoints {endpoint} {}` did not finish within {ETCDCTL_TIMEOUT:?}", args.join(" "));
         }
     };
     if let Some(w) = writer {
