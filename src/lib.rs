@@ -18,9 +18,11 @@
 //! - [`router`]: key -> region addressing; splits multi-region requests at
 //!   region boundaries and merges their results; retries routing errors.
 //! - [`server`]: the thin gRPC/HTTP edge — validates, routes, maps errors.
+//! - [`bench`]: a load generator for any etcd endpoint (a client, not a layer).
 //!
 //! See docs/design.md for the invariants and how each is kept.
 
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod lease;

@@ -27,6 +27,15 @@ struct Cli {
 enum Command {
     /// Run a store serving the etcd v3 gRPC API.
     Serve(ServeArgs),
+    /// Drive any etcd v3 endpoint with a workload and report throughput and latency.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Put keys back to back from concurrent clients.
+    Put(tessera::bench::PutArgs),
 }
 
 #[derive(Args)]
@@ -69,6 +78,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(BenchCommand::Put(args)) => {
+            let report = tokio::runtime::Runtime::new()?.block_on(tessera::bench::put(&args))?;
+            report.print("put");
+            Ok(())
+        }
     }
 }
 

@@ -110,7 +110,17 @@ impl<F: Fsm> BatchSystem<F> {
                 let max_batch = cfg.max_batch.max(1);
                 std::thread::Builder::new()
                     .name(format!("{name}-{i}"))
-                    .spawn(move || poll_loop(&queue, &scheduler, &stop, &mut handler, max_batch))
+                    .spawn(move || {
+                        let run = std::panic::AssertUnwindSafe(|| {
+                            poll_loop(&queue, &scheduler, &stop, &mut handler, max_batch)
+                        });
+                        if std::panic::catch_unwind(run).is_err() {
+                            // The FSMs of the round are lost with the thread:
+                            // serving on would hang their regions forever.
+                            eprintln!("tessera: a poller thread panicked; aborting");
+                            std::process::abort();
+                        }
+                    })
                     .expect("spawn poller")
             })
             .collect();

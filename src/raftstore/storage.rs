@@ -117,7 +117,9 @@ pub fn save_hard_state(engine: &Engine, region: u64, hs: &HardState, wb: &mut Wr
     Ok(())
 }
 
-/// Drops log entries up to `to` (inclusive) from disk and memory.
+/// Drops log entries up to `to` (inclusive) from disk, and those below it
+/// from memory: `MemStorage` must keep one entry, or it forgets its last
+/// index (on disk the truncated state records it instead).
 pub fn truncate(
     engine: &Engine,
     storage: &MemStorage,
@@ -128,5 +130,5 @@ pub fn truncate(
 ) -> Result<()> {
     wb.delete_range_cf(engine.raft(), keys::raft_entry(region, from), keys::raft_entry(region, to.index + 1));
     wb.put_cf(engine.raft(), keys::truncated_state(region), to.encode_to_vec());
-    storage.wl().compact(to.index + 1).map_err(|e| Error::Storage(e.to_string()))
+    storage.wl().compact(to.index).map_err(|e| Error::Storage(e.to_string()))
 }

@@ -18,16 +18,25 @@ pub struct InProc {
     pub store: Arc<Store>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl InProc {
     /// Starts a store with regions cut at `split_keys`.
     pub async fn start(split_keys: &[&str]) -> InProc {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut cfg = StoreConfig::new(dir.path());
+        let mut node = InProc::start_in(dir.path(), split_keys, |_| {}).await;
+        node._dir = Some(dir);
+        node
+    }
+
+    /// Starts on `dir` (which the caller owns, e.g. to restart on it), with
+    /// `tweak` applied to the store's config.
+    pub async fn start_in(dir: &std::path::Path, split_keys: &[&str], tweak: impl FnOnce(&mut StoreConfig)) -> InProc {
+        let mut cfg = StoreConfig::new(dir);
         cfg.initial_split_keys = split_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
         cfg.pollers = 2;
+        tweak(&mut cfg);
         let store = tokio::task::spawn_blocking(move || {
             let store = Store::open(cfg).expect("open store");
             store.wait_ready(Duration::from_secs(30)).expect("regions elect leaders");
@@ -46,7 +55,7 @@ impl InProc {
             .await
             .expect("server");
         });
-        InProc { endpoint, store, stop: Some(stop), server: Some(server), _dir: dir }
+        InProc { endpoint, store, stop: Some(stop), server: Some(server), _dir: None }
     }
 
     pub async fn client(&self) -> etcd_client::Client {
