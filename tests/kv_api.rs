@@ -349,3 +349,29 @@ async fn concurrent_writers_gapless_revisions_and_consistent_snapshots() {
     })
     .await;
 }
+
+/// Without a valid leader lease a linearizable read confirms leadership
+/// through a raft ReadIndex round instead (and still sees every write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_without_a_lease_go_through_read_index() {
+    use tessera::metrics::METRICS;
+    bounded(async {
+        let node = InProc::start(SPLITS).await;
+        let mut c = node.client().await;
+        c.put("c", "1", None).await.unwrap();
+        let region = node.store.peer(2).unwrap();
+        region.shared.lease.expire();
+        let before = METRICS.read_index_reads.get();
+        let r = c.get("c", None).await.unwrap();
+        assert_eq!(r.kvs()[0].value_str().unwrap(), "1");
+        assert!(METRICS.read_index_reads.get() > before, "the read took the ReadIndex path");
+        // A serializable read needs neither.
+        let r = c.get("c", Some(GetOptions::new().with_serializable())).await.unwrap();
+        assert_eq!(r.kvs()[0].value_str().unwrap(), "1");
+        // The next write's apply in the leader's term restores the lease.
+        c.put("c", "2", None).await.unwrap();
+        assert!(region.shared.lease.is_valid());
+        node.stop().await;
+    })
+    .await;
+}
