@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use tessera::bench::compare::{self, CompareArgs};
+use tessera::bench::plot;
+use tessera::bench::report::parse_hgrm;
+use tessera::bench::workloads::Workload;
 use tessera::raftstore::{Store, StoreConfig};
 use tessera::router::Router;
 use tessera::server::{self, Limits};
@@ -34,8 +38,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// Put keys back to back from concurrent clients.
-    Put(tessera::bench::PutArgs),
+    #[command(flatten)]
+    Workload(Workload),
+    /// Start etcd and tessera side by side, run workloads against both and
+    /// write a markdown comparison (medians, ratios) and plots.
+    Compare(CompareArgs),
+    /// Overlay the latency distributions of .hgrm files in one SVG plot.
+    Plot {
+        /// .hgrm files (from --hgrm); each becomes one line, labelled by its file name.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "latency by percentile")]
+        title: String,
+    },
 }
 
 #[derive(Args)]
@@ -78,9 +95,51 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Bench(BenchCommand::Put(args)) => {
-            let report = tokio::runtime::Runtime::new()?.block_on(tessera::bench::put(&args))?;
-            report.print("put");
+        Command::Bench(cmd) => tokio::runtime::Runtime::new()?.block_on(bench(cmd)),
+    }
+}
+
+async fn bench(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Workload(w) => {
+            let opts = w.opts().clone();
+            let seed = opts.seed();
+            eprintln!("{}: seed {seed}", w.name());
+            let summaries = w.run(seed).await?;
+            for s in &summaries {
+                print!("{}", s.text());
+            }
+            if let Some(path) = &opts.hgrm {
+                for (i, s) in summaries.iter().enumerate() {
+                    let path = if i == 0 { path.clone() } else { path.with_file_name(format!("{}.hgrm", s.workload)) };
+                    std::fs::write(&path, s.hgrm()).with_context(|| format!("writing {}", path.display()))?;
+                }
+            }
+            if let Some(path) = &opts.plot {
+                let runs: Vec<_> = summaries.iter().map(|s| (s.workload.clone(), parse_hgrm(&s.hgrm()))).collect();
+                std::fs::write(path, plot::svg(&w.name(), &runs))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            for s in &summaries {
+                println!("{}", s.json());
+            }
+            Ok(())
+        }
+        BenchCommand::Compare(args) => {
+            let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+            let report = compare::run(&args, &command_line).await?;
+            println!("{}", std::fs::read_to_string(&report)?);
+            println!("written to {}", report.display());
+            Ok(())
+        }
+        BenchCommand::Plot { files, out, title } => {
+            let mut runs = Vec::new();
+            for f in &files {
+                let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+                let label = f.file_stem().map_or_else(|| f.display().to_string(), |s| s.to_string_lossy().into_owned());
+                runs.push((label, parse_hgrm(&text)));
+            }
+            std::fs::write(&out, plot::svg(&title, &runs))?;
             Ok(())
         }
     }

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::router::Router;
@@ -42,6 +42,7 @@ pub async fn serve(
         .add_service(Unimplemented::<unimplemented::Auth>::new())
         .add_service(Unimplemented::<unimplemented::Lock>::new())
         .add_service(Unimplemented::<unimplemented::Election>::new())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await
 }
