@@ -10,7 +10,7 @@
 //! meanwhile is scheduled again at once. An FSM nobody writes to costs
 //! nothing.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -60,6 +60,9 @@ impl<F: Fsm> Mailbox<F> {
     /// Delivers `msg` and schedules the FSM if it was idle.
     pub fn send(&self, msg: F::Message) -> Result<(), Stopped> {
         self.tx.send(msg).map_err(|_| Stopped)?;
+        // Pairs with the fence in `poll_loop`: either the poller sees this
+        // message after marking the FSM idle, or this sees it idle.
+        fence(Ordering::SeqCst);
         notify(&self.slot, &self.scheduler);
         Ok(())
     }
@@ -185,6 +188,10 @@ fn poll_loop<F: Fsm, H: PollHandler<F>>(
         for (slot, fsm) in slots.drain(..).zip(fsms.drain(..)) {
             *slot.fsm.lock() = Some(fsm);
             slot.status.store(IDLE, Ordering::Release);
+            // Without this fence the load below may be ordered before the
+            // store above, and a sender may miss the IDLE flag while we miss
+            // its message: a lost wakeup (found by benches/hot_paths.rs).
+            fence(Ordering::SeqCst);
             if !slot.inbox.is_empty() {
                 notify(&slot, scheduler);
             }
@@ -216,6 +223,39 @@ mod tests {
         fn end(&mut self, _batch: &mut [Box<Counter>]) {
             self.rounds.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    struct Echo {
+        rx: Receiver<crossbeam::channel::Sender<()>>,
+    }
+    impl Fsm for Echo {
+        type Message = crossbeam::channel::Sender<()>;
+    }
+    struct EchoHandler;
+    impl PollHandler<Echo> for EchoHandler {
+        fn handle(&mut self, fsm: &mut Echo) {
+            for reply in fsm.rx.try_iter() {
+                let _ = reply.send(());
+            }
+        }
+        fn end(&mut self, _batch: &mut [Box<Echo>]) {}
+    }
+
+    /// Stress for the idle/notify handshake: a message sent just as its FSM
+    /// went idle was once never handled (a missing store-load fence on both
+    /// sides). The race is rare on x86; benches/hot_paths.rs hit it under load.
+    #[test]
+    fn no_message_waits_on_an_idle_fsm() {
+        let cfg = BatchConfig { pollers: 2, max_batch: 256 };
+        let mut system = BatchSystem::start("echo", &cfg, || EchoHandler);
+        let (tx, rx) = channel::unbounded();
+        let mailbox = system.register(Box::new(Echo { rx: rx.clone() }), tx, rx);
+        let (reply_tx, reply_rx) = channel::bounded(1);
+        for i in 0..50_000 {
+            mailbox.send(reply_tx.clone()).unwrap();
+            reply_rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| panic!("message {i} lost"));
+        }
+        system.shutdown();
     }
 
     #[test]
