@@ -194,9 +194,11 @@ pub async fn run(args: &CompareArgs, command_line: &str) -> anyhow::Result<PathB
     wait_serving(&tessera.endpoint).await?;
     let seed: u64 = rand::random();
     eprintln!("compare: etcd at {}, tessera at {}, seed {seed}", etcd.endpoint, tessera.endpoint);
-    // results[workload][server] = summaries over rounds
-    let mut results: Vec<(String, [Vec<Summary>; 2])> =
-        args.workloads.iter().map(|w| (w.clone(), [Vec::new(), Vec::new()])).collect();
+    let mut results: Vec<Row> = args
+        .workloads
+        .iter()
+        .map(|w| Row { name: w.clone(), runs: [Vec::new(), Vec::new()], failed: [None, None] })
+        .collect();
     for round in 0..args.rounds {
         for (wi, name) in args.workloads.iter().enumerate() {
             let order: [&Server; 2] = if round % 2 == 0 { [&etcd, &tessera] } else { [&tessera, &etcd] };
@@ -210,16 +212,25 @@ pub async fn run(args: &CompareArgs, command_line: &str) -> anyhow::Result<PathB
                     ..crate::bench::workloads::default_opts()
                 };
                 let w = workload(name, &opts)?;
-                let summaries = w.run(seed.wrapping_add(round as u64)).await?;
-                let s = summaries.into_iter().next().expect("a workload gives a summary");
-                eprintln!(
-                    "round {round} {name} on {}: {:.0} ops/s, p99 {:.3} ms, errors {}",
-                    server.name,
-                    s.ops_per_sec(),
-                    s.ms(99.0),
-                    s.error_count()
-                );
-                results[wi].1[usize::from(server.name == "tessera")].push(s);
+                let side = usize::from(server.name == "tessera");
+                match w.run(seed.wrapping_add(round as u64)).await {
+                    Ok(summaries) => {
+                        let s = summaries.into_iter().next().expect("a workload gives a summary");
+                        eprintln!(
+                            "round {round} {name} on {}: {:.0} ops/s, p99 {:.3} ms, errors {}",
+                            server.name,
+                            s.ops_per_sec(),
+                            s.ms(99.0),
+                            s.error_count()
+                        );
+                        results[wi].runs[side].push(s);
+                    }
+                    Err(e) => {
+                        // E.g. a service the server does not have: reported, not fatal.
+                        eprintln!("round {round} {name} on {}: could not run: {e:#}", server.name);
+                        results[wi].failed[side] = Some(format!("{e:#}"));
+                    }
+                }
             }
         }
     }
@@ -238,12 +249,15 @@ pub fn default_split_keys(opts: &LoadOpts) -> String {
         .join(",")
 }
 
-fn write_report(
-    args: &CompareArgs,
-    split_keys: &str,
-    command_line: &str,
-    results: &[(String, [Vec<Summary>; 2])],
-) -> anyhow::Result<PathBuf> {
+/// One workload's results, [etcd, tessera].
+struct Row {
+    name: String,
+    runs: [Vec<Summary>; 2],
+    /// Why a server could not run the workload at all.
+    failed: [Option<String>; 2],
+}
+
+fn write_report(args: &CompareArgs, split_keys: &str, command_line: &str, results: &[Row]) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&args.out_dir)?;
     let date = today();
     let etcd_version = Command::new(&args.etcd)
@@ -268,7 +282,12 @@ fn write_report(
         args.clients,
         args.conns
     );
-    for (name, [etcd, tessera]) in results {
+    for Row { name, runs: [etcd, tessera], failed } in results {
+        if let Some(why) = failed.iter().flatten().next() {
+            let who = if failed[0].is_some() { "etcd" } else { "tessera" };
+            md.push_str(&format!("| {name} | | | | | | | {who} could not run it: {} |\n", why.replace('|', "/")));
+            continue;
+        }
         let ops = |v: &Vec<Summary>| median(v.iter().map(Summary::ops_per_sec).collect());
         let p99 = |v: &Vec<Summary>| median(v.iter().map(|s| s.ms(99.0)).collect());
         let errors: u64 = tessera.iter().map(Summary::error_count).sum();
