@@ -282,6 +282,7 @@ fn write_report(args: &CompareArgs, split_keys: &str, command_line: &str, result
         args.clients,
         args.conns
     );
+    let mut plots = String::from("\n## Latency by percentile (last round)\n");
     for Row { name, runs: [etcd, tessera], failed } in results {
         if let Some(why) = failed.iter().flatten().next() {
             let who = if failed[0].is_some() { "etcd" } else { "tessera" };
@@ -317,9 +318,10 @@ fn write_report(args: &CompareArgs, split_keys: &str, command_line: &str, result
                 args.out_dir.join(&file),
                 super::plot::svg(&format!("{name}: latency by percentile"), &runs),
             )?;
-            md.push_str(&format!("\n![{name}]({file})\n\n"));
+            plots.push_str(&format!("\n### {name}\n\n![{name}]({file})\n"));
         }
     }
+    md.push_str(&plots);
     let path = args.out_dir.join(format!("compare-{date}.md"));
     std::fs::write(&path, md)?;
     Ok(path)
