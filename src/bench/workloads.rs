@@ -118,76 +118,35 @@ impl Workload {
         };
         let value = vec![b'v'; opts.val_size];
         let name = self.name();
+        let clients =
+            || (0..opts.clients).map(|c| Client { kv: kv(c), keys: keys(c), opts: opts.clone(), value: value.clone() });
+        let serializable = |consistency: &str| consistency == "s";
         let summary = match self {
-            Workload::Put(_) => {
-                let workers = (0..opts.clients)
-                    .map(|c| Put { kv: kv(c), keys: keys(c), opts: opts.clone(), value: value.clone() })
-                    .collect();
-                drive(opts, &name, workers).await?
-            }
+            Workload::Put(_) => drive(opts, &name, clients().map(Put).collect()).await?,
             Workload::Range { consistency, range_keys, .. } => {
                 preload(&kv(0), opts, opts.key_space_size).await?;
-                let workers = (0..opts.clients)
-                    .map(|c| Range {
-                        kv: kv(c),
-                        keys: keys(c),
-                        opts: opts.clone(),
-                        serializable: consistency == "s",
-                        range_keys: *range_keys,
-                    })
-                    .collect();
+                let serializable = serializable(consistency);
+                let workers = clients().map(|c| Range { c, serializable, range_keys: *range_keys }).collect();
                 drive(opts, &name, workers).await?
             }
             Workload::TxnPut { compare, .. } => {
-                let workers = (0..opts.clients)
-                    .map(|c| TxnPut {
-                        kv: kv(c),
-                        keys: keys(c),
-                        opts: opts.clone(),
-                        value: value.clone(),
-                        cas: compare == "mod",
-                        seen: HashMap::new(),
-                    })
-                    .collect();
+                let workers = clients().map(|c| TxnPut { c, cas: compare == "mod", seen: HashMap::new() }).collect();
                 drive(opts, &name, workers).await?
             }
             Workload::TxnMixed { txn_ops, spread, .. } => {
-                let workers = (0..opts.clients)
-                    .map(|c| TxnMixed {
-                        kv: kv(c),
-                        keys: keys(c),
-                        opts: opts.clone(),
-                        value: value.clone(),
-                        n: *txn_ops,
-                        spread: *spread,
-                    })
-                    .collect();
+                let workers = clients().map(|c| TxnMixed { c, n: *txn_ops, spread: *spread }).collect();
                 drive(opts, &name, workers).await?
             }
             Workload::Delete(_) => {
                 let n = if opts.duration.is_some() { opts.key_space_size } else { opts.total };
                 preload(&kv(0), opts, n).await?;
-                let mut bounded = opts.clone();
-                bounded.total = n;
-                bounded.duration = None;
-                let workers = (0..opts.clients)
-                    .map(|c| Delete { kv: kv(c), prefix: opts.key_prefix.clone(), key_size: opts.key_size })
-                    .collect();
-                drive(&bounded, &name, workers).await?
+                let bounded = LoadOpts { total: n, duration: None, ..opts.clone() };
+                drive(&bounded, &name, clients().map(Delete).collect()).await?
             }
             Workload::Mixed { ratio, consistency, .. } => {
                 preload(&kv(0), opts, opts.key_space_size).await?;
-                let workers = (0..opts.clients)
-                    .map(|c| Mixed {
-                        kv: kv(c),
-                        keys: keys(c),
-                        opts: opts.clone(),
-                        value: value.clone(),
-                        ratio: *ratio,
-                        serializable: consistency == "s",
-                    })
-                    .collect();
-                drive(opts, &name, workers).await?
+                let serializable = serializable(consistency);
+                drive(opts, &name, clients().map(|c| Mixed { c, ratio: *ratio, serializable }).collect()).await?
             }
             Workload::WatchLatency { watchers, .. } => return watch_latency(opts, &channels, *watchers, seed).await,
             Workload::LeaseKeepalive(_) => {
@@ -252,47 +211,55 @@ where
     out
 }
 
-struct Put {
+/// What every KV worker has: its connection, its key generator, the options.
+struct Client {
     kv: KvClient<Channel>,
     keys: KeyGen,
     opts: LoadOpts,
     value: Vec<u8>,
 }
 
+impl Client {
+    /// The key operation `i` touches.
+    fn key(&mut self, i: u64) -> Vec<u8> {
+        key_of(&self.opts.key_prefix, self.keys.next_index(i), self.opts.key_size)
+    }
+
+    fn put(&self, key: Vec<u8>) -> PutRequest {
+        PutRequest { key, value: self.value.clone(), ..Default::default() }
+    }
+}
+
+struct Put(Client);
+
 impl Worker for Put {
     async fn call(&mut self, i: u64) -> Result<(), Status> {
-        let key = key_of(&self.opts.key_prefix, self.keys.next_index(i), self.opts.key_size);
-        self.kv.put(PutRequest { key, value: self.value.clone(), ..Default::default() }).await.map(drop)
+        let key = self.0.key(i);
+        let req = self.0.put(key);
+        self.0.kv.put(req).await.map(drop)
     }
 }
 
 struct Range {
-    kv: KvClient<Channel>,
-    keys: KeyGen,
-    opts: LoadOpts,
+    c: Client,
     serializable: bool,
     range_keys: u64,
 }
 
 impl Worker for Range {
     async fn call(&mut self, i: u64) -> Result<(), Status> {
-        let first = self.keys.next_index(i).min(self.opts.key_space_size.saturating_sub(self.range_keys));
-        let key = key_of(&self.opts.key_prefix, first, self.opts.key_size);
-        let range_end = if self.range_keys > 1 {
-            key_of(&self.opts.key_prefix, first + self.range_keys, self.opts.key_size)
-        } else {
-            Vec::new()
-        };
+        let o = &self.c.opts;
+        let first = self.c.keys.next_index(i).min(o.key_space_size.saturating_sub(self.range_keys));
+        let key = key_of(&o.key_prefix, first, o.key_size);
+        let range_end =
+            if self.range_keys > 1 { key_of(&o.key_prefix, first + self.range_keys, o.key_size) } else { Vec::new() };
         let req = RangeRequest { key, range_end, serializable: self.serializable, ..Default::default() };
-        self.kv.range(req).await.map(drop)
+        self.c.kv.range(req).await.map(drop)
     }
 }
 
 struct TxnPut {
-    kv: KvClient<Channel>,
-    keys: KeyGen,
-    opts: LoadOpts,
-    value: Vec<u8>,
+    c: Client,
     cas: bool,
     /// The mod_revision this client last saw per key (0: never written).
     seen: HashMap<Vec<u8>, i64>,
@@ -300,14 +267,8 @@ struct TxnPut {
 
 impl Worker for TxnPut {
     async fn call(&mut self, i: u64) -> Result<(), Status> {
-        let key = key_of(&self.opts.key_prefix, self.keys.next_index(i), self.opts.key_size);
-        let put = RequestOp {
-            request: Some(Request::RequestPut(PutRequest {
-                key: key.clone(),
-                value: self.value.clone(),
-                ..Default::default()
-            })),
-        };
+        let key = self.c.key(i);
+        let put = RequestOp { request: Some(Request::RequestPut(self.c.put(key.clone()))) };
         let get =
             RequestOp { request: Some(Request::RequestRange(RangeRequest { key: key.clone(), ..Default::default() })) };
         let compare = if self.cas {
@@ -321,7 +282,7 @@ impl Worker for TxnPut {
         } else {
             Vec::new()
         };
-        let resp = self.kv.txn(TxnRequest { compare, success: vec![put], failure: vec![get] }).await?.into_inner();
+        let resp = self.c.kv.txn(TxnRequest { compare, success: vec![put], failure: vec![get] }).await?.into_inner();
         // Learn the key's current mod_revision for the next compare-and-set.
         let current = if resp.succeeded {
             resp.header.map_or(0, |h| h.revision)
@@ -337,69 +298,53 @@ impl Worker for TxnPut {
 }
 
 struct TxnMixed {
-    kv: KvClient<Channel>,
-    keys: KeyGen,
-    opts: LoadOpts,
-    value: Vec<u8>,
+    c: Client,
     n: u64,
     spread: bool,
 }
 
 impl Worker for TxnMixed {
     async fn call(&mut self, i: u64) -> Result<(), Status> {
-        let space = self.opts.key_space_size.max(self.n);
-        let first = self.keys.next_index(i);
+        let o = &self.c.opts;
+        let space = o.key_space_size.max(self.n);
+        let first = self.c.keys.next_index(i);
         let step = if self.spread { (space / self.n).max(1) } else { 1 };
         let mut indexes: Vec<u64> = (0..self.n).map(|j| (first + j * step) % space).collect();
         indexes.sort_unstable();
         indexes.dedup();
         let success = indexes
             .into_iter()
-            .map(|i| {
-                let key = key_of(&self.opts.key_prefix, i, self.opts.key_size);
-                RequestOp {
-                    request: Some(Request::RequestPut(PutRequest {
-                        key,
-                        value: self.value.clone(),
-                        ..Default::default()
-                    })),
-                }
-            })
+            .map(|i| RequestOp { request: Some(Request::RequestPut(self.c.put(key_of(&o.key_prefix, i, o.key_size)))) })
             .collect();
-        self.kv.txn(TxnRequest { compare: Vec::new(), success, failure: Vec::new() }).await.map(drop)
+        self.c.kv.txn(TxnRequest { compare: Vec::new(), success, failure: Vec::new() }).await.map(drop)
     }
 }
 
-struct Delete {
-    kv: KvClient<Channel>,
-    prefix: String,
-    key_size: usize,
-}
+/// Deletes key `i` (preloaded) for operation `i`.
+struct Delete(Client);
 
 impl Worker for Delete {
     async fn call(&mut self, i: u64) -> Result<(), Status> {
-        let key = key_of(&self.prefix, i, self.key_size);
-        self.kv.delete_range(DeleteRangeRequest { key, ..Default::default() }).await.map(drop)
+        let key = key_of(&self.0.opts.key_prefix, i, self.0.opts.key_size);
+        self.0.kv.delete_range(DeleteRangeRequest { key, ..Default::default() }).await.map(drop)
     }
 }
 
 struct Mixed {
-    kv: KvClient<Channel>,
-    keys: KeyGen,
-    opts: LoadOpts,
-    value: Vec<u8>,
+    c: Client,
     ratio: (u32, u32),
     serializable: bool,
 }
 
 impl Worker for Mixed {
     async fn call(&mut self, i: u64) -> Result<(), Status> {
-        let key = key_of(&self.opts.key_prefix, self.keys.next_index(i), self.opts.key_size);
+        let key = self.c.key(i);
         let (r, w) = self.ratio;
         if (i % (r + w) as u64) < r as u64 {
-            self.kv.range(RangeRequest { key, serializable: self.serializable, ..Default::default() }).await.map(drop)
+            self.c.kv.range(RangeRequest { key, serializable: self.serializable, ..Default::default() }).await.map(drop)
         } else {
-            self.kv.put(PutRequest { key, value: self.value.clone(), ..Default::default() }).await.map(drop)
+            let req = self.c.put(key);
+            self.c.kv.put(req).await.map(drop)
         }
     }
 }
