@@ -83,7 +83,7 @@ struct ServeArgs {
     /// regions (k1,k2 gives three regions). Ignored once the data dir exists.
     #[arg(long, value_delimiter = ',')]
     initial_split_keys: Vec<String>,
-    /// Raft poller threads (default: one per core).
+    /// Raft poller threads (default: half the cores, at least one).
     #[arg(long)]
     pollers: Option<usize>,
     /// Log level: error, warn, info, debug (RUST_LOG overrides).

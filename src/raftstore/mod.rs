@@ -5,7 +5,7 @@
 //! | thread | count | does | talks to |
 //! |---|---|---|---|
 //! | tonic/tokio workers | tokio default | gRPC edge, router, reads from RocksDB snapshots | peers through mailboxes (crossbeam), answers through oneshots |
-//! | `raft-poller-N` | [`StoreConfig::pollers`] | a poll round: handle a batch of peers' messages (evaluate and propose writes, ReadIndex, ticks), persist every ready peer's entries and hard state in ONE RocksDB write with ONE fsync, advance raft, apply committed entries (one unsynced write), then answer | RocksDB, the sequencer, callbacks |
+//! | `raft-poller-N` | `StoreConfig::pollers` (half the cores) | a poll round: handle a batch of peers' messages (evaluate and propose writes, ReadIndex, ticks), persist every ready peer's entries and hard state in ONE RocksDB write with ONE fsync, advance raft, apply committed entries (one unsynced write), then answer | RocksDB, the sequencer, callbacks |
 //! | `store-timer` | 1 | every `tick_interval`, sends a tick to each peer that is awake; idle peers (a single-voter leader with no pending read) are skipped | mailboxes |
 //!
 //! Lifecycle: [`Store::open`] loads or bootstraps regions, starts the
