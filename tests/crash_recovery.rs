@@ -84,3 +84,26 @@ async fn run_round(seed: u64) {
     assert!(next > max_acked, "revision {next} after restart is not above {max_acked}");
     println!("round with seed {seed}: {} acknowledged writes all found after kill -9", acked.len());
 }
+
+/// SIGTERM stops the server cleanly (exit 0) and a restart finds the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_keeps_data() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let mut node = tokio::task::spawn_blocking(|| Tessera::start(&[])).await.unwrap();
+        let mut c = Client::connect([node.endpoint()], None).await.unwrap();
+        let rev = c.put("kept", "v", None).await.unwrap().header().unwrap().revision();
+        let (node, status) = tokio::task::spawn_blocking(move || {
+            let status = node.terminate();
+            (node, status)
+        })
+        .await
+        .unwrap();
+        assert!(status.is_some_and(|s| s.success()), "graceful exit, got {status:?}");
+        let node = tokio::task::spawn_blocking(move || node.restart_same()).await.unwrap();
+        let mut c = Client::connect([node.endpoint()], None).await.unwrap();
+        let kv = c.get("kept", None).await.unwrap().kvs()[0].clone();
+        assert_eq!((kv.value_str().unwrap(), kv.mod_revision()), ("v", rev));
+    })
+    .await
+    .expect("timed out");
+}

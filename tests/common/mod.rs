@@ -213,6 +213,18 @@ impl Tessera {
         }
     }
 
+    /// SIGTERM the process and wait (bounded) for it to exit on its own;
+    /// `None` if it did not within 20 s (it is then killed).
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let status = wait_bounded(&mut child, Duration::from_secs(20));
+        if status.is_none() {
+            kill_and_reap(&mut child);
+        }
+        status
+    }
+
     /// Whether the process is still alive.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
