@@ -13,7 +13,7 @@ use tessera::bench::report::parse_hgrm;
 use tessera::bench::workloads::Workload;
 use tessera::raftstore::{Store, StoreConfig};
 use tessera::router::Router;
-use tessera::server::{self, Limits};
+use tessera::server::{self, Limits, MemberInfo, ServerConfig};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -179,6 +179,9 @@ async fn run(args: ServeArgs, store: Arc<Store>) -> Result<()> {
     let member_id = member_id(&args.name, store.cluster_id);
     let router = Arc::new(Router::new(store.clone(), member_id));
     let limits = Limits { max_request_bytes: args.max_request_bytes, max_txn_ops: args.max_txn_ops };
+    let member =
+        MemberInfo { name: args.name.clone(), client_urls: args.advertise_client_urls.clone(), peer_urls: Vec::new() };
+    let server_cfg = ServerConfig { limits, member };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -196,9 +199,9 @@ async fn run(args: ServeArgs, store: Arc<Store>) -> Result<()> {
     for url in &args.listen_client_urls {
         let listener = TcpListener::bind(socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
         println!("tessera: serving clients on http://{}", listener.local_addr()?);
-        let router = router.clone();
+        let (router, cfg) = (router.clone(), server_cfg.clone());
         let stop = stopped();
-        tasks.spawn(async move { server::serve(router, limits, listener, stop).await.context("gRPC server") });
+        tasks.spawn(async move { server::serve(router, cfg, listener, stop).await.context("gRPC server") });
     }
     tracing::info!(regions = store.regions().len(), advertise = ?args.advertise_client_urls, "tessera is ready");
 

@@ -278,9 +278,10 @@ async fn services_not_built_yet_answer_unimplemented_naming_the_method() {
         let (code, msg) = code_of(c.lease_grant(10, None).await.unwrap_err());
         assert_eq!(code, Code::Unimplemented);
         assert!(msg.contains("etcdserverpb.Lease/LeaseGrant"), "{msg}");
-        let (code, msg) = code_of(c.member_list().await.unwrap_err());
+        let (code, msg) =
+            code_of(c.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await.unwrap_err());
         assert_eq!(code, Code::Unimplemented);
-        assert!(msg.contains("etcdserverpb.Cluster/MemberList"), "{msg}");
+        assert!(msg.contains("etcdserverpb.Maintenance/Alarm"), "{msg}");
         let (code, msg) = code_of(c.lock("l", None).await.unwrap_err());
         assert_eq!(code, Code::Unimplemented);
         assert!(msg.contains("v3lockpb.Lock/Lock"), "{msg}");
@@ -371,6 +372,35 @@ async fn reads_without_a_lease_go_through_read_index() {
         // The next write's apply in the leader's term restores the lease.
         c.put("c", "2", None).await.unwrap();
         assert!(region.shared.lease.is_valid());
+        node.stop().await;
+    })
+    .await;
+}
+
+/// Maintenance.Status and Cluster.MemberList describe the one store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_and_member_list_describe_the_single_store() {
+    bounded(async {
+        let node = InProc::start(SPLITS).await;
+        let mut c = node.client().await;
+        let before = c.status().await.unwrap();
+        for k in ["a", "c", "n", "x"] {
+            c.put(k, "v", None).await.unwrap();
+        }
+        let s = c.status().await.unwrap();
+        assert_eq!(s.version(), "3.5.13", "a 3.5 version Kubernetes accepts");
+        assert_eq!(s.leader(), s.header().unwrap().member_id(), "a single store leads");
+        assert_eq!(s.header().unwrap().revision(), 5);
+        assert!(s.raft_term() >= 1);
+        assert!(s.raft_index() >= before.raft_index() + 4, "every applied entry counts");
+        assert!(s.db_size() > 0);
+        let members = c.member_list().await.unwrap();
+        assert_eq!(members.members().len(), 1);
+        let me = &members.members()[0];
+        assert_eq!((me.id(), me.name()), (s.leader(), "inproc"));
+        let (code, msg) = code_of(c.member_add(["http://127.0.0.1:2380"], None).await.unwrap_err());
+        assert_eq!(code, Code::FailedPrecondition);
+        assert!(msg.contains("single-node"), "{msg}");
         node.stop().await;
     })
     .await;

@@ -39,6 +39,8 @@ pub struct PeerShared {
     pub term: AtomicU64,
     /// Whether the store timer should send this peer ticks.
     pub awake: AtomicBool,
+    /// The last applied raft index (for status reports).
+    pub applied_index: AtomicU64,
 }
 
 enum PendingKind {
@@ -421,6 +423,7 @@ impl PeerFsm {
             self.answer_pending(e, ctx);
         }
         ctx.wb.put_cf(self.engine.meta(), keys::apply_state(self.region.id), self.apply_state.encode_to_vec());
+        self.shared.applied_index.store(self.apply_state.applied_index, Ordering::Relaxed);
         if self.is_leader() && self.single_voter() && self.apply_state.applied_term == self.raft.raft.term {
             // A single voter is its own quorum (DESIGN invariant 7).
             self.shared.lease.hold_while_leader();

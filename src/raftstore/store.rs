@@ -156,6 +156,25 @@ impl Store {
         self.peers.iter().map(|p| p.shared.term.load(Ordering::Relaxed)).max().unwrap_or(0)
     }
 
+    /// The sum of every region's applied raft index: a number that grows
+    /// with every entry the store applies (etcd reports its one log's index).
+    pub fn applied_index(&self) -> u64 {
+        self.peers.iter().map(|p| p.shared.applied_index.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Bytes RocksDB holds on disk and in memtables, over all column families.
+    pub fn db_size(&self) -> u64 {
+        let db = &self.engine.db;
+        [crate::engine::CF_RAFT, crate::engine::CF_META, crate::engine::CF_MVCC]
+            .iter()
+            .map(|cf| {
+                let cf = self.engine.cf(cf);
+                let prop = |name: &str| db.property_int_value_cf(cf, name).ok().flatten().unwrap_or(0);
+                prop("rocksdb.total-sst-files-size") + prop("rocksdb.cur-size-all-mem-tables")
+            })
+            .sum()
+    }
+
     /// Whether every region leads here with a valid leader lease.
     pub fn all_leading(&self) -> bool {
         self.peers.iter().all(|p| p.shared.lease.is_valid())

@@ -2,8 +2,10 @@
 //! endpoint. Handlers validate, route, await, and map errors once
 //! (`From<Error> for Status`).
 
+pub mod cluster;
 pub mod http;
 pub mod kv;
+pub mod maintenance;
 pub mod unimplemented;
 pub mod validate;
 
@@ -13,10 +15,25 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::router::Router;
+pub use cluster::MemberInfo;
 use unimplemented::Unimplemented;
 pub use validate::Limits;
+
+/// What the gRPC edge needs besides the router.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub limits: Limits,
+    pub member: MemberInfo,
+}
+
+/// The answer of a method tessera does not serve yet, naming it.
+pub fn not_yet(method: &str) -> tonic::Status {
+    tonic::Status::unimplemented(format!("tessera: {method} is not implemented yet"))
+}
 
 /// What tonic itself accepts. Messages between the etcd limit
 /// ([`Limits::max_message_bytes`]) and this get etcd's own ResourceExhausted
@@ -26,10 +43,13 @@ const DECODE_LIMIT_BYTES: usize = 64 << 20;
 /// Serves the etcd gRPC API on `listener` until `shutdown` resolves.
 pub async fn serve(
     router: Arc<Router>,
-    limits: Limits,
+    cfg: ServerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let limits = cfg.limits;
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService { router: router.clone() });
+    let cluster = ClusterServer::new(cluster::ClusterService { router: router.clone(), member: cfg.member });
     let kv = KvServer::new(kv::KvService { router, limits })
         .max_decoding_message_size(DECODE_LIMIT_BYTES.max(limits.max_message_bytes()))
         .max_encoding_message_size(usize::MAX);
@@ -37,8 +57,8 @@ pub async fn serve(
         .add_service(kv)
         .add_service(Unimplemented::<unimplemented::Watch>::new())
         .add_service(Unimplemented::<unimplemented::Lease>::new())
-        .add_service(Unimplemented::<unimplemented::Cluster>::new())
-        .add_service(Unimplemented::<unimplemented::Maintenance>::new())
+        .add_service(cluster)
+        .add_service(maintenance)
         .add_service(Unimplemented::<unimplemented::Auth>::new())
         .add_service(Unimplemented::<unimplemented::Lock>::new())
         .add_service(Unimplemented::<unimplemented::Election>::new())

@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::server::NamedService;
-use tonic::Status;
 
 /// A gRPC service name, as a type.
 pub trait ServiceName: Send + Sync + 'static {
@@ -51,8 +50,7 @@ impl<S, B> tower_service::Service<http::Request<B>> for Unimplemented<S> {
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().trim_start_matches('/').to_string();
-        let status = Status::unimplemented(format!("tessera: {method} is not implemented yet"));
+        let status = super::not_yet(req.uri().path().trim_start_matches('/'));
         std::future::ready(Ok(status.into_http()))
     }
 }
@@ -71,8 +69,6 @@ macro_rules! service_names {
 service_names! {
     Watch => "etcdserverpb.Watch",
     Lease => "etcdserverpb.Lease",
-    Cluster => "etcdserverpb.Cluster",
-    Maintenance => "etcdserverpb.Maintenance",
     Auth => "etcdserverpb.Auth",
     Lock => "v3lockpb.Lock",
     Election => "v3electionpb.Election",

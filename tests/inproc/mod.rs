@@ -49,7 +49,11 @@ impl InProc {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            server::serve(router, LIMITS, listener, async {
+            let cfg = server::ServerConfig {
+                limits: LIMITS,
+                member: server::MemberInfo { name: "inproc".into(), client_urls: Vec::new(), peer_urls: Vec::new() },
+            };
+            server::serve(router, cfg, listener, async {
                 let _ = stopped.await;
             })
             .await
