@@ -100,6 +100,18 @@ pub struct PeerFsm {
     ready: Option<Ready>,
     /// A truncation to persist with the next raft write.
     gc: Option<(u64, TruncatedState)>,
+    store: Arc<StoreContext>,
+}
+
+/// What every peer of a store shares.
+pub struct StoreContext {
+    pub engine: Engine,
+    pub sequencer: Arc<Sequencer>,
+    pub store_id: u64,
+    pub raft: RaftConfig,
+    /// The highest raft term of any region on this store (response headers
+    /// read it on every request, so it is kept here rather than computed).
+    pub max_term: AtomicU64,
 }
 
 impl crate::raftstore::batch::Fsm for PeerFsm {
@@ -111,13 +123,11 @@ impl PeerFsm {
         region: Region,
         loaded: storage::LoadedPeer,
         rx: Receiver<PeerMsg>,
-        engine: Engine,
-        sequencer: Arc<Sequencer>,
-        cfg: &RaftConfig,
-        store_id: u64,
+        store: Arc<StoreContext>,
     ) -> Result<PeerFsm> {
+        let cfg = &store.raft;
         let raft_cfg = raft::Config {
-            id: store_id,
+            id: store.store_id,
             election_tick: cfg.election_ticks,
             heartbeat_tick: cfg.heartbeat_ticks,
             applied: loaded.apply_state.applied_index,
@@ -134,9 +144,9 @@ impl PeerFsm {
             region,
             raft,
             rx,
-            engine,
+            engine: store.engine.clone(),
             shared: Arc::new(PeerShared { awake: AtomicBool::new(true), ..Default::default() }),
-            sequencer,
+            sequencer: store.sequencer.clone(),
             apply_state: loaded.apply_state,
             truncated: loaded.truncated,
             log_gc_threshold: cfg.log_gc_threshold,
@@ -147,6 +157,7 @@ impl PeerFsm {
             next_read_ctx: 1,
             ready: None,
             gc: None,
+            store,
         })
     }
 
@@ -399,6 +410,7 @@ impl PeerFsm {
         let leader = role == StateRole::Leader;
         self.shared.is_leader.store(leader, Ordering::Release);
         self.shared.term.store(self.raft.raft.term, Ordering::Release);
+        self.store.max_term.fetch_max(self.raft.raft.term, Ordering::AcqRel);
         if !leader {
             // Pending proposals stay: whether they committed is decided by the
             // term of the entry that applies at their index.

@@ -2,7 +2,7 @@
 //! the batch system.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::batch::{BatchConfig, BatchSystem, Mailbox};
 use super::msg::{PeerMsg, WriteOutcome};
-use super::peer::{PeerFsm, PeerShared};
+use super::peer::{PeerFsm, PeerShared, StoreContext};
 use super::poller::RaftPoller;
 use super::{storage, RaftConfig};
 use crate::engine::{keys, Engine};
@@ -71,6 +71,7 @@ pub struct Store {
     pub store_id: u64,
     pub cluster_id: u64,
     peers: DashMap<u64, PeerHandle>,
+    context: Arc<StoreContext>,
     system: Mutex<Option<BatchSystem<PeerFsm>>>,
     timer: Mutex<Option<JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
@@ -109,18 +110,17 @@ impl Store {
             engine: engine.clone(),
             sequencer: sequencer.clone(),
         });
+        let context = Arc::new(StoreContext {
+            engine: engine.clone(),
+            sequencer: sequencer.clone(),
+            store_id: cfg.store_id,
+            raft: cfg.raft.clone(),
+            max_term: AtomicU64::new(0),
+        });
         let peers = DashMap::new();
         for (region, peer) in loaded {
             let (tx, rx) = channel::unbounded();
-            let fsm = PeerFsm::new(
-                region.clone(),
-                peer,
-                rx.clone(),
-                engine.clone(),
-                sequencer.clone(),
-                &cfg.raft,
-                cfg.store_id,
-            )?;
+            let fsm = PeerFsm::new(region.clone(), peer, rx.clone(), context.clone())?;
             let shared = fsm.shared.clone();
             let mailbox = system.register(Box::new(fsm), tx, rx);
             let _ = mailbox.send(PeerMsg::Campaign);
@@ -132,6 +132,7 @@ impl Store {
             store_id: cfg.store_id,
             cluster_id,
             peers,
+            context,
             system: Mutex::new(Some(system)),
             timer: Mutex::new(None),
             stop: Arc::new(AtomicBool::new(false)),
@@ -153,7 +154,7 @@ impl Store {
 
     /// The highest raft term among this store's regions (for headers).
     pub fn raft_term(&self) -> u64 {
-        self.peers.iter().map(|p| p.shared.term.load(Ordering::Relaxed)).max().unwrap_or(0)
+        self.context.max_term.load(Ordering::Acquire)
     }
 
     /// The sum of every region's applied raft index: a number that grows
