@@ -60,7 +60,8 @@ pub fn default_pollers() -> usize {
 /// What other threads hold of a peer.
 #[derive(Clone)]
 pub struct PeerHandle {
-    pub region: Region,
+    /// Shared, so that handing out a handle on the request path allocates nothing.
+    pub region: Arc<Region>,
     pub shared: Arc<PeerShared>,
     pub mailbox: Mailbox<PeerFsm>,
 }
@@ -124,7 +125,7 @@ impl Store {
             let shared = fsm.shared.clone();
             let mailbox = system.register(Box::new(fsm), tx, rx);
             let _ = mailbox.send(PeerMsg::Campaign);
-            peers.insert(region.id, PeerHandle { region, shared, mailbox });
+            peers.insert(region.id, PeerHandle { region: Arc::new(region), shared, mailbox });
         }
         let store = Arc::new(Store {
             engine,
@@ -143,7 +144,7 @@ impl Store {
 
     /// Every region, ordered by start key.
     pub fn regions(&self) -> Vec<Region> {
-        let mut regions: Vec<Region> = self.peers.iter().map(|p| p.region.clone()).collect();
+        let mut regions: Vec<Region> = self.peers.iter().map(|p| (*p.region).clone()).collect();
         regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
         regions
     }
