@@ -38,9 +38,6 @@ pub enum Error {
     /// atomic commit lands it is refused whole, never half-applied).
     #[error("tessera: cross-region atomic writes are not supported yet: this request spans regions {regions:?}")]
     CrossRegionWrite { regions: Vec<u64> },
-    /// A feature tessera does not have yet.
-    #[error("tessera: {0} is not supported yet")]
-    Unsupported(&'static str),
     /// This peer is not (or no longer) the region's leader. Retried.
     #[error("tessera: region {region} has no leader here")]
     NotLeader { region: u64 },
@@ -95,7 +92,6 @@ impl From<Error> for Status {
             Error::MessageTooLarge { .. } => Code::ResourceExhausted,
             Error::Compacted | Error::FutureRevision => Code::OutOfRange,
             Error::CrossRegionWrite { .. } => Code::FailedPrecondition,
-            Error::Unsupported(_) => Code::Unimplemented,
             Error::NotLeader { .. }
             | Error::EpochNotMatch { .. }
             | Error::ProposalDropped { .. }
