@@ -142,17 +142,23 @@ impl Router {
         read(&reader).map(Some)
     }
 
-    pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+    /// The one read path: cuts `spans` into region pieces, makes the read
+    /// linearizable (unless `serializable`), and runs `read` on one snapshot
+    /// with the pieces and the read's current revision. Retried (bounded)
+    /// while a lease it used runs out before the snapshot.
+    async fn snapshot_read<T>(
+        &self,
+        spans: &[(Vec<u8>, Vec<u8>)],
+        serializable: bool,
+        read: impl Fn(&MvccReader, &[Piece], u64) -> Result<T>,
+    ) -> Result<(T, u64)> {
         let deadline = Instant::now() + self.request_timeout;
         loop {
-            let table = self.table();
-            let pieces = pieces_for(&table, &req.key, &req.range_end)?;
+            let pieces = pieces_of(&self.table(), spans)?;
             let regions: BTreeSet<u64> = pieces.iter().map(|p| p.region).collect();
-            let (current, leased) = self.read_revision(&regions, req.serializable).await?;
-            let at = self.store.sequencer.check_read(req.revision, current)?;
-            if let Some(mut resp) = self.with_snapshot(&leased, |reader| read_pieces(reader, req, &pieces, at))? {
-                resp.header = Some(self.header(current));
-                return Ok(resp);
+            let (current, leased) = self.read_revision(&regions, serializable).await?;
+            if let Some(result) = self.with_snapshot(&leased, |reader| read(reader, &pieces, current))? {
+                return Ok((result, current));
             }
             if Instant::now() >= deadline {
                 return Err(Error::Timeout);
@@ -160,15 +166,24 @@ impl Router {
         }
     }
 
+    pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        let spans = [(req.key.clone(), req.range_end.clone())];
+        let (mut resp, current) = self
+            .snapshot_read(&spans, req.serializable, |reader, pieces, current| {
+                let at = self.store.sequencer.check_read(req.revision, current)?;
+                read_pieces(reader, req, pieces, at)
+            })
+            .await?;
+        resp.header = Some(self.header(current));
+        Ok(resp)
+    }
+
     // ---- writes -----------------------------------------------------------
 
     async fn write(&self, spans: &[(Vec<u8>, Vec<u8>)], req: WriteRequest) -> Result<WriteOutcome> {
         self.retrying(|| async {
             let table = self.table();
-            let mut pieces = Vec::new();
-            for (key, end) in spans {
-                pieces.extend(pieces_for(&table, key, end)?);
-            }
+            let pieces = pieces_of(&table, spans)?;
             let regions: BTreeSet<u64> = pieces.iter().map(|p| p.region).collect();
             if regions.len() > 1 {
                 return Err(Error::CrossRegionWrite { regions: regions.into_iter().collect() });
@@ -224,29 +239,15 @@ impl Router {
     /// A txn without puts or deletes is a read: served at one snapshot,
     /// whatever regions it touches.
     async fn read_txn(&self, req: &TxnRequest, spans: &[(Vec<u8>, Vec<u8>)]) -> Result<TxnResponse> {
-        let deadline = Instant::now() + self.request_timeout;
-        loop {
-            let table = self.table();
-            let mut regions = BTreeSet::new();
-            for (key, end) in spans {
-                regions.extend(pieces_for(&table, key, end)?.iter().map(|p| p.region));
-            }
-            let (current, leased) = self.read_revision(&regions, false).await?;
-            let result = self.with_snapshot(&leased, |reader| {
-                eval::evaluate_read_txn(
-                    req,
-                    &SnapshotView { reader, revision: current, sequencer: &self.store.sequencer },
-                )
-            })?;
-            if let Some(mut resp) = result {
-                fill_inner_headers(&mut resp, current as i64);
-                resp.header = Some(self.header(current));
-                return Ok(resp);
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout);
-            }
-        }
+        let (mut resp, current) = self
+            .snapshot_read(spans, false, |reader, _pieces, current| {
+                let view = SnapshotView { reader, revision: current, sequencer: &self.store.sequencer };
+                eval::evaluate_read_txn(req, &view)
+            })
+            .await?;
+        fill_inner_headers(&mut resp, current as i64);
+        resp.header = Some(self.header(current));
+        Ok(resp)
     }
 
     pub async fn compact(&self, req: &CompactionRequest) -> Result<CompactionResponse> {
@@ -276,6 +277,15 @@ fn pieces_for(table: &RoutingTable, key: &[u8], end: &[u8]) -> Result<Vec<Piece>
         Some(end) => table.split(key, end.as_deref()),
     }
     .ok_or(Error::RegionNotFound)
+}
+
+/// The pieces of several etcd (key, range_end) pairs.
+fn pieces_of(table: &RoutingTable, spans: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Piece>> {
+    let mut pieces = Vec::new();
+    for (key, end) in spans {
+        pieces.extend(pieces_for(table, key, end)?);
+    }
+    Ok(pieces)
 }
 
 /// Scans every piece at `at` in key order and applies etcd's post-processing.
