@@ -7,7 +7,6 @@
 //! different keys pipeline through the log.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -537,18 +536,7 @@ impl KvView for PeerView<'_> {
 
     fn range(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<KeyValue>> {
         let scanned = self.reader.scan(start, end, u64::MAX, ScanOptions::default())?;
-        if self.overlay.is_empty() {
-            return Ok(scanned.kvs);
-        }
-        let mut merged: BTreeMap<Vec<u8>, KeyValue> = scanned.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
-        let upper = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec()));
-        for (k, (_, kv)) in self.overlay.range((Bound::Included(start.to_vec()), upper)) {
-            match kv {
-                Some(kv) => merged.insert(k.clone(), kv.clone()),
-                None => merged.remove(k),
-            };
-        }
-        Ok(merged.into_values().collect())
+        Ok(eval::overlay_range(scanned.kvs, self.overlay, start, end, |(_, kv)| kv.as_ref()))
     }
 
     fn range_at(&self, key: &[u8], end: Option<Option<Vec<u8>>>, revision: i64) -> Result<Vec<KeyValue>> {

@@ -94,6 +94,32 @@ pub fn evaluate_read_txn(req: &TxnRequest, view: &dyn KvView) -> Result<TxnRespo
     ev.txn(req)
 }
 
+/// `base` (live keys of `[start, end)` in key order) with the newer writes
+/// of `overlay` in that range laid over it; `kv_of` gives a write's new
+/// value (`None`: deleted).
+pub fn overlay_range<V>(
+    base: Vec<KeyValue>,
+    overlay: &BTreeMap<Vec<u8>, V>,
+    start: &[u8],
+    end: Option<&[u8]>,
+    kv_of: impl Fn(&V) -> Option<&KeyValue>,
+) -> Vec<KeyValue> {
+    use std::ops::Bound;
+    let upper = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec()));
+    let mut writes = overlay.range((Bound::Included(start.to_vec()), upper)).peekable();
+    if writes.peek().is_none() {
+        return base;
+    }
+    let mut merged: BTreeMap<Vec<u8>, KeyValue> = base.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+    for (k, v) in writes {
+        match kv_of(v) {
+            Some(kv) => merged.insert(k.clone(), kv.clone()),
+            None => merged.remove(k),
+        };
+    }
+    merged.into_values().collect()
+}
+
 /// Whether a txn (with nested txns) contains any put or delete.
 pub fn txn_writes(req: &TxnRequest) -> bool {
     req.success.iter().chain(&req.failure).any(|op| match &op.request {
@@ -133,19 +159,8 @@ impl Evaluator<'_> {
             None => return Ok(self.get(key)?.into_iter().collect()),
             Some(end) => end,
         };
-        let mut merged: BTreeMap<Vec<u8>, KeyValue> =
-            self.base.range(key, end.as_deref())?.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
-        let upper = match &end {
-            Some(e) => std::ops::Bound::Excluded(e.clone()),
-            None => std::ops::Bound::Unbounded,
-        };
-        for (k, v) in self.pending.range((std::ops::Bound::Included(key.to_vec()), upper)) {
-            match v {
-                Some(kv) => merged.insert(k.clone(), kv.clone()),
-                None => merged.remove(k),
-            };
-        }
-        Ok(merged.into_values().collect())
+        let base = self.base.range(key, end.as_deref())?;
+        Ok(overlay_range(base, &self.pending, key, end.as_deref(), |kv| kv.as_ref()))
     }
 
     fn set(&mut self, key: &[u8], kv: Option<KeyValue>) {

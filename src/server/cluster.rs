@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::Reply;
+
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::*;
 use crate::router::Router;
@@ -21,8 +23,6 @@ pub struct ClusterService {
     pub router: Arc<Router>,
     pub member: MemberInfo,
 }
-
-type Reply<T> = Result<Response<T>, Status>;
 
 fn single_node(method: &str) -> Status {
     Status::failed_precondition(format!(

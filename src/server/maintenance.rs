@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::Reply;
+
 use super::not_yet;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::*;
@@ -17,8 +19,6 @@ pub const ETCD_VERSION: &str = "3.5.13";
 pub struct MaintenanceService {
     pub router: Arc<Router>,
 }
-
-type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {

@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub member: MemberInfo,
 }
 
+/// What a unary gRPC handler returns.
+pub type Reply<T> = Result<tonic::Response<T>, tonic::Status>;
+
 /// The answer of a method tessera does not serve yet, naming it.
 pub fn not_yet(method: &str) -> tonic::Status {
     tonic::Status::unimplemented(format!("tessera: {method} is not implemented yet"))
