@@ -306,6 +306,9 @@ async fn concurrent_writers_gapless_revisions_and_consistent_snapshots() {
         let mut tasks = Vec::new();
         for w in 0..writers {
             let mut c = node.client().await;
+            // A second connection: a read that starts after an acknowledged
+            // write reflects it wherever it arrives (DESIGN invariant 3).
+            let mut reader = node.client().await;
             tasks.push(tokio::spawn(async move {
                 use rand::{Rng, SeedableRng};
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ w);
@@ -314,6 +317,13 @@ async fn concurrent_writers_gapless_revisions_and_consistent_snapshots() {
                     let first = b"abmtz"[rng.random_range(0..5)] as char;
                     let key = format!("{first}-{w}-{i}");
                     let rev = c.put(key.clone(), "v", None).await.unwrap().header().unwrap().revision();
+                    let seen = reader.get(key.clone(), None).await.unwrap();
+                    assert!(seen.header().unwrap().revision() >= rev, "read after ack behind the write");
+                    assert_eq!(
+                        seen.kvs().first().map(|kv| kv.mod_revision()),
+                        Some(rev),
+                        "{key} not visible after ack"
+                    );
                     acked.push((key, rev));
                 }
                 acked
