@@ -7,6 +7,8 @@
 //! | `raft` | region id, `0x03` | [`TruncatedState`](crate::proto::tesserapb::TruncatedState) |
 //! | `meta` | `r`, region id | [`Region`](crate::proto::tesserapb::Region) |
 //! | `meta` | `a`, region id | [`ApplyState`](crate::proto::tesserapb::ApplyState) |
+//! | `meta` | `l`, region id, txn id | [`TxnLock`](crate::proto::tesserapb::TxnLock) held in that region |
+//! | `meta` | `x`, txn id | [`TxnRecord`](crate::proto::tesserapb::TxnRecord) of a committed cross-region txn |
 //! | `meta` | `compacted` | store-wide compacted revision (u64 BE) |
 //! | `meta` | `cluster` | cluster id (u64 BE), chosen at bootstrap |
 //! | `mvcc` | see [`crate::region::keys`] | [`crate::region::mvcc`] value |
@@ -102,7 +104,23 @@ pub mod keys {
         k[1..].copy_from_slice(&region.to_be_bytes());
         k
     }
+    /// A cross-region txn's lock in one region.
+    pub fn txn_lock(region: u64, txn: u64) -> [u8; 17] {
+        let mut k = [0u8; 17];
+        k[..9].copy_from_slice(&prefixed(LOCK_PREFIX, region));
+        k[9..].copy_from_slice(&txn.to_be_bytes());
+        k
+    }
+    /// The locks of one region: the first 9 bytes of [`txn_lock`].
+    pub fn txn_locks_of(region: u64) -> [u8; 9] {
+        prefixed(LOCK_PREFIX, region)
+    }
+    pub fn txn_record(txn: u64) -> [u8; 9] {
+        prefixed(RECORD_PREFIX, txn)
+    }
     pub const REGION_PREFIX: u8 = b'r';
+    pub const LOCK_PREFIX: u8 = b'l';
+    pub const RECORD_PREFIX: u8 = b'x';
     pub const COMPACTED: &[u8] = b"compacted";
     pub const CLUSTER: &[u8] = b"cluster";
 }

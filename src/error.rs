@@ -34,10 +34,6 @@ pub enum Error {
     Compacted,
     #[error("etcdserver: mvcc: required revision is a future revision")]
     FutureRevision,
-    /// A write whose keys live in more than one region (until cross-region
-    /// atomic commit lands it is refused whole, never half-applied).
-    #[error("tessera: cross-region atomic writes are not supported yet: this request spans regions {regions:?}")]
-    CrossRegionWrite { regions: Vec<u64> },
     /// This peer is not (or no longer) the region's leader. Retried.
     #[error("tessera: region {region} has no leader here")]
     NotLeader { region: u64 },
@@ -47,6 +43,13 @@ pub enum Error {
     /// A proposal was dropped or superseded before it committed. Retried.
     #[error("tessera: proposal to region {region} was dropped")]
     ProposalDropped { region: u64 },
+    /// The keys are locked by a cross-region txn in progress. Retried.
+    #[error("tessera: keys in region {region} are locked by a transaction in progress")]
+    Locked { region: u64 },
+    /// A cross-region txn lost its locks before it could commit (nothing of
+    /// it was written). Retried from the start.
+    #[error("tessera: transaction aborted")]
+    TxnAborted,
     /// No region covers the key (the routing table is being rebuilt).
     #[error("tessera: no region for key")]
     RegionNotFound,
@@ -67,6 +70,8 @@ impl Error {
                 | Error::EpochNotMatch { .. }
                 | Error::ProposalDropped { .. }
                 | Error::RegionNotFound
+                | Error::Locked { .. }
+                | Error::TxnAborted
         )
     }
 }
@@ -91,11 +96,12 @@ impl From<Error> for Status {
             Error::LeaseNotFound => Code::NotFound,
             Error::MessageTooLarge { .. } => Code::ResourceExhausted,
             Error::Compacted | Error::FutureRevision => Code::OutOfRange,
-            Error::CrossRegionWrite { .. } => Code::FailedPrecondition,
             Error::NotLeader { .. }
             | Error::EpochNotMatch { .. }
             | Error::ProposalDropped { .. }
             | Error::RegionNotFound
+            | Error::Locked { .. }
+            | Error::TxnAborted
             | Error::Timeout
             | Error::Stopped => Code::Unavailable,
             Error::Storage(_) => Code::Internal,

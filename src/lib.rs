@@ -25,6 +25,7 @@
 pub mod bench;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod lease;
 pub mod metrics;
 pub mod proto;

@@ -178,6 +178,10 @@ fn serve(args: ServeArgs) -> Result<()> {
 async fn run(args: ServeArgs, store: Arc<Store>) -> Result<()> {
     let member_id = member_id(&args.name, store.cluster_id);
     let router = Arc::new(Router::new(store.clone(), member_id));
+    let recovered = router.recover().await.context("resolving cross-region txns left by a crash")?;
+    if recovered > 0 {
+        tracing::info!(locks = recovered, "resolved cross-region txn locks left by a crash");
+    }
     let limits = Limits { max_request_bytes: args.max_request_bytes, max_txn_ops: args.max_txn_ops };
     let member =
         MemberInfo { name: args.name.clone(), client_urls: args.advertise_client_urls.clone(), peer_urls: Vec::new() };

@@ -847,7 +847,6 @@ fn cross_region_writes_scenario() -> Scenario {
 }
 
 #[test]
-#[ignore = "needs cross-region atomic writes (issue atomic)"]
 fn cross_region_writes_match_etcd() {
     compare_with_etcd(vec![cross_region_writes_scenario()]);
 }

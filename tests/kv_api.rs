@@ -181,7 +181,7 @@ async fn versions_history_and_compaction() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn txns_in_one_region_and_refused_across() {
+async fn txns_in_one_region_and_across_regions() {
     bounded(async {
         let node = InProc::start(SPLITS).await;
         let mut c = node.client().await;
@@ -206,17 +206,26 @@ async fn txns_in_one_region_and_refused_across() {
         let resp = c.txn(read).await.unwrap();
         assert!(resp.succeeded());
 
-        // A write spanning regions is refused whole.
-        c.put("x1", "keep", None).await.unwrap();
+        // A write spanning regions (2 and 4) commits whole at one revision.
+        let x1 = c.put("x1", "keep", None).await.unwrap().header().unwrap().revision();
         let spanning = Txn::new().and_then([TxnOp::put("c2", "new", None), TxnOp::delete("x1", None)]);
-        let (code, msg) = code_of(c.txn(spanning).await.unwrap_err());
-        assert_eq!(code, Code::FailedPrecondition);
-        assert!(msg.contains("cross-region") && msg.contains("[2, 4]"), "{msg}");
-        let wide = c.delete("a", Some(DeleteOptions::new().with_range("z"))).await.unwrap_err();
-        assert_eq!(code_of(wide).0, Code::FailedPrecondition);
-        assert!(c.get("c2", None).await.unwrap().kvs().is_empty(), "never half-applied");
-        assert_eq!(c.get("x1", None).await.unwrap().kvs().len(), 1);
-        assert_eq!(c.get("c1", None).await.unwrap().kvs()[0].value_str().unwrap(), "1");
+        let resp = c.txn(spanning).await.unwrap();
+        assert_eq!(resp.header().unwrap().revision(), x1 + 1);
+        let c2 = c.get("c2", None).await.unwrap();
+        assert_eq!((c2.kvs()[0].mod_revision(), c2.header().unwrap().revision()), (x1 + 1, x1 + 1));
+        assert!(c.get("x1", None).await.unwrap().kvs().is_empty());
+        // A delete over every region: one revision, every key gone.
+        let wide = c.delete("a", Some(DeleteOptions::new().with_range("z"))).await.unwrap();
+        assert_eq!((wide.deleted(), wide.header().unwrap().revision()), (2, x1 + 2));
+        assert_eq!(c.get("a", Some(GetOptions::new().with_range("z"))).await.unwrap().count(), 0);
+        let again = c.delete("a", Some(DeleteOptions::new().with_range("z"))).await.unwrap();
+        assert_eq!(
+            (again.deleted(), again.header().unwrap().revision()),
+            (0, x1 + 2),
+            "deleting nothing takes no revision"
+        );
+        let history = c.get("c1", Some(GetOptions::new().with_revision(x1 + 1))).await.unwrap();
+        assert_eq!(history.kvs()[0].value_str().unwrap(), "1");
         node.stop().await;
     })
     .await;

@@ -17,7 +17,7 @@ use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use rocksdb::WriteBatch;
 
-use super::msg::{DoneCallback, PeerMsg, WriteCallback, WriteOutcome};
+use super::msg::{DoneCallback, PeerMsg, TxnCallback, WriteCallback, WriteOutcome};
 use super::storage;
 use super::RaftConfig;
 use crate::engine::{keys, Engine};
@@ -25,9 +25,11 @@ use crate::error::{Error, Result};
 use crate::lease::LeaderLease;
 use crate::metrics::METRICS;
 use crate::proto::mvccpb::KeyValue;
-use crate::proto::tesserapb::{ApplyState, Compaction, RaftCommand, Region, TruncatedState};
+use crate::proto::tesserapb::raft_command::Txn;
+use crate::proto::tesserapb::{ApplyState, Compaction, RaftCommand, Region, Span, TruncatedState, TxnLock};
 use crate::region::eval::{self, KvView, WriteResponse};
 use crate::region::mvcc::{self, MvccReader, ScanOptions};
+use crate::region::span;
 use crate::sequencer::Sequencer;
 
 /// State of a peer that other threads read without going through the mailbox.
@@ -57,6 +59,12 @@ enum PendingKind {
     Wait {
         response: WriteResponse,
         cb: WriteCallback,
+    },
+    /// A cross-region txn step; `lock` is the txn id of a lock proposed
+    /// (forgotten again if the proposal does not commit).
+    Txn {
+        lock: Option<u64>,
+        cb: TxnCallback,
     },
 }
 
@@ -90,6 +98,9 @@ pub struct PeerFsm {
     /// Effects proposed but not yet applied, newest per key: (revision, kv).
     overlay: BTreeMap<Vec<u8>, (u64, Option<KeyValue>)>,
     pending: VecDeque<Pending>,
+    /// Cross-region txn locks, txn id -> spans: applied ones (persisted) and,
+    /// on the leader, proposed ones. Writes overlapping them are refused.
+    locks: BTreeMap<u64, Vec<Span>>,
     /// ReadIndex requests raft has not answered yet: ctx -> (callback, ticks waited).
     reads: HashMap<u64, (DoneCallback, u32)>,
     /// Confirmed reads waiting for their index to apply.
@@ -139,6 +150,7 @@ impl PeerFsm {
         raft_cfg.validate().map_err(|e| Error::Storage(format!("raft config: {e}")))?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raft = RawNode::new(&raft_cfg, loaded.storage, &logger).map_err(|e| Error::Storage(e.to_string()))?;
+        let locks = load_locks(&store.engine, region.id)?;
         Ok(PeerFsm {
             region,
             raft,
@@ -151,6 +163,7 @@ impl PeerFsm {
             log_gc_threshold: cfg.log_gc_threshold,
             overlay: BTreeMap::new(),
             pending: VecDeque::new(),
+            locks,
             reads: HashMap::new(),
             waiting_reads: Vec::new(),
             next_read_ctx: 1,
@@ -196,6 +209,7 @@ impl PeerFsm {
                 PeerMsg::Write { req, epoch_version, cb } => self.on_write(req, epoch_version, cb),
                 PeerMsg::ReadIndex { cb } => self.on_read_index(cb),
                 PeerMsg::Compact { revision, cb } => self.on_compact(revision, cb),
+                PeerMsg::Txn { cmd, epoch_version, cb } => self.on_txn(cmd, epoch_version, cb),
             }
         }
         self.shared.awake.store(self.wants_tick(), Ordering::Relaxed);
@@ -229,6 +243,10 @@ impl PeerFsm {
         }
         if epoch_version != self.epoch_version() {
             let _ = cb.send(Err(Error::EpochNotMatch { region }));
+            return;
+        }
+        if !self.locks.is_empty() && span::write_spans(&req).iter().any(|s| self.locked(s, None)) {
+            let _ = cb.send(Err(Error::Locked { region }));
             return;
         }
         let mut taken = None;
@@ -275,6 +293,7 @@ impl PeerFsm {
             revision,
             effects: ev.effects,
             compaction: None,
+            txn: None,
         };
         let data = cmd.encode_to_vec();
         if let Err(e) = self.raft.propose(vec![], data) {
@@ -295,6 +314,46 @@ impl PeerFsm {
             term,
             kind: PendingKind::Write { revision: Some(revision), keys, response: ev.response, cb },
         });
+    }
+
+    /// Whether `span` overlaps a lock of a txn other than `except`.
+    fn locked(&self, span: &Span, except: Option<u64>) -> bool {
+        self.locks.iter().any(|(txn, spans)| Some(*txn) != except && spans.iter().any(|l| span::overlaps(l, span)))
+    }
+
+    fn on_txn(&mut self, mut cmd: RaftCommand, epoch_version: u64, cb: TxnCallback) {
+        let region = self.region.id;
+        if !self.can_evaluate() {
+            let _ = cb.send(Err(Error::NotLeader { region }));
+            return;
+        }
+        if epoch_version != self.epoch_version() {
+            let _ = cb.send(Err(Error::EpochNotMatch { region }));
+            return;
+        }
+        let lock = match &cmd.txn {
+            Some(Txn::Lock(l)) => {
+                if self.locks.contains_key(&l.txn_id) || l.spans.iter().any(|s| self.locked(s, None)) {
+                    let _ = cb.send(Err(Error::Locked { region }));
+                    return;
+                }
+                Some(l.clone())
+            }
+            _ => None,
+        };
+        cmd.region_id = region;
+        cmd.epoch = self.region.epoch;
+        if self.raft.propose(vec![], cmd.encode_to_vec()).is_err() {
+            let _ = cb.send(Err(Error::ProposalDropped { region }));
+            return;
+        }
+        let lock = lock.map(|l| {
+            self.locks.insert(l.txn_id, l.spans);
+            l.txn_id
+        });
+        let index = self.raft.raft.raft_log.last_index();
+        let term = self.raft.raft.term;
+        self.pending.push_back(Pending { index, term, kind: PendingKind::Txn { lock, cb } });
     }
 
     fn on_read_index(&mut self, cb: DoneCallback) {
@@ -320,6 +379,7 @@ impl PeerFsm {
             revision: 0,
             effects: Vec::new(),
             compaction: Some(Compaction { revision }),
+            txn: None,
         };
         if self.raft.propose(vec![], cmd.encode_to_vec()).is_err() {
             let _ = cb.send(Err(Error::ProposalDropped { region }));
@@ -423,15 +483,16 @@ impl PeerFsm {
             return Ok(());
         }
         for e in &entries {
+            let mut took_effect = true;
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
                 let cmd = RaftCommand::decode(&e.data[..])
                     .map_err(|err| Error::Storage(format!("corrupt raft command: {err}")))?;
-                self.apply_command(cmd, ctx);
+                took_effect = self.apply_command(cmd, ctx)?;
             }
             self.apply_state.applied_index = e.index;
             self.apply_state.applied_term = e.term;
             METRICS.applied_entries.inc();
-            self.answer_pending(e, ctx);
+            self.answer_pending(e, took_effect, ctx);
         }
         ctx.wb.put_cf(self.engine.meta(), keys::apply_state(self.region.id), self.apply_state.encode_to_vec());
         self.shared.applied_index.store(self.apply_state.applied_index, Ordering::Relaxed);
@@ -442,29 +503,83 @@ impl PeerFsm {
         Ok(())
     }
 
-    fn apply_command(&mut self, cmd: RaftCommand, ctx: &mut ApplyContext) {
+    /// Applies one command into `ctx`; whether it took effect (a txn step
+    /// may find its lock gone; see [`Self::apply_txn`]).
+    fn apply_command(&mut self, cmd: RaftCommand, ctx: &mut ApplyContext) -> Result<bool> {
         let current = self.epoch_version();
         if cmd.epoch.as_ref().map_or(0, |e| e.version) != current {
             // Checked again at apply time: a command proposed before a split
             // or merge must not touch keys the region no longer owns.
             tracing::warn!(region = self.region.id, "skipping a command with a stale epoch");
-            return;
+            return Ok(false);
         }
-        let cf = self.engine.mvcc();
-        for effect in &cmd.effects {
-            mvcc::write_version(&mut ctx.wb, cf, &effect.key, cmd.revision, effect.kv.as_ref());
+        if let Some(step) = cmd.txn {
+            return self.apply_txn(step, cmd.revision, &cmd.effects, ctx);
         }
+        self.write_effects(cmd.revision, &cmd.effects, ctx);
         if cmd.revision > 0 {
             ctx.revisions.push(cmd.revision);
-            self.apply_state.max_revision = self.apply_state.max_revision.max(cmd.revision);
         }
         if let Some(c) = cmd.compaction {
             self.apply_state.compacted_revision = self.apply_state.compacted_revision.max(c.revision);
             ctx.compactions.push((self.region.clone(), c.revision));
         }
+        Ok(true)
     }
 
-    fn answer_pending(&mut self, e: &Entry, ctx: &mut ApplyContext) {
+    fn write_effects(&mut self, revision: u64, effects: &[crate::proto::tesserapb::Effect], ctx: &mut ApplyContext) {
+        let cf = self.engine.mvcc();
+        for effect in effects {
+            mvcc::write_version(&mut ctx.wb, cf, &effect.key, revision, effect.kv.as_ref());
+        }
+        self.apply_state.max_revision = self.apply_state.max_revision.max(revision);
+    }
+
+    /// One step of a cross-region txn. Its revision is not finished here:
+    /// the coordinator finishes it once every region committed (or recovery
+    /// settles it at start).
+    fn apply_txn(
+        &mut self,
+        step: Txn,
+        revision: u64,
+        effects: &[crate::proto::tesserapb::Effect],
+        ctx: &mut ApplyContext,
+    ) -> Result<bool> {
+        let region = self.region.id;
+        let meta = self.engine.meta();
+        match step {
+            Txn::Lock(lock) => {
+                ctx.wb.put_cf(meta, keys::txn_lock(region, lock.txn_id), lock.encode_to_vec());
+                self.locks.insert(lock.txn_id, lock.spans);
+                Ok(true)
+            }
+            Txn::Commit(commit) => {
+                if self.locks.remove(&commit.txn_id).is_none() {
+                    // Committed already (a retry), or rolled back. The
+                    // primary tells the two apart by its record.
+                    let recorded = commit.record.is_some()
+                        && self.engine.db.get_cf(meta, keys::txn_record(commit.txn_id))?.is_some();
+                    return Ok(recorded);
+                }
+                ctx.wb.delete_cf(meta, keys::txn_lock(region, commit.txn_id));
+                if let Some(record) = &commit.record {
+                    ctx.wb.put_cf(meta, keys::txn_record(commit.txn_id), record.encode_to_vec());
+                }
+                self.write_effects(revision, effects, ctx);
+                Ok(true)
+            }
+            Txn::Rollback(txn) => {
+                ctx.wb.delete_cf(meta, keys::txn_lock(region, txn));
+                Ok(self.locks.remove(&txn).is_some())
+            }
+            Txn::Forget(txn) => {
+                ctx.wb.delete_cf(meta, keys::txn_record(txn));
+                Ok(true)
+            }
+        }
+    }
+
+    fn answer_pending(&mut self, e: &Entry, took_effect: bool, ctx: &mut ApplyContext) {
         let region = self.region.id;
         while self.pending.front().is_some_and(|p| p.index <= e.index) {
             let p = self.pending.pop_front().expect("checked");
@@ -476,15 +591,15 @@ impl PeerFsm {
                             self.overlay.remove(&k);
                         }
                     }
-                    if !committed {
+                    if !(committed && took_effect) {
                         if let Some(r) = revision {
                             ctx.revisions.push(r); // voided: never applied
                         }
                     }
-                    let result = if committed {
-                        Ok(WriteOutcome { revision, response })
-                    } else {
-                        Err(Error::ProposalDropped { region })
+                    let result = match (committed, took_effect) {
+                        (true, true) => Ok(WriteOutcome { revision, response }),
+                        (true, false) => Err(Error::EpochNotMatch { region }),
+                        (false, _) => Err(Error::ProposalDropped { region }),
                     };
                     ctx.acks.push(Box::new(move || {
                         let _ = cb.send(result);
@@ -499,6 +614,19 @@ impl PeerFsm {
                 PendingKind::Wait { response, cb } => {
                     ctx.acks.push(Box::new(move || {
                         let _ = cb.send(Ok(WriteOutcome { revision: None, response }));
+                    }));
+                }
+                PendingKind::Txn { lock, cb } => {
+                    let result = if committed {
+                        Ok(took_effect)
+                    } else {
+                        if let Some(txn) = lock {
+                            self.locks.remove(&txn);
+                        }
+                        Err(Error::ProposalDropped { region })
+                    };
+                    ctx.acks.push(Box::new(move || {
+                        let _ = cb.send(result);
                     }));
                 }
             }
@@ -517,6 +645,21 @@ impl PeerFsm {
         };
         self.gc = Some((self.truncated.index + 1, TruncatedState { index: applied, term }));
     }
+}
+
+/// The cross-region txn locks a region holds (persisted at apply).
+fn load_locks(engine: &Engine, region: u64) -> Result<BTreeMap<u64, Vec<Span>>> {
+    let prefix = keys::txn_locks_of(region);
+    let mut locks = BTreeMap::new();
+    for item in engine.db.prefix_iterator_cf(engine.meta(), prefix) {
+        let (k, v) = item?;
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        let lock = TxnLock::decode(&v[..]).map_err(|e| Error::Storage(format!("corrupt txn lock: {e}")))?;
+        locks.insert(lock.txn_id, lock.spans);
+    }
+    Ok(locks)
 }
 
 /// The leader's latest view of its keys: applied data plus in-flight effects.

@@ -20,7 +20,7 @@ use super::poller::RaftPoller;
 use super::{storage, RaftConfig};
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
-use crate::proto::tesserapb::Region;
+use crate::proto::tesserapb::{RaftCommand, Region, TxnLock, TxnRecord};
 use crate::region::eval::WriteRequest;
 use crate::sequencer::{Sequencer, NEVER_COMPACTED};
 
@@ -219,6 +219,37 @@ impl Store {
     /// read index to apply (one attempt).
     pub async fn read_index(&self, region: u64) -> Result<()> {
         self.ask(region, |cb| PeerMsg::ReadIndex { cb }).await
+    }
+
+    /// Proposes one step of a cross-region txn in `region` (one attempt);
+    /// whether it took effect.
+    pub async fn txn(&self, region: u64, epoch_version: u64, cmd: RaftCommand) -> Result<bool> {
+        self.ask(region, |cb| PeerMsg::Txn { cmd, epoch_version, cb }).await
+    }
+
+    /// Every cross-region txn lock held (applied) in any region, and every
+    /// txn record: what recovery must resolve.
+    pub fn txn_state(&self) -> Result<(Vec<(u64, TxnLock)>, Vec<TxnRecord>)> {
+        let meta = self.engine.meta();
+        let corrupt = |e: prost::DecodeError| Error::Storage(format!("corrupt txn state: {e}"));
+        let mut locks = Vec::new();
+        for item in self.engine.db.prefix_iterator_cf(meta, [keys::LOCK_PREFIX]) {
+            let (k, v) = item?;
+            if k.first() != Some(&keys::LOCK_PREFIX) || k.len() != 17 {
+                break;
+            }
+            let region = u64::from_be_bytes(k[1..9].try_into().expect("8 bytes"));
+            locks.push((region, TxnLock::decode(&v[..]).map_err(corrupt)?));
+        }
+        let mut records = Vec::new();
+        for item in self.engine.db.prefix_iterator_cf(meta, [keys::RECORD_PREFIX]) {
+            let (k, v) = item?;
+            if k.first() != Some(&keys::RECORD_PREFIX) || k.len() != 9 {
+                break;
+            }
+            records.push(TxnRecord::decode(&v[..]).map_err(corrupt)?);
+        }
+        Ok((locks, records))
     }
 
     /// Compacts `region`'s history below `revision` through its log.

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod keys;
 pub mod mvcc;
 pub mod range;
+pub mod span;
 
 use crate::proto::tesserapb::{Peer, Region, RegionEpoch};
 

@@ -4,14 +4,17 @@
 //! made linearizable per region (leader lease fast path, else ReadIndex),
 //! read at one revision from one RocksDB snapshot, and merged in key order
 //! with etcd's limit/sort/count applied once over the whole result.
-//! A write goes to the one region that owns all its keys; a write spanning
-//! regions is refused whole until cross-region commit exists. Routing errors
-//! (no leader yet, stale epoch, dropped proposal) are retried here until the
-//! request deadline; clients never see them.
+//! A write goes to the one region that owns all its keys in one round; a
+//! write spanning regions commits through two-phase commit ([`txn`]).
+//! Routing errors (no leader yet, stale epoch, dropped proposal, keys locked
+//! by a txn in progress) are retried here until the request deadline;
+//! clients never see them.
 
 pub mod table;
+mod txn;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +22,6 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
 use crate::metrics::METRICS;
-use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::response_op::Response;
 use crate::proto::etcdserverpb::*;
 use crate::proto::mvccpb::KeyValue;
@@ -28,6 +30,7 @@ use crate::raftstore::Store;
 use crate::region::eval::{self, range_end, KvView, WriteRequest, WriteResponse};
 use crate::region::mvcc::{MvccReader, ScanOptions};
 use crate::region::range::{finish_range, limit_pushdown};
+use crate::region::span;
 use table::{Piece, RoutingTable};
 
 pub struct Router {
@@ -37,6 +40,8 @@ pub struct Router {
     /// How long a request may spend retrying routing errors.
     pub request_timeout: Duration,
     compact_lock: tokio::sync::Mutex<()>,
+    /// The next cross-region txn id.
+    txn_ids: AtomicU64,
 }
 
 /// Backoff between retries of a routing error.
@@ -51,6 +56,7 @@ impl Router {
             member_id,
             request_timeout: Duration::from_secs(10),
             compact_lock: tokio::sync::Mutex::new(()),
+            txn_ids: AtomicU64::new(txn::first_txn_id()),
         }
     }
 
@@ -85,7 +91,15 @@ impl Router {
                         tracing::warn!("giving up after retries: {e}");
                         return Err(Error::Timeout);
                     }
-                    tokio::time::sleep(RETRY_BACKOFF).await;
+                    let pause = match e {
+                        // Contending txns back off by different amounts, so
+                        // that one of them wins the next round.
+                        Error::Locked { .. } | Error::TxnAborted => {
+                            Duration::from_micros(rand::random_range(200..=RETRY_BACKOFF.as_micros() as u64))
+                        }
+                        _ => RETRY_BACKOFF,
+                    };
+                    tokio::time::sleep(pause).await;
                 }
                 other => return other,
             }
@@ -180,19 +194,25 @@ impl Router {
 
     // ---- writes -----------------------------------------------------------
 
-    async fn write(&self, spans: &[(Vec<u8>, Vec<u8>)], req: WriteRequest) -> Result<WriteOutcome> {
+    async fn write(&self, req: WriteRequest) -> Result<WriteOutcome> {
+        let spans = span::write_spans(&req);
         self.retrying(|| async {
             let table = self.table();
-            let pieces = pieces_of(&table, spans)?;
-            let regions: BTreeSet<u64> = pieces.iter().map(|p| p.region).collect();
-            if regions.len() > 1 {
-                return Err(Error::CrossRegionWrite { regions: regions.into_iter().collect() });
+            let mut pieces = Vec::new();
+            for s in &spans {
+                pieces.extend(table.split(&s.start, span::end_of(s)).ok_or(Error::RegionNotFound)?);
             }
-            // A write touching no key (an inverted delete range) still needs a
-            // region to answer from: the one owning its start key.
-            let piece = match pieces.into_iter().next() {
-                Some(p) => p,
-                None => table.point(&spans[0].0).ok_or(Error::RegionNotFound)?,
+            let piece = match pieces.first() {
+                Some(first) if pieces.iter().any(|p| p.region != first.region) => {
+                    return self.write_across(&req, &table, &pieces).await;
+                }
+                Some(first) => first.clone(),
+                // A write touching no key (an inverted delete range) still
+                // needs a region to answer from: the one owning its key.
+                None => {
+                    let key = span::write_key_ranges(&req).into_iter().next().map(|(k, _)| k).unwrap_or_default();
+                    table.point(&key).ok_or(Error::RegionNotFound)?
+                }
             };
             self.store.write(piece.region, piece.epoch_version, req.clone()).await
         })
@@ -204,8 +224,7 @@ impl Router {
     }
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        let spans = [(req.key.clone(), Vec::new())];
-        let outcome = self.write(&spans, WriteRequest::Put(req)).await?;
+        let outcome = self.write(WriteRequest::Put(req)).await?;
         let header = self.write_header(&outcome);
         let WriteResponse::Put(mut resp) = outcome.response else { unreachable!("a put answers a put") };
         resp.header = Some(header);
@@ -213,8 +232,7 @@ impl Router {
     }
 
     pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        let spans = [(req.key.clone(), req.range_end.clone())];
-        let outcome = self.write(&spans, WriteRequest::DeleteRange(req)).await?;
+        let outcome = self.write(WriteRequest::DeleteRange(req)).await?;
         let header = self.write_header(&outcome);
         let WriteResponse::DeleteRange(mut resp) = outcome.response else { unreachable!("a delete answers a delete") };
         resp.header = Some(header);
@@ -222,12 +240,12 @@ impl Router {
     }
 
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
-        let mut spans = Vec::new();
-        txn_spans(&req, &mut spans);
         if !eval::txn_writes(&req) {
+            let mut spans = Vec::new();
+            span::txn_key_ranges(&req, &mut spans);
             return self.read_txn(&req, &spans).await;
         }
-        let outcome = self.write(&spans, WriteRequest::Txn(req)).await?;
+        let outcome = self.write(WriteRequest::Txn(req)).await?;
         let header = self.write_header(&outcome);
         let WriteResponse::Txn(mut resp) = outcome.response else { unreachable!("a txn answers a txn") };
         let before = outcome.revision.map_or(header.revision, |r| r as i64 - 1);
@@ -311,22 +329,6 @@ fn read_pieces(reader: &MvccReader, req: &RangeRequest, pieces: &[Piece], at: u6
         kvs.extend(res.kvs);
     }
     Ok(finish_range(req, kvs, count))
-}
-
-/// Every (key, range_end) a txn touches, through all branches and nested txns.
-fn txn_spans(req: &TxnRequest, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-    for c in &req.compare {
-        out.push((c.key.clone(), c.range_end.clone()));
-    }
-    for op in req.success.iter().chain(&req.failure) {
-        match &op.request {
-            Some(Request::RequestRange(r)) => out.push((r.key.clone(), r.range_end.clone())),
-            Some(Request::RequestPut(r)) => out.push((r.key.clone(), Vec::new())),
-            Some(Request::RequestDeleteRange(r)) => out.push((r.key.clone(), r.range_end.clone())),
-            Some(Request::RequestTxn(t)) => txn_spans(t, out),
-            None => {}
-        }
-    }
 }
 
 /// Gives the inner responses of a txn evaluated before any write (header

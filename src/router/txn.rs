@@ -1,0 +1,274 @@
+//! Writes across regions: two-phase commit at one revision.
+//!
+//! The router coordinates. For a write whose spans cover several regions:
+//!
+//! 1. **Lock**: every region records a [`TxnLock`] on its part of the spans
+//!    through its Raft log (all regions in parallel). The first region (by
+//!    id) is the *primary*. A lock overlapping another txn's lock is refused
+//!    (`Locked`): every lock taken is rolled back and the whole write retried
+//!    after a random pause. Single-region writes overlapping a lock are
+//!    refused the same way until it is released.
+//! 2. **Evaluate**: once all locks applied, nothing else can change those
+//!    spans, so the write is evaluated against the applied data of all
+//!    regions: one consistent snapshot. If it changes nothing it takes no
+//!    revision and the locks are rolled back.
+//! 3. **Commit the primary**: the revision R from the sequencer (in flight
+//!    from now on, so reads at or above R wait), and one command in the
+//!    primary's log with its effects and the [`TxnRecord`] holding every
+//!    other region's effects. Once it applies, the txn is committed.
+//! 4. **Commit the others** in parallel; then R is finished in the sequencer
+//!    and the client answered; then the primary forgets the record.
+//!
+//! Readers never see half a txn: R stays in flight until every region has
+//! applied it, and reads wait for their revision to be resolved.
+//! Recovery ([`Router::recover`]) runs at start, before any request, once
+//! every region has applied its log: a lock whose txn has a record is
+//! committed with the record's effects, any other lock rolled back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::table::{Piece, RoutingTable};
+use super::{Router, SnapshotView, RETRY_BACKOFF};
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::proto::tesserapb::raft_command::Txn;
+use crate::proto::tesserapb::{Effect, RaftCommand, RegionEffects, Span, TxnCommit, TxnLock, TxnRecord};
+use crate::raftstore::msg::{PeerMsg, WriteOutcome};
+use crate::region::eval::{self, WriteRequest};
+use crate::region::mvcc::MvccReader;
+
+/// One region taking part in a txn.
+struct Part {
+    region: u64,
+    epoch_version: u64,
+    spans: Vec<Span>,
+}
+
+impl Router {
+    /// Commits `req`, whose `pieces` lie in more than one region, atomically
+    /// at one revision (one attempt: `Locked` and `TxnAborted` are retried by
+    /// the caller).
+    pub(super) async fn write_across(
+        &self,
+        req: &WriteRequest,
+        table: &RoutingTable,
+        pieces: &[Piece],
+    ) -> Result<WriteOutcome> {
+        let txn_id = self.txn_ids.fetch_add(1, Ordering::Relaxed);
+        let mut parts: BTreeMap<u64, Part> = BTreeMap::new();
+        for p in pieces {
+            let part = parts.entry(p.region).or_insert_with(|| Part {
+                region: p.region,
+                epoch_version: p.epoch_version,
+                spans: Vec::new(),
+            });
+            part.spans.push(Span { start: p.start.clone(), end: p.end.clone().unwrap_or_default() });
+        }
+        let parts: Vec<Part> = parts.into_values().collect();
+        let primary = parts[0].region;
+
+        // 1. Lock.
+        let locks = self.send_steps(parts.iter().map(|p| {
+            let lock = TxnLock { txn_id, primary, spans: p.spans.clone() };
+            (p, step(Txn::Lock(lock)))
+        }));
+        let mut refused = None;
+        for answer in locks {
+            match answer.await {
+                Ok(true) => {}
+                Ok(false) => refused = refused.or(Some(Error::TxnAborted)),
+                Err(e) => refused = refused.or(Some(e)),
+            }
+        }
+        if let Some(e) = refused {
+            self.roll_back(txn_id, &parts).await?;
+            return Err(e);
+        }
+        failpoint::hit("txn-after-lock");
+
+        // 2. Evaluate against the locked spans.
+        let sequencer = &self.store.sequencer;
+        let mut taken = None;
+        let evaluated = {
+            let reader = MvccReader::new(&self.store.engine.db, self.store.engine.mvcc(), None);
+            let view = SnapshotView { reader: &reader, revision: sequencer.last(), sequencer };
+            eval::evaluate(req, &view, &mut || {
+                let r = sequencer.next();
+                taken = Some(r);
+                r
+            })
+        };
+        let ev = match evaluated {
+            Ok(ev) if ev.revision.is_some() => ev,
+            other => {
+                if let Some(r) = taken {
+                    sequencer.finish(r); // voided
+                }
+                self.roll_back(txn_id, &parts).await?;
+                return other.map(|ev| WriteOutcome { revision: None, response: ev.response });
+            }
+        };
+        let revision = ev.revision.expect("checked");
+        let mut effects: BTreeMap<u64, Vec<Effect>> = parts.iter().map(|p| (p.region, Vec::new())).collect();
+        for e in ev.effects {
+            let region = table.locate(&e.key).map(|r| r.id);
+            match region.and_then(|r| effects.get_mut(&r)) {
+                Some(list) => list.push(e),
+                None => {
+                    sequencer.finish(revision);
+                    self.roll_back(txn_id, &parts).await?;
+                    return Err(Error::Storage("a txn effect lies outside its locked regions".into()));
+                }
+            }
+        }
+
+        // 3. Commit the primary: the point of no return.
+        let secondaries: Vec<RegionEffects> = effects
+            .iter()
+            .filter(|(r, _)| **r != primary)
+            .map(|(r, e)| RegionEffects { region_id: *r, effects: e.clone() })
+            .collect();
+        let record = TxnRecord { txn_id, primary, revision, secondaries };
+        let commit = RaftCommand {
+            revision,
+            effects: effects.remove(&primary).unwrap_or_default(),
+            txn: Some(Txn::Commit(TxnCommit { txn_id, record: Some(record) })),
+            ..Default::default()
+        };
+        if !self.until_decided(&parts[0], &commit).await? {
+            // The lock was gone: nothing was written anywhere.
+            sequencer.finish(revision);
+            self.roll_back(txn_id, &parts).await?;
+            return Err(Error::TxnAborted);
+        }
+        failpoint::hit("txn-after-primary");
+
+        // 4. Commit the others, then forget the record.
+        let others = &parts[1..];
+        let commits: Vec<RaftCommand> = others
+            .iter()
+            .map(|p| RaftCommand {
+                revision,
+                effects: effects.remove(&p.region).unwrap_or_default(),
+                txn: Some(Txn::Commit(TxnCommit { txn_id, record: None })),
+                ..Default::default()
+            })
+            .collect();
+        let answers = self.send_steps(others.iter().zip(commits.iter().cloned()));
+        for ((part, cmd), answer) in others.iter().zip(&commits).zip(answers) {
+            if answer.await.is_err() {
+                self.until_decided(part, cmd).await?;
+            }
+            failpoint::hit("txn-after-secondary");
+        }
+        sequencer.finish(revision);
+        failpoint::hit("txn-before-forget");
+        drop(self.send_steps([(&parts[0], step(Txn::Forget(txn_id)))]));
+        Ok(WriteOutcome { revision: Some(revision), response: ev.response })
+    }
+
+    /// Sends each step to its region at once; the answers can be awaited in
+    /// any order while all regions work in parallel.
+    fn send_steps<'a>(
+        &self,
+        steps: impl IntoIterator<Item = (&'a Part, RaftCommand)>,
+    ) -> Vec<impl std::future::Future<Output = Result<bool>>> {
+        steps
+            .into_iter()
+            .map(|(part, cmd)| {
+                let (tx, rx) = oneshot::channel();
+                let sent = self.store.peer(part.region).and_then(|peer| {
+                    peer.mailbox
+                        .send(PeerMsg::Txn { cmd, epoch_version: part.epoch_version, cb: tx })
+                        .map_err(|_| Error::Stopped)
+                });
+                async move {
+                    sent?;
+                    rx.await.map_err(|_| Error::Stopped)?
+                }
+            })
+            .collect()
+    }
+
+    /// Runs a step that must reach a decision (a commit, a rollback):
+    /// retried for as long as its errors are retryable, without a deadline.
+    async fn until_decided(&self, part: &Part, cmd: &RaftCommand) -> Result<bool> {
+        loop {
+            match self.store.txn(part.region, part.epoch_version, cmd.clone()).await {
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(region = part.region, "retrying a txn step: {e}");
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Releases `txn_id`'s locks in every part (a part without one is a no-op).
+    async fn roll_back(&self, txn_id: u64, parts: &[Part]) -> Result<()> {
+        let cmd = step(Txn::Rollback(txn_id));
+        let answers = self.send_steps(parts.iter().map(|p| (p, cmd.clone())));
+        for (part, answer) in parts.iter().zip(answers) {
+            if answer.await.is_err() {
+                self.until_decided(part, &cmd).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves every cross-region txn a crash left behind: commits the
+    /// locks of txns whose primary recorded a commit, rolls back the rest.
+    /// Call once at start, after every region leads and has applied its log
+    /// and before serving. Returns the number of locks resolved.
+    pub async fn recover(&self) -> Result<usize> {
+        let (locks, records) = self.store.txn_state()?;
+        let records: HashMap<u64, TxnRecord> = records.into_iter().map(|r| (r.txn_id, r)).collect();
+        let resolved = locks.len();
+        for (region, lock) in locks {
+            let peer = self.store.peer(region)?;
+            let part = Part { region, epoch_version: peer.region.epoch.map_or(0, |e| e.version), spans: lock.spans };
+            let cmd = match records.get(&lock.txn_id) {
+                Some(record) => RaftCommand {
+                    revision: record.revision,
+                    effects: record
+                        .secondaries
+                        .iter()
+                        .find(|s| s.region_id == region)
+                        .map(|s| s.effects.clone())
+                        .unwrap_or_default(),
+                    txn: Some(Txn::Commit(TxnCommit { txn_id: lock.txn_id, record: None })),
+                    ..Default::default()
+                },
+                None => step(Txn::Rollback(lock.txn_id)),
+            };
+            let committed = matches!(cmd.txn, Some(Txn::Commit(_)));
+            self.until_decided(&part, &cmd).await?;
+            tracing::info!(region, txn = lock.txn_id, committed, "recovered a cross-region txn lock");
+        }
+        for record in records.values() {
+            let peer = self.store.peer(record.primary)?;
+            let part = Part {
+                region: record.primary,
+                epoch_version: peer.region.epoch.map_or(0, |e| e.version),
+                spans: Vec::new(),
+            };
+            self.until_decided(&part, &step(Txn::Forget(record.txn_id))).await?;
+        }
+        self.store.sequencer.settle();
+        Ok(resolved)
+    }
+}
+
+fn step(txn: Txn) -> RaftCommand {
+    RaftCommand { txn: Some(txn), ..Default::default() }
+}
+
+/// A first txn id unlikely to repeat one of an earlier run (ids only need
+/// to be unique among the txns in progress and those a crash left behind).
+pub(super) fn first_txn_id() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos() as u64
+}
