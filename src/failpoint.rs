@@ -1,6 +1,9 @@
-//! Crash injection for tests: `TESSERA_FAILPOINT=name` (or `name:N`) makes
-//! the process abort, as abruptly as kill -9, the first (or N-th) time it
-//! reaches [`hit`]`("name")`. Unset, a failpoint costs one relaxed load.
+//! Crash injection for tests: `tessera serve --failpoint name` (or `name:N`)
+//! makes the process abort, as abruptly as kill -9, the first (or N-th) time
+//! it reaches [`hit`]`("name")`. Unarmed, a failpoint costs one load.
+//!
+//! Points: `txn-after-lock`, `txn-after-primary`, `txn-after-secondary`
+//! (once per secondary region), `txn-before-forget` (src/router/txn.rs).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -11,18 +14,19 @@ struct Armed {
     left: AtomicU64,
 }
 
+static ARMED: OnceLock<Armed> = OnceLock::new();
+
+/// Arms one failpoint (`name` or `name:N`); call before any is reached.
+pub fn arm(spec: &str) {
+    let (name, nth) = match spec.split_once(':') {
+        Some((name, n)) => (name, n.parse().unwrap_or(1)),
+        None => (spec, 1),
+    };
+    let _ = ARMED.set(Armed { name: name.to_string(), left: AtomicU64::new(nth) });
+}
+
 fn armed() -> Option<&'static Armed> {
-    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
-    ARMED
-        .get_or_init(|| {
-            let spec = std::env::var("TESSERA_FAILPOINT").ok().filter(|s| !s.is_empty())?;
-            let (name, nth) = match spec.split_once(':') {
-                Some((name, n)) => (name.to_string(), n.parse().unwrap_or(1)),
-                None => (spec, 1),
-            };
-            Some(Armed { name, left: AtomicU64::new(nth) })
-        })
-        .as_ref()
+    ARMED.get()
 }
 
 /// Aborts the process here if the failpoint `name` is armed and due.

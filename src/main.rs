@@ -89,6 +89,10 @@ struct ServeArgs {
     /// Log level: error, warn, info, debug (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Crash injection for tests: abort at the N-th time the named point is
+    /// reached (NAME or NAME:N; see src/failpoint.rs).
+    #[arg(long, hide = true)]
+    failpoint: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -161,6 +165,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 
+    if let Some(spec) = &args.failpoint {
+        tessera::failpoint::arm(spec);
+    }
     let mut cfg = StoreConfig::new(&args.data_dir);
     cfg.initial_split_keys = args.initial_split_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     if let Some(p) = args.pollers {
