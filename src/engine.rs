@@ -12,6 +12,7 @@
 //! | `meta` | `compacted` | store-wide compacted revision (u64 BE) |
 //! | `meta` | `cluster` | cluster id (u64 BE), chosen at bootstrap |
 //! | `mvcc` | see [`crate::region::keys`] | [`crate::region::mvcc`] value |
+//! | `events` | revision, sub-revision (u64, u32 BE) | user key: the revision-ordered index watchers read ([`crate::region::events`]) |
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 pub const CF_RAFT: &str = "raft";
 pub const CF_META: &str = "meta";
 pub const CF_MVCC: &str = "mvcc";
+pub const CF_EVENTS: &str = "events";
 
 /// A shared handle to the store's RocksDB.
 #[derive(Clone)]
@@ -42,6 +44,7 @@ impl Engine {
             ColumnFamilyDescriptor::new(CF_RAFT, Options::default()),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
             ColumnFamilyDescriptor::new(CF_MVCC, mvcc),
+            ColumnFamilyDescriptor::new(CF_EVENTS, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         Ok(Engine { db: Arc::new(db) })
@@ -59,6 +62,9 @@ impl Engine {
     }
     pub fn mvcc(&self) -> &ColumnFamily {
         self.cf(CF_MVCC)
+    }
+    pub fn events(&self) -> &ColumnFamily {
+        self.cf(CF_EVENTS)
     }
 
     /// Writes `wb`; with `sync` the WAL is fsynced before returning, which

@@ -79,6 +79,9 @@ struct ServeArgs {
     /// Most operations in one txn branch.
     #[arg(long, default_value_t = 128)]
     max_txn_ops: usize,
+    /// How often watchers that asked for progress notifications get one.
+    #[arg(long, default_value = "10m", value_parser = tessera::bench::parse_duration)]
+    experimental_watch_progress_notify_interval: Duration,
     /// Comma-separated keys at which a NEW store splits its keyspace into
     /// regions (k1,k2 gives three regions). Ignored once the data dir exists.
     #[arg(long, value_delimiter = ',')]
@@ -192,7 +195,10 @@ async fn run(args: ServeArgs, store: Arc<Store>) -> Result<()> {
     let limits = Limits { max_request_bytes: args.max_request_bytes, max_txn_ops: args.max_txn_ops };
     let member =
         MemberInfo { name: args.name.clone(), client_urls: args.advertise_client_urls.clone(), peer_urls: Vec::new() };
-    let server_cfg = ServerConfig { limits, member };
+    let server_cfg = ServerConfig {
+        progress_notify_interval: args.experimental_watch_progress_notify_interval,
+        ..ServerConfig::new(limits, member)
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();

@@ -123,6 +123,11 @@ impl Sequencer {
         *self.resolved.borrow()
     }
 
+    /// A receiver that sees every move of the resolved revision.
+    pub fn subscribe_resolved(&self) -> watch::Receiver<u64> {
+        self.resolved.subscribe()
+    }
+
     /// Waits until `resolved() >= revision`.
     pub async fn wait_resolved(&self, revision: u64) {
         let mut rx = self.resolved.subscribe();

@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{etcdctl, Etcd, Tessera};
+use common::{etcdctl, etcdctl_until, Etcd, Tessera};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -31,6 +31,9 @@ enum Step {
     /// Runs `get <key> -w json` (compared like any step) and remembers etcd's
     /// header revision under `name` for later `{name}` placeholders.
     Mark { name: &'static str, key: &'static str },
+    /// A long-lived invocation (`watch`): runs until its stdout contains
+    /// `until`, then is killed; its output is compared like any step.
+    Until { args: Vec<String>, until: &'static str },
 }
 
 struct Scenario {
@@ -46,6 +49,11 @@ fn scenario(name: &'static str, steps: Vec<Step>) -> Scenario {
 /// "double" or 'single' quotes group (and `""` is an empty argument).
 fn r(cmdline: &str) -> Step {
     Step::Run { args: split_words(cmdline), stdin: None }
+}
+
+/// A `watch` (or other endless) step, stopped once `until` was printed.
+fn until(cmdline: &str, until: &'static str) -> Step {
+    Step::Until { args: split_words(cmdline), until }
 }
 
 /// Like [`r`], with `input` on stdin.
@@ -256,10 +264,21 @@ struct Outcome {
     code: i32,
 }
 
-fn run_both(etcd: &str, tessera: &str, args: &[String], stdin: Option<&str>) -> (Outcome, Outcome) {
+/// Runs one step on both servers at once; with `until`, as a long-lived
+/// command stopped once it printed that.
+fn run_both(
+    etcd: &str,
+    tessera: &str,
+    args: &[String],
+    stdin: Option<&str>,
+    until: Option<&str>,
+) -> (Outcome, Outcome) {
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     let run = |endpoint: &str| {
-        let (stdout, stderr, code) = etcdctl(endpoint, &args, stdin);
+        let (stdout, stderr, code) = match until {
+            Some(u) => etcdctl_until(endpoint, &args, u),
+            None => etcdctl(endpoint, &args, stdin),
+        };
         Outcome { stdout: normalize(&stdout), stderr: normalize(&stderr), code }
     };
     std::thread::scope(|s| {
@@ -321,17 +340,21 @@ fn compare_with_etcd(scenarios: Vec<Scenario>) {
                     idx + 1
                 );
             }
-            let (args, stdin, mark_name) = match step {
+            let (args, stdin, mark_name, stop_at) = match step {
                 Step::Run { args, stdin } => (
                     args.iter().map(|a| substitute(a, &marks)).collect::<Vec<_>>(),
                     stdin.as_ref().map(|s| substitute(s, &marks)),
                     None,
+                    None,
                 ),
                 Step::Mark { name, key } => {
-                    (vec!["get".to_string(), key.to_string(), "-w".into(), "json".into()], None, Some(*name))
+                    (vec!["get".to_string(), key.to_string(), "-w".into(), "json".into()], None, Some(*name), None)
+                }
+                Step::Until { args, until } => {
+                    (args.iter().map(|a| substitute(a, &marks)).collect::<Vec<_>>(), None, None, Some(*until))
                 }
             };
-            let (e, t) = run_both(etcd.endpoint(), tessera.endpoint(), &args, stdin.as_deref());
+            let (e, t) = run_both(etcd.endpoint(), tessera.endpoint(), &args, stdin.as_deref(), stop_at);
             steps_run += 1;
             if let Some(name) = mark_name {
                 let rev = header_revision(&e.stdout).unwrap_or_else(|| {
@@ -849,6 +872,43 @@ fn cross_region_writes_scenario() -> Scenario {
 #[test]
 fn cross_region_writes_match_etcd() {
     compare_with_etcd(vec![cross_region_writes_scenario()]);
+}
+
+// ---------------------------------------------------------------------------
+// watch: history replays from a marked revision (so output does not depend
+// on when the watch connected), over keys in all four regions
+
+fn watch_scenario() -> Scenario {
+    scenario(
+        "watch",
+        vec![
+            mark("w0", "a/1"),
+            r("put a/1 A"),
+            r("put c/1 C"),
+            txn("", "\nput u/1 U\nput a/2 A2\nput n/1 N\n\n\n"),
+            r("put c/1 C2"),
+            r("del a/ z/"),
+            r("put c/1 C3"),
+            r(r#"put c/2 """#),
+            r("put z/end E"),
+            until(r#"watch --rev {w0+1} --prefix """#, "z/end"),
+            until(r#"watch --rev {w0+1} --prefix "" -w json"#, "ei9lbmQ="),
+            until(r#"watch --rev {w0+1} --prefix "" --prev-kv"#, "z/end"),
+            until("watch --rev {w0+1} c/1", "C3"),
+            until("watch --rev {w0+1} c/1 --prev-kv -w json", "QzM="),
+            until("watch --rev {w0+1} a/ n/", "c/2"),
+            until("watch --rev {w0+4} --prefix n", "n/1"),
+            r("compaction {w0+3}"),
+            r("watch --rev {w0+1} c/1"),
+            r("watch --rev {w0+2} c/1 -w json"),
+            until("watch --rev {w0+3} c/1", "C3"),
+        ],
+    )
+}
+
+#[test]
+fn watch_matches_etcd() {
+    compare_with_etcd(vec![watch_scenario()]);
 }
 
 // ---------------------------------------------------------------------------

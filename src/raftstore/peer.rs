@@ -28,6 +28,7 @@ use crate::proto::mvccpb::KeyValue;
 use crate::proto::tesserapb::raft_command::Txn;
 use crate::proto::tesserapb::{ApplyState, Compaction, RaftCommand, Region, Span, TruncatedState, TxnLock};
 use crate::region::eval::{self, KvView, WriteResponse};
+use crate::region::events;
 use crate::region::mvcc::{self, MvccReader, ScanOptions};
 use crate::region::span;
 use crate::sequencer::Sequencer;
@@ -528,9 +529,10 @@ impl PeerFsm {
     }
 
     fn write_effects(&mut self, revision: u64, effects: &[crate::proto::tesserapb::Effect], ctx: &mut ApplyContext) {
-        let cf = self.engine.mvcc();
+        let (cf, index) = (self.engine.mvcc(), self.engine.events());
         for effect in effects {
             mvcc::write_version(&mut ctx.wb, cf, &effect.key, revision, effect.kv.as_ref());
+            events::write(&mut ctx.wb, index, revision, effect.sub, &effect.key);
         }
         self.apply_state.max_revision = self.apply_state.max_revision.max(revision);
     }

@@ -167,7 +167,7 @@ impl Store {
     /// Bytes RocksDB holds on disk and in memtables, over all column families.
     pub fn db_size(&self) -> u64 {
         let db = &self.engine.db;
-        [crate::engine::CF_RAFT, crate::engine::CF_META, crate::engine::CF_MVCC]
+        [crate::engine::CF_RAFT, crate::engine::CF_META, crate::engine::CF_MVCC, crate::engine::CF_EVENTS]
             .iter()
             .map(|cf| {
                 let cf = self.engine.cf(cf);

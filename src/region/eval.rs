@@ -78,9 +78,10 @@ pub fn evaluate(req: &WriteRequest, base: &dyn KvView, alloc: &mut dyn FnMut() -
     let Evaluator { mut pending, order, revision, .. } = ev;
     let effects = order
         .into_iter()
-        .map(|key| {
+        .enumerate()
+        .map(|(sub, key)| {
             let kv = pending.remove(&key).expect("every ordered key is pending");
-            Effect { key, kv }
+            Effect { key, kv, sub: sub as u32 }
         })
         .collect();
     Ok(Evaluation { revision, effects, response })

@@ -3,6 +3,7 @@
 //! Nothing here knows about threads or Raft.
 
 pub mod eval;
+pub mod events;
 pub mod keys;
 pub mod mvcc;
 pub mod range;

@@ -284,6 +284,8 @@ impl Router {
         for region in self.store.regions() {
             self.retrying(|| self.store.compact_region(region.id, revision as u64)).await?;
         }
+        let engine = &self.store.engine;
+        crate::region::events::compact(&engine.db, engine.events(), revision as u64)?;
         Ok(CompactionResponse { header: Some(self.header(self.store.sequencer.last())) })
     }
 }

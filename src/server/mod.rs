@@ -8,9 +8,11 @@ pub mod kv;
 pub mod maintenance;
 pub mod unimplemented;
 pub mod validate;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -18,6 +20,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::router::Router;
 pub use cluster::MemberInfo;
 use unimplemented::Unimplemented;
@@ -28,6 +31,15 @@ pub use validate::Limits;
 pub struct ServerConfig {
     pub limits: Limits,
     pub member: MemberInfo,
+    /// How often watchers that asked for progress notifications get one
+    /// (etcd's --experimental-watch-progress-notify-interval, 10 minutes).
+    pub progress_notify_interval: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(limits: Limits, member: MemberInfo) -> ServerConfig {
+        ServerConfig { limits, member, progress_notify_interval: Duration::from_secs(600) }
+    }
 }
 
 /// What a unary gRPC handler returns.
@@ -51,6 +63,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let limits = cfg.limits;
+    // Watch streams live until their client leaves; they end on shutdown so
+    // that the graceful stop does not wait for them.
+    let (stop_streams, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_streams.send(true);
+    };
+    let watch = WatchServer::new(watch::WatchService {
+        router: router.clone(),
+        progress_interval: cfg.progress_notify_interval,
+        max_response_bytes: limits.max_request_bytes,
+        stopping,
+    })
+    .max_encoding_message_size(usize::MAX);
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService { router: router.clone() });
     let cluster = ClusterServer::new(cluster::ClusterService { router: router.clone(), member: cfg.member });
     let kv = KvServer::new(kv::KvService { router, limits })
@@ -58,7 +84,7 @@ pub async fn serve(
         .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
         .add_service(kv)
-        .add_service(Unimplemented::<unimplemented::Watch>::new())
+        .add_service(watch)
         .add_service(Unimplemented::<unimplemented::Lease>::new())
         .add_service(cluster)
         .add_service(maintenance)

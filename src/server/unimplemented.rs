@@ -67,7 +67,6 @@ macro_rules! service_names {
 }
 
 service_names! {
-    Watch => "etcdserverpb.Watch",
     Lease => "etcdserverpb.Lease",
     Auth => "etcdserverpb.Auth",
     Lock => "v3lockpb.Lock",

@@ -487,3 +487,59 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (String, S
         status.code().unwrap_or(-1),
     )
 }
+
+/// Runs a long-lived etcdctl command (e.g. `watch`) until its stdout
+/// contains `until`, then kills it. Returns (stdout, stderr, exit code; -1
+/// when it was killed). Panics if `until` does not appear within 20 s and
+/// the command is still running.
+pub fn etcdctl_until(endpoint: &str, args: &[&str], until: &str) -> (String, String, i32) {
+    require_bin(ETCDCTL_BIN);
+    let mut child = clean_command(ETCDCTL_BIN)
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(endpoint)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {ETCDCTL_BIN}: {e}"));
+    let (out, err) = (LogBuf::default(), LogBuf::default());
+    for (pipe, buf) in [
+        (Box::new(child.stdout.take().expect("piped stdout")) as Box<dyn Read + Send>, out.clone()),
+        (Box::new(child.stderr.take().expect("piped stderr")) as Box<dyn Read + Send>, err.clone()),
+    ] {
+        thread::spawn(move || {
+            let mut r = pipe;
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = r.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.push(&chunk[..n]);
+            }
+        });
+    }
+    let deadline = Instant::now() + ETCDCTL_TIMEOUT;
+    let code = loop {
+        if out.tail(usize::MAX).contains(until) {
+            kill_and_reap(&mut child);
+            break -1;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            thread::sleep(POLL); // let the readers collect the last words
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() >= deadline {
+            kill_and_reap(&mut child);
+            panic!(
+                "`etcdctl --endpoints {endpoint} {}` printed no {until:?} within {ETCDCTL_TIMEOUT:?}; stdout:\n{}\nstderr:\n{}",
+                args.join(" "),
+                out.tail(4096),
+                err.tail(4096)
+            );
+        }
+        thread::sleep(POLL);
+    };
+    (out.tail(usize::MAX), err.tail(usize::MAX), code)
+}

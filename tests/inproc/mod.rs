@@ -11,6 +11,9 @@ use tessera::server::{self, Limits};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// Progress notifications come this often in tests (etcd: 10 minutes).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(300);
+
 pub const LIMITS: Limits = Limits { max_request_bytes: 1536 * 1024, max_txn_ops: 128 };
 
 pub struct InProc {
@@ -50,9 +53,10 @@ impl InProc {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
+            let member = server::MemberInfo { name: "inproc".into(), client_urls: Vec::new(), peer_urls: Vec::new() };
             let cfg = server::ServerConfig {
-                limits: LIMITS,
-                member: server::MemberInfo { name: "inproc".into(), client_urls: Vec::new(), peer_urls: Vec::new() },
+                progress_notify_interval: PROGRESS_INTERVAL,
+                ..server::ServerConfig::new(LIMITS, member)
             };
             server::serve(router, cfg, listener, async {
                 let _ = stopped.await;
