@@ -9,6 +9,7 @@
 //! | `meta` | `a`, region id | [`ApplyState`](crate::proto::tesserapb::ApplyState) |
 //! | `meta` | `l`, region id, txn id | [`TxnLock`](crate::proto::tesserapb::TxnLock) held in that region |
 //! | `meta` | `x`, txn id | [`TxnRecord`](crate::proto::tesserapb::TxnRecord) of a committed cross-region txn |
+//! | `meta` | `e`, lease id | [`LeaseRecord`](crate::proto::tesserapb::LeaseRecord) of an etcd lease |
 //! | `meta` | `compacted` | store-wide compacted revision (u64 BE) |
 //! | `meta` | `cluster` | cluster id (u64 BE), chosen at bootstrap |
 //! | `mvcc` | see [`crate::region::keys`] | [`crate::region::mvcc`] value |
@@ -124,9 +125,13 @@ pub mod keys {
     pub fn txn_record(txn: u64) -> [u8; 9] {
         prefixed(RECORD_PREFIX, txn)
     }
+    pub fn lease(id: i64) -> [u8; 9] {
+        prefixed(LEASE_PREFIX, id as u64)
+    }
     pub const REGION_PREFIX: u8 = b'r';
     pub const LOCK_PREFIX: u8 = b'l';
     pub const RECORD_PREFIX: u8 = b'x';
+    pub const LEASE_PREFIX: u8 = b'e';
     pub const COMPACTED: &[u8] = b"compacted";
     pub const CLUSTER: &[u8] = b"cluster";
 }

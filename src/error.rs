@@ -19,6 +19,10 @@ pub enum Error {
     KeyNotFound,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: invalid sort option")]
     InvalidSortOption,
     #[error("etcdserver: too many operations in txn request")]
@@ -94,6 +98,8 @@ impl From<Error> for Status {
             | Error::DuplicateKey
             | Error::RequestTooLarge => Code::InvalidArgument,
             Error::LeaseNotFound => Code::NotFound,
+            Error::LeaseExists => Code::FailedPrecondition,
+            Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::MessageTooLarge { .. } => Code::ResourceExhausted,
             Error::Compacted | Error::FutureRevision => Code::OutOfRange,
             Error::NotLeader { .. }

@@ -3,7 +3,8 @@
 //! it reaches [`hit`]`("name")`. Unarmed, a failpoint costs one load.
 //!
 //! Points: `txn-after-lock`, `txn-after-primary`, `txn-after-secondary`
-//! (once per secondary region), `txn-before-forget` (src/router/txn.rs).
+//! (once per secondary region), `txn-before-forget` (src/router/txn.rs);
+//! `lease-after-revoke` (src/router/lease.rs).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

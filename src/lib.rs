@@ -12,6 +12,8 @@
 //! - [`sequencer`]: hands out the one global revision and tracks which
 //!   revisions are still in flight (the *resolved revision*).
 //! - [`lease`]: the per-region leader lease tracker.
+//! - [`lessor`]: etcd's leases (the Lease API): replicated grants and
+//!   revokes, the lease -> keys index, remaining time.
 //! - [`raftstore`]: the batch system — poller threads drive every region's
 //!   raft-rs `RawNode`, persist all ready regions in one fsynced RocksDB
 //!   write, apply, and answer proposals.
@@ -27,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod failpoint;
 pub mod lease;
+pub mod lessor;
 pub mod metrics;
 pub mod proto;
 pub mod raftstore;

@@ -189,6 +189,7 @@ async fn run(args: ServeArgs, store: Arc<Store>) -> Result<()> {
     let member_id = member_id(&args.name, store.cluster_id);
     let router = Arc::new(Router::new(store.clone(), member_id));
     let recovered = router.recover().await.context("resolving cross-region txns left by a crash")?;
+    let _expiry = router.start_lease_expiry();
     if recovered > 0 {
         tracing::info!(locks = recovered, "resolved cross-region txn locks left by a crash");
     }

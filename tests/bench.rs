@@ -121,17 +121,16 @@ async fn every_kv_workload_runs_against_tessera() {
         well_formed(&w[0], "watch-latency", 300);
         assert_eq!(w[0].error_count(), 0, "every watcher saw every put: {}", w[0].text());
 
-        // Services tessera does not have yet fail clearly, not silently.
-        let err = workload("lease-keepalive --total 10", &ep).run(9).await.err().expect("no Lease service yet");
-        assert!(err.to_string().contains("Unimplemented") || err.to_string().contains("not implemented"), "{err}");
+        let k = workload("lease-keepalive --total 100", &ep).run(9).await.unwrap();
+        well_formed(&k[0], "lease-keepalive", 100);
+        assert_eq!(k[0].error_count(), 0);
         node.stop().await;
     })
     .await
     .expect("timed out");
 }
 
-/// watch-latency and lease-keepalive checked against etcd 3.4 (lease-keepalive
-/// needs the Lease service, which tessera does not serve yet).
+/// watch-latency and lease-keepalive checked against etcd 3.4 too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_and_lease_workloads_run_against_etcd() {
     let etcd = tokio::task::spawn_blocking(common::Etcd::start).await.unwrap();

@@ -119,3 +119,35 @@ async fn cross_region_txns_are_all_or_nothing_across_crashes_at_every_step() {
     .await
     .expect("crash test timed out");
 }
+
+/// A revoke interrupted between its two steps (the lease gone, its keys not
+/// yet deleted) is finished at restart: the keys go, at one revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_interrupted_by_a_crash_is_finished_at_restart() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let mut node =
+            tokio::task::spawn_blocking(|| Tessera::start(&["--failpoint", "lease-after-revoke"])).await.unwrap();
+        let mut c = Client::connect([node.endpoint()], None).await.unwrap();
+        let lease = c.lease_grant(600, None).await.unwrap().id();
+        for r in REGIONS {
+            c.put(format!("{r}/leased"), "v", Some(etcd_client::PutOptions::new().with_lease(lease))).await.unwrap();
+        }
+        c.put("c/other", "v", None).await.unwrap();
+        let before = c.get("x", None).await.unwrap().header().unwrap().revision();
+        assert!(c.lease_revoke(lease).await.is_err(), "the process dies in the middle of the revoke");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while node.is_running() {
+            assert!(Instant::now() < deadline, "the failpoint never fired");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let node = tokio::task::spawn_blocking(move || node.restart(&[])).await.unwrap();
+        let mut c = Client::connect([node.endpoint()], None).await.unwrap();
+        let all = c.get("\0", Some(GetOptions::new().with_from_key())).await.unwrap();
+        let keys: Vec<&str> = all.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+        assert_eq!(keys, ["c/other"], "the revoked lease's keys are deleted at restart");
+        assert_eq!(all.header().unwrap().revision(), before + 1, "at one revision");
+        assert_eq!(c.lease_time_to_live(lease, None).await.unwrap().ttl(), -1);
+    })
+    .await
+    .expect("timed out");
+}

@@ -16,9 +16,10 @@ pub struct WriteOutcome {
 
 pub type WriteCallback = oneshot::Sender<Result<WriteOutcome>>;
 pub type DoneCallback = oneshot::Sender<Result<()>>;
-/// Answers a cross-region txn step: whether it took effect (a lock taken, a
-/// commit or rollback that found its lock; see [`PeerMsg::Txn`]).
-pub type TxnCallback = oneshot::Sender<Result<bool>>;
+/// Answers a proposed command: whether it took effect (a lock taken, a
+/// commit or rollback that found its lock, a lease granted or revoked; see
+/// [`PeerMsg::Command`]).
+pub type CommandCallback = oneshot::Sender<Result<bool>>;
 
 pub enum PeerMsg {
     /// One raft tick (sent in bulk by the store timer to awake peers).
@@ -31,10 +32,11 @@ pub enum PeerMsg {
     /// Confirm leadership through a ReadIndex round and wait until the read
     /// index is applied.
     ReadIndex { cb: DoneCallback },
-    /// Propose one step of a cross-region txn (`cmd.txn` is set; the peer
-    /// fills in its region and epoch). A lock is refused with `Locked` when
-    /// it overlaps another txn's lock.
-    Txn { cmd: RaftCommand, epoch_version: u64, cb: TxnCallback },
+    /// Propose a command as it is: a step of a cross-region txn (`cmd.txn`)
+    /// or a lease change (`cmd.lease`, meta group). The peer fills in its
+    /// region and epoch. A lock is refused with `Locked` when it overlaps
+    /// another txn's lock.
+    Command { cmd: RaftCommand, epoch_version: u64, cb: CommandCallback },
     /// Physically compact the region's history below `revision`.
     Compact { revision: u64, cb: DoneCallback },
 }

@@ -17,12 +17,13 @@ use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use rocksdb::WriteBatch;
 
-use super::msg::{DoneCallback, PeerMsg, TxnCallback, WriteCallback, WriteOutcome};
+use super::msg::{CommandCallback, DoneCallback, PeerMsg, WriteCallback, WriteOutcome};
 use super::storage;
 use super::RaftConfig;
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
 use crate::lease::LeaderLease;
+use crate::lessor::Lessor;
 use crate::metrics::METRICS;
 use crate::proto::mvccpb::KeyValue;
 use crate::proto::tesserapb::raft_command::Txn;
@@ -61,11 +62,12 @@ enum PendingKind {
         response: WriteResponse,
         cb: WriteCallback,
     },
-    /// A cross-region txn step; `lock` is the txn id of a lock proposed
-    /// (forgotten again if the proposal does not commit).
-    Txn {
+    /// A command proposed as it is (a cross-region txn step, a lease
+    /// change); `lock` is the txn id of a lock proposed (forgotten again if
+    /// the proposal does not commit).
+    Command {
         lock: Option<u64>,
-        cb: TxnCallback,
+        cb: CommandCallback,
     },
 }
 
@@ -123,6 +125,7 @@ pub struct StoreContext {
     /// The highest raft term of any region on this store (response headers
     /// read it on every request, so it is kept here rather than computed).
     pub max_term: AtomicU64,
+    pub lessor: Arc<Lessor>,
 }
 
 impl crate::raftstore::batch::Fsm for PeerFsm {
@@ -210,7 +213,7 @@ impl PeerFsm {
                 PeerMsg::Write { req, epoch_version, cb } => self.on_write(req, epoch_version, cb),
                 PeerMsg::ReadIndex { cb } => self.on_read_index(cb),
                 PeerMsg::Compact { revision, cb } => self.on_compact(revision, cb),
-                PeerMsg::Txn { cmd, epoch_version, cb } => self.on_txn(cmd, epoch_version, cb),
+                PeerMsg::Command { cmd, epoch_version, cb } => self.on_command(cmd, epoch_version, cb),
             }
         }
         self.shared.awake.store(self.wants_tick(), Ordering::Relaxed);
@@ -256,6 +259,7 @@ impl PeerFsm {
                 reader: MvccReader::new(&self.engine.db, self.engine.mvcc(), None),
                 overlay: &self.overlay,
                 sequencer: &self.sequencer,
+                lessor: &self.store.lessor,
             };
             let seq = &self.sequencer;
             eval::evaluate(&req, &view, &mut || {
@@ -293,8 +297,7 @@ impl PeerFsm {
             epoch: self.region.epoch,
             revision,
             effects: ev.effects,
-            compaction: None,
-            txn: None,
+            ..Default::default()
         };
         let data = cmd.encode_to_vec();
         if let Err(e) = self.raft.propose(vec![], data) {
@@ -322,7 +325,7 @@ impl PeerFsm {
         self.locks.iter().any(|(txn, spans)| Some(*txn) != except && spans.iter().any(|l| span::overlaps(l, span)))
     }
 
-    fn on_txn(&mut self, mut cmd: RaftCommand, epoch_version: u64, cb: TxnCallback) {
+    fn on_command(&mut self, mut cmd: RaftCommand, epoch_version: u64, cb: CommandCallback) {
         let region = self.region.id;
         if !self.can_evaluate() {
             let _ = cb.send(Err(Error::NotLeader { region }));
@@ -354,7 +357,7 @@ impl PeerFsm {
         });
         let index = self.raft.raft.raft_log.last_index();
         let term = self.raft.raft.term;
-        self.pending.push_back(Pending { index, term, kind: PendingKind::Txn { lock, cb } });
+        self.pending.push_back(Pending { index, term, kind: PendingKind::Command { lock, cb } });
     }
 
     fn on_read_index(&mut self, cb: DoneCallback) {
@@ -377,10 +380,8 @@ impl PeerFsm {
         let cmd = RaftCommand {
             region_id: region,
             epoch: self.region.epoch,
-            revision: 0,
-            effects: Vec::new(),
             compaction: Some(Compaction { revision }),
-            txn: None,
+            ..Default::default()
         };
         if self.raft.propose(vec![], cmd.encode_to_vec()).is_err() {
             let _ = cb.send(Err(Error::ProposalDropped { region }));
@@ -517,6 +518,9 @@ impl PeerFsm {
         if let Some(step) = cmd.txn {
             return self.apply_txn(step, cmd.revision, &cmd.effects, ctx);
         }
+        if let Some(op) = &cmd.lease {
+            return Ok(self.store.lessor.apply(op, &mut ctx.wb, &self.engine));
+        }
         self.write_effects(cmd.revision, &cmd.effects, ctx);
         if cmd.revision > 0 {
             ctx.revisions.push(cmd.revision);
@@ -533,6 +537,7 @@ impl PeerFsm {
         for effect in effects {
             mvcc::write_version(&mut ctx.wb, cf, &effect.key, revision, effect.kv.as_ref());
             events::write(&mut ctx.wb, index, revision, effect.sub, &effect.key);
+            self.store.lessor.on_change(&effect.key, effect.prev_lease, effect.kv.as_ref().map_or(0, |kv| kv.lease));
         }
         self.apply_state.max_revision = self.apply_state.max_revision.max(revision);
     }
@@ -618,7 +623,7 @@ impl PeerFsm {
                         let _ = cb.send(Ok(WriteOutcome { revision: None, response }));
                     }));
                 }
-                PendingKind::Txn { lock, cb } => {
+                PendingKind::Command { lock, cb } => {
                     let result = if committed {
                         Ok(took_effect)
                     } else {
@@ -669,6 +674,7 @@ struct PeerView<'a> {
     reader: MvccReader<'a>,
     overlay: &'a BTreeMap<Vec<u8>, (u64, Option<KeyValue>)>,
     sequencer: &'a Sequencer,
+    lessor: &'a Lessor,
 }
 
 impl KvView for PeerView<'_> {
@@ -690,5 +696,9 @@ impl KvView for PeerView<'_> {
         // reads in a txn read applied data only.
         let at = self.sequencer.check_read(revision, self.sequencer.last())?;
         self.reader.read_at(key, end, at)
+    }
+
+    fn lease_exists(&self, id: i64) -> bool {
+        self.lessor.exists(id)
     }
 }

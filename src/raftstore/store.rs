@@ -20,6 +20,7 @@ use super::poller::RaftPoller;
 use super::{storage, RaftConfig};
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
+use crate::lessor::Lessor;
 use crate::proto::tesserapb::{RaftCommand, Region, TxnLock, TxnRecord};
 use crate::region::eval::WriteRequest;
 use crate::sequencer::{Sequencer, NEVER_COMPACTED};
@@ -69,8 +70,11 @@ pub struct PeerHandle {
 pub struct Store {
     pub engine: Engine,
     pub sequencer: Arc<Sequencer>,
+    pub lessor: Arc<Lessor>,
     pub store_id: u64,
     pub cluster_id: u64,
+    /// The meta group's region id.
+    pub meta_region: u64,
     peers: DashMap<u64, PeerHandle>,
     context: Arc<StoreContext>,
     system: Mutex<Option<BatchSystem<PeerFsm>>>,
@@ -86,6 +90,8 @@ impl Store {
             .map_err(|e| Error::Storage(format!("{}: {e}", cfg.data_dir.display())))?;
         let engine = Engine::open(&cfg.data_dir)?;
         let (regions, cluster_id) = load_or_bootstrap(&engine, &cfg)?;
+        let meta_region = regions.iter().find(|r| r.meta).map(|r| r.id).expect("bootstrap creates the meta group");
+        let lessor = Arc::new(Lessor::load(&engine)?);
         let compacted = match engine.db.get_cf(engine.meta(), keys::COMPACTED)? {
             Some(b) => i64::from_be_bytes(
                 b.as_slice().try_into().map_err(|_| Error::Storage("corrupt compacted revision".into()))?,
@@ -117,6 +123,7 @@ impl Store {
             store_id: cfg.store_id,
             raft: cfg.raft.clone(),
             max_term: AtomicU64::new(0),
+            lessor: lessor.clone(),
         });
         let peers = DashMap::new();
         for (region, peer) in loaded {
@@ -130,8 +137,10 @@ impl Store {
         let store = Arc::new(Store {
             engine,
             sequencer,
+            lessor,
             store_id: cfg.store_id,
             cluster_id,
+            meta_region,
             peers,
             context,
             system: Mutex::new(Some(system)),
@@ -142,15 +151,20 @@ impl Store {
         Ok(store)
     }
 
-    /// Every region, ordered by start key.
+    /// Every region that owns user keys (not the meta group), ordered by start key.
     pub fn regions(&self) -> Vec<Region> {
-        let mut regions: Vec<Region> = self.peers.iter().map(|p| (*p.region).clone()).collect();
+        let mut regions: Vec<Region> =
+            self.peers.iter().filter(|p| !p.region.meta).map(|p| (*p.region).clone()).collect();
         regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
         regions
     }
 
     pub fn peer(&self, region: u64) -> Result<PeerHandle> {
         self.peers.get(&region).map(|p| p.clone()).ok_or(Error::RegionNotFound)
+    }
+
+    pub fn raft_config(&self) -> &super::RaftConfig {
+        &self.context.raft
     }
 
     /// The highest raft term among this store's regions (for headers).
@@ -221,10 +235,10 @@ impl Store {
         self.ask(region, |cb| PeerMsg::ReadIndex { cb }).await
     }
 
-    /// Proposes one step of a cross-region txn in `region` (one attempt);
-    /// whether it took effect.
-    pub async fn txn(&self, region: u64, epoch_version: u64, cmd: RaftCommand) -> Result<bool> {
-        self.ask(region, |cb| PeerMsg::Txn { cmd, epoch_version, cb }).await
+    /// Proposes `cmd` as it is in `region` (a txn step, a lease change; one
+    /// attempt); whether it took effect.
+    pub async fn propose(&self, region: u64, epoch_version: u64, cmd: RaftCommand) -> Result<bool> {
+        self.ask(region, |cb| PeerMsg::Command { cmd, epoch_version, cb }).await
     }
 
     /// Every cross-region txn lock held (applied) in any region, and every
@@ -308,10 +322,18 @@ fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig) -> Result<(Vec<Region>,
             if !cfg.initial_split_keys.is_empty() {
                 tracing::info!("data dir already holds {} regions; --initial-split-keys ignored", regions.len());
             }
+            if !regions.iter().any(|r| r.meta) {
+                // A data dir from before the meta group existed.
+                let meta =
+                    crate::region::meta_region(regions.iter().map(|r| r.id).max().unwrap_or(0) + 1, cfg.store_id);
+                engine.db.put_cf(engine.meta(), keys::region(meta.id), meta.encode_to_vec())?;
+                regions.push(meta);
+            }
             return Ok((regions, id));
         }
     }
-    let regions = crate::region::initial_regions(&cfg.initial_split_keys, cfg.store_id);
+    let mut regions = crate::region::initial_regions(&cfg.initial_split_keys, cfg.store_id);
+    regions.push(crate::region::meta_region(regions.len() as u64 + 1, cfg.store_id));
     let cluster_id = random_id();
     let mut wb = rocksdb::WriteBatch::default();
     for r in &regions {

@@ -27,6 +27,8 @@ pub trait KvView {
     /// The live keys of `key`/`end` (as [`range_end`] gives) at an earlier
     /// `revision`, with etcd's errors for a compacted or future revision.
     fn range_at(&self, key: &[u8], end: Option<Option<Vec<u8>>>, revision: i64) -> Result<Vec<KeyValue>>;
+    /// Whether etcd lease `id` exists (a put may attach to it).
+    fn lease_exists(&self, id: i64) -> bool;
 }
 
 /// A write request routed to one region.
@@ -35,6 +37,12 @@ pub enum WriteRequest {
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
+    /// Deletes those of `keys` still attached to etcd lease `lease` (the
+    /// second step of a lease revoke or expiry).
+    DeleteLeased {
+        lease: i64,
+        keys: Vec<Vec<u8>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +50,8 @@ pub enum WriteResponse {
     Put(PutResponse),
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
+    /// How many keys were deleted.
+    DeleteLeased(usize),
 }
 
 /// What a write decided.
@@ -74,14 +84,15 @@ pub fn evaluate(req: &WriteRequest, base: &dyn KvView, alloc: &mut dyn FnMut() -
         WriteRequest::Put(r) => WriteResponse::Put(ev.put(r)?),
         WriteRequest::DeleteRange(r) => WriteResponse::DeleteRange(ev.delete_range(r)?),
         WriteRequest::Txn(r) => WriteResponse::Txn(ev.txn(r)?),
+        WriteRequest::DeleteLeased { lease, keys } => WriteResponse::DeleteLeased(ev.delete_leased(*lease, keys)?),
     };
     let Evaluator { mut pending, order, revision, .. } = ev;
     let effects = order
         .into_iter()
         .enumerate()
-        .map(|(sub, key)| {
+        .map(|(sub, (key, prev_lease))| {
             let kv = pending.remove(&key).expect("every ordered key is pending");
-            Effect { key, kv, sub: sub as u32 }
+            Effect { key, kv, sub: sub as u32, prev_lease }
         })
         .collect();
     Ok(Evaluation { revision, effects, response })
@@ -134,8 +145,9 @@ struct Evaluator<'a> {
     base: &'a dyn KvView,
     /// This write's own changes so far: later ops of a txn see earlier ones.
     pending: BTreeMap<Vec<u8>, Option<KeyValue>>,
-    /// Keys of `pending` in first-write order.
-    order: Vec<Vec<u8>>,
+    /// Keys of `pending` in first-write order, with the lease each was
+    /// attached to before this write.
+    order: Vec<(Vec<u8>, i64)>,
     revision: Option<u64>,
     alloc: &'a mut dyn FnMut() -> u64,
 }
@@ -164,9 +176,12 @@ impl Evaluator<'_> {
         Ok(overlay_range(base, &self.pending, key, end.as_deref(), |kv| kv.as_ref()))
     }
 
-    fn set(&mut self, key: &[u8], kv: Option<KeyValue>) {
+    /// Records the write of `key`; `prev` is its value just before (as
+    /// this write saw it).
+    fn set(&mut self, key: &[u8], kv: Option<KeyValue>, prev: Option<&KeyValue>) {
         if self.pending.insert(key.to_vec(), kv).is_none() {
-            self.order.push(key.to_vec());
+            // First write of the key here: `prev` is the state before the write.
+            self.order.push((key.to_vec(), prev.map_or(0, |p| p.lease)));
         }
     }
 
@@ -176,8 +191,7 @@ impl Evaluator<'_> {
             return Err(Error::KeyNotFound);
         }
         let lease = if r.ignore_lease { prev.as_ref().map_or(0, |p| p.lease) } else { r.lease };
-        if lease != 0 {
-            // No lessor yet: no lease can exist (etcd's answer for an unknown lease).
+        if lease != 0 && !self.base.lease_exists(lease) {
             return Err(Error::LeaseNotFound);
         }
         let value =
@@ -191,7 +205,7 @@ impl Evaluator<'_> {
             value,
             lease,
         };
-        self.set(&r.key, Some(kv));
+        self.set(&r.key, Some(kv), prev.as_ref());
         Ok(PutResponse { header: None, prev_kv: if r.prev_kv { prev } else { None } })
     }
 
@@ -201,10 +215,22 @@ impl Evaluator<'_> {
             self.revision();
         }
         for kv in &doomed {
-            self.set(&kv.key, None);
+            self.set(&kv.key, None, Some(kv));
         }
         let deleted = doomed.len() as i64;
         Ok(DeleteRangeResponse { header: None, deleted, prev_kvs: if r.prev_kv { doomed } else { Vec::new() } })
+    }
+
+    fn delete_leased(&mut self, lease: i64, keys: &[Vec<u8>]) -> Result<usize> {
+        let mut deleted = 0;
+        for key in keys {
+            if let Some(kv) = self.get(key)?.filter(|kv| kv.lease == lease) {
+                self.revision();
+                self.set(key, None, Some(&kv));
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     fn read(&self, r: &RangeRequest) -> Result<RangeResponse> {
@@ -312,6 +338,9 @@ mod tests {
         fn range_at(&self, _key: &[u8], _end: Option<Option<Vec<u8>>>, _revision: i64) -> Result<Vec<KeyValue>> {
             Err(Error::Compacted)
         }
+        fn lease_exists(&self, id: i64) -> bool {
+            id == 42
+        }
     }
 
     fn view() -> MapView {
@@ -407,5 +436,8 @@ mod tests {
         let mut alloc = || 1;
         let req = WriteRequest::Put(PutRequest { key: b"k".to_vec(), lease: 5, ..Default::default() });
         assert_eq!(evaluate(&req, &view(), &mut alloc).unwrap_err(), Error::LeaseNotFound);
+        let req = WriteRequest::Put(PutRequest { key: b"a".to_vec(), lease: 42, ..Default::default() });
+        let ev = evaluate(&req, &view(), &mut alloc).unwrap();
+        assert_eq!((ev.effects[0].prev_lease, ev.effects[0].kv.as_ref().unwrap().lease), (0, 42));
     }
 }

@@ -34,8 +34,20 @@ pub fn initial_regions(split_keys: &[Vec<u8>], store_id: u64) -> Vec<Region> {
             end_key: w[1].clone(),
             epoch: Some(RegionEpoch { version: 1, conf_ver: 1 }),
             peers: vec![Peer { id: store_id, store_id }],
+            meta: false,
         })
         .collect()
+}
+
+/// The meta group of a fresh single-store cluster, with region id `id`.
+pub fn meta_region(id: u64, store_id: u64) -> Region {
+    Region {
+        id,
+        epoch: Some(RegionEpoch { version: 1, conf_ver: 1 }),
+        peers: vec![Peer { id: store_id, store_id }],
+        meta: true,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ pub fn write_key_ranges(req: &WriteRequest) -> Vec<(Vec<u8>, Vec<u8>)> {
         WriteRequest::Put(r) => out.push((r.key.clone(), Vec::new())),
         WriteRequest::DeleteRange(r) => out.push((r.key.clone(), r.range_end.clone())),
         WriteRequest::Txn(t) => txn_key_ranges(t, &mut out),
+        WriteRequest::DeleteLeased { keys, .. } => out.extend(keys.iter().map(|k| (k.clone(), Vec::new()))),
     }
     out
 }

@@ -10,8 +10,11 @@
 //! by a txn in progress) are retried here until the request deadline;
 //! clients never see them.
 
+mod lease;
 pub mod table;
 mod txn;
+
+pub use lease::LeaseTtl;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
@@ -259,7 +262,12 @@ impl Router {
     async fn read_txn(&self, req: &TxnRequest, spans: &[(Vec<u8>, Vec<u8>)]) -> Result<TxnResponse> {
         let (mut resp, current) = self
             .snapshot_read(spans, false, |reader, _pieces, current| {
-                let view = SnapshotView { reader, revision: current, sequencer: &self.store.sequencer };
+                let view = SnapshotView {
+                    reader,
+                    revision: current,
+                    sequencer: &self.store.sequencer,
+                    lessor: &self.store.lessor,
+                };
                 eval::evaluate_read_txn(req, &view)
             })
             .await?;
@@ -360,6 +368,7 @@ struct SnapshotView<'a> {
     reader: &'a MvccReader<'a>,
     revision: u64,
     sequencer: &'a crate::sequencer::Sequencer,
+    lessor: &'a crate::lessor::Lessor,
 }
 
 impl KvView for SnapshotView<'_> {
@@ -372,5 +381,9 @@ impl KvView for SnapshotView<'_> {
     fn range_at(&self, key: &[u8], end: Option<Option<Vec<u8>>>, revision: i64) -> Result<Vec<KeyValue>> {
         let at = self.sequencer.check_read(revision, self.revision)?;
         self.reader.read_at(key, end, at)
+    }
+
+    fn lease_exists(&self, id: i64) -> bool {
+        self.lessor.exists(id)
     }
 }

@@ -95,7 +95,8 @@ impl Router {
         let mut taken = None;
         let evaluated = {
             let reader = MvccReader::new(&self.store.engine.db, self.store.engine.mvcc(), None);
-            let view = SnapshotView { reader: &reader, revision: sequencer.last(), sequencer };
+            let view =
+                SnapshotView { reader: &reader, revision: sequencer.last(), sequencer, lessor: &self.store.lessor };
             eval::evaluate(req, &view, &mut || {
                 let r = sequencer.next();
                 taken = Some(r);
@@ -183,7 +184,7 @@ impl Router {
                 let (tx, rx) = oneshot::channel();
                 let sent = self.store.peer(part.region).and_then(|peer| {
                     peer.mailbox
-                        .send(PeerMsg::Txn { cmd, epoch_version: part.epoch_version, cb: tx })
+                        .send(PeerMsg::Command { cmd, epoch_version: part.epoch_version, cb: tx })
                         .map_err(|_| Error::Stopped)
                 });
                 async move {
@@ -198,7 +199,7 @@ impl Router {
     /// retried for as long as its errors are retryable, without a deadline.
     async fn until_decided(&self, part: &Part, cmd: &RaftCommand) -> Result<bool> {
         loop {
-            match self.store.txn(part.region, part.epoch_version, cmd.clone()).await {
+            match self.store.propose(part.region, part.epoch_version, cmd.clone()).await {
                 Err(e) if e.is_retryable() => {
                     tracing::debug!(region = part.region, "retrying a txn step: {e}");
                     tokio::time::sleep(RETRY_BACKOFF).await;
@@ -221,7 +222,8 @@ impl Router {
     }
 
     /// Resolves every cross-region txn a crash left behind: commits the
-    /// locks of txns whose primary recorded a commit, rolls back the rest.
+    /// locks of txns whose primary recorded a commit, rolls back the rest;
+    /// then deletes the keys of leases whose revoke a crash interrupted.
     /// Call once at start, after every region leads and has applied its log
     /// and before serving. Returns the number of locks resolved.
     pub async fn recover(&self) -> Result<usize> {
@@ -259,6 +261,7 @@ impl Router {
             self.until_decided(&part, &step(Txn::Forget(record.txn_id))).await?;
         }
         self.store.sequencer.settle();
+        self.delete_orphaned_lease_keys().await?;
         Ok(resolved)
     }
 }

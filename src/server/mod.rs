@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod http;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod unimplemented;
 pub mod validate;
@@ -19,6 +20,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::router::Router;
@@ -74,18 +76,18 @@ pub async fn serve(
         router: router.clone(),
         progress_interval: cfg.progress_notify_interval,
         max_response_bytes: limits.max_request_bytes,
-        stopping,
+        stopping: stopping.clone(),
     })
     .max_encoding_message_size(usize::MAX);
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService { router: router.clone() });
     let cluster = ClusterServer::new(cluster::ClusterService { router: router.clone(), member: cfg.member });
-    let kv = KvServer::new(kv::KvService { router, limits })
+    let kv = KvServer::new(kv::KvService { router: router.clone(), limits })
         .max_decoding_message_size(DECODE_LIMIT_BYTES.max(limits.max_message_bytes()))
         .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
         .add_service(kv)
         .add_service(watch)
-        .add_service(Unimplemented::<unimplemented::Lease>::new())
+        .add_service(LeaseServer::new(lease::LeaseService { router: router.clone(), stopping: stopping.clone() }))
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(Unimplemented::<unimplemented::Auth>::new())

@@ -67,7 +67,6 @@ macro_rules! service_names {
 }
 
 service_names! {
-    Lease => "etcdserverpb.Lease",
     Auth => "etcdserverpb.Auth",
     Lock => "v3lockpb.Lock",
     Election => "v3electionpb.Election",

@@ -49,6 +49,7 @@ impl InProc {
         .expect("open task");
         let router = Arc::new(Router::new(store.clone(), 1));
         router.recover().await.expect("txn recovery");
+        router.start_lease_expiry();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
