@@ -23,6 +23,15 @@ pub enum Error {
     LeaseExists,
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// A lock or campaign whose key went away (its lease ended) while it waited.
+    #[error("session expired")]
+    SessionExpired,
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
     #[error("etcdserver: invalid sort option")]
     InvalidSortOption,
     #[error("etcdserver: too many operations in txn request")]
@@ -100,6 +109,10 @@ impl From<Error> for Status {
             Error::LeaseNotFound => Code::NotFound,
             Error::LeaseExists => Code::FailedPrecondition,
             Error::LeaseTtlTooLarge => Code::OutOfRange,
+            // etcd's lock and election servers pass these on as plain errors.
+            Error::SessionExpired | Error::ElectionNotLeader | Error::ElectionNoLeader | Error::MissingLeaderKey => {
+                Code::Unknown
+            }
             Error::MessageTooLarge { .. } => Code::ResourceExhausted,
             Error::Compacted | Error::FutureRevision => Code::OutOfRange,
             Error::NotLeader { .. }

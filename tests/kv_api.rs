@@ -280,7 +280,7 @@ async fn bad_input_gets_etcd_errors_and_the_server_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn services_not_built_yet_answer_unimplemented_naming_the_method() {
+async fn methods_not_built_yet_answer_unimplemented_and_auth_is_disabled() {
     bounded(async {
         let node = InProc::start(SPLITS).await;
         let mut c = node.client().await;
@@ -288,9 +288,11 @@ async fn services_not_built_yet_answer_unimplemented_naming_the_method() {
             code_of(c.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await.unwrap_err());
         assert_eq!(code, Code::Unimplemented);
         assert!(msg.contains("etcdserverpb.Maintenance/Alarm"), "{msg}");
-        let (code, msg) = code_of(c.lock("l", None).await.unwrap_err());
-        assert_eq!(code, Code::Unimplemented);
-        assert!(msg.contains("v3lockpb.Lock/Lock"), "{msg}");
+        // No authentication yet: etcd's answer for a cluster without it.
+        let (code, msg) = code_of(c.user_add("root", "pw", None).await.unwrap_err());
+        assert_eq!((code, msg.as_str()), (Code::FailedPrecondition, "etcdserver: authentication is not enabled"));
+        let (code, _) = code_of(c.auth_enable().await.unwrap_err());
+        assert_eq!(code, Code::FailedPrecondition);
         // Still serving.
         c.put("a", "1", None).await.unwrap();
         node.stop().await;

@@ -2,12 +2,15 @@
 //! endpoint. Handlers validate, route, await, and map errors once
 //! (`From<Error> for Status`).
 
+pub mod auth;
 pub mod cluster;
+mod concurrency;
+pub mod election;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
-pub mod unimplemented;
 pub mod validate;
 pub mod watch;
 
@@ -18,14 +21,16 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::router::Router;
 pub use cluster::MemberInfo;
-use unimplemented::Unimplemented;
 pub use validate::Limits;
 
 /// What the gRPC edge needs besides the router.
@@ -90,9 +95,12 @@ pub async fn serve(
         .add_service(LeaseServer::new(lease::LeaseService { router: router.clone(), stopping: stopping.clone() }))
         .add_service(cluster)
         .add_service(maintenance)
-        .add_service(Unimplemented::<unimplemented::Auth>::new())
-        .add_service(Unimplemented::<unimplemented::Lock>::new())
-        .add_service(Unimplemented::<unimplemented::Election>::new())
+        .add_service(AuthServer::new(auth::AuthService { router: router.clone() }))
+        .add_service(LockServer::new(lock::LockService { router: router.clone() }))
+        .add_service(ElectionServer::new(election::ElectionService {
+            router: router.clone(),
+            stopping: stopping.clone(),
+        }))
         // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await
