@@ -23,6 +23,10 @@ pub enum Error {
     LeaseExists,
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
     /// A lock or campaign whose key went away (its lease ended) while it waited.
     #[error("session expired")]
     SessionExpired,
@@ -109,6 +113,8 @@ impl From<Error> for Status {
             Error::LeaseNotFound => Code::NotFound,
             Error::LeaseExists => Code::FailedPrecondition,
             Error::LeaseTtlTooLarge => Code::OutOfRange,
+            Error::NoSpace => Code::ResourceExhausted,
+            Error::BadLeaderTransferee => Code::FailedPrecondition,
             // etcd's lock and election servers pass these on as plain errors.
             Error::SessionExpired | Error::ElectionNotLeader | Error::ElectionNoLeader | Error::MissingLeaderKey => {
                 Code::Unknown

@@ -37,5 +37,6 @@ pub mod region;
 pub mod router;
 pub mod sequencer;
 pub mod server;
+pub mod snapshot;
 
 pub use error::{Error, Result};

@@ -34,6 +34,22 @@ enum Command {
     /// Drive any etcd v3 endpoint with a workload and report throughput and latency.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Work with snapshots taken by `etcdctl snapshot save` from tessera.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Check a snapshot's SHA-256 trailer and unpack it into a new data dir;
+    /// `tessera serve --data-dir DIR` then starts from it.
+    Restore {
+        /// The file `etcdctl snapshot save` wrote.
+        file: PathBuf,
+        /// The data dir to create (must be absent or empty).
+        #[arg(long, default_value = "tessera-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -79,6 +95,10 @@ struct ServeArgs {
     /// Most operations in one txn branch.
     #[arg(long, default_value_t = 128)]
     max_txn_ops: usize,
+    /// Storage quota: past it the NOSPACE alarm goes up and writes that
+    /// add data are refused (0: etcd's default, 2 GiB).
+    #[arg(long, default_value_t = 0)]
+    quota_backend_bytes: u64,
     /// How often watchers that asked for progress notifications get one.
     #[arg(long, default_value = "10m", value_parser = tessera::bench::parse_duration)]
     experimental_watch_progress_notify_interval: Duration,
@@ -103,6 +123,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Bench(cmd) => tokio::runtime::Runtime::new()?.block_on(bench(cmd)),
+        Command::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
+            let files = tessera::snapshot::restore(&file, &data_dir)?;
+            println!("restored {} ({files} files) into {}", file.display(), data_dir.display());
+            Ok(())
+        }
     }
 }
 
@@ -187,7 +212,8 @@ fn serve(args: ServeArgs) -> Result<()> {
 
 async fn run(args: ServeArgs, store: Arc<Store>) -> Result<()> {
     let member_id = member_id(&args.name, store.cluster_id);
-    let router = Arc::new(Router::new(store.clone(), member_id));
+    let router = Arc::new(Router::new(store.clone(), member_id)?);
+    router.alarms.set_quota(args.quota_backend_bytes);
     let recovered = router.recover().await.context("resolving cross-region txns left by a crash")?;
     let _expiry = router.start_lease_expiry();
     if recovered > 0 {

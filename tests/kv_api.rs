@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
 use inproc::InProc;
+use tessera::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use tonic::Code;
 
 const SPLITS: &[&str] = &["b", "m", "t"];
@@ -280,14 +281,19 @@ async fn bad_input_gets_etcd_errors_and_the_server_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn methods_not_built_yet_answer_unimplemented_and_auth_is_disabled() {
+async fn range_stream_is_unimplemented_and_auth_is_disabled() {
     bounded(async {
         let node = InProc::start(SPLITS).await;
         let mut c = node.client().await;
-        let (code, msg) =
-            code_of(c.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await.unwrap_err());
-        assert_eq!(code, Code::Unimplemented);
-        assert!(msg.contains("etcdserverpb.Maintenance/Alarm"), "{msg}");
+        // etcd 3.7's KV.RangeStream: UNIMPLEMENTED, so that Kubernetes falls back to Range.
+        let channel = tonic::transport::Channel::from_shared(node.endpoint.clone()).unwrap().connect().await.unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.KV/RangeStream");
+        let codec = tonic_prost::ProstCodec::<RangeRequest, RangeResponse>::default();
+        let req = tonic::Request::new(RangeRequest { key: b"a".to_vec(), ..Default::default() });
+        let err = grpc.server_streaming(req, path, codec).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unimplemented);
         // No authentication yet: etcd's answer for a cluster without it.
         let (code, msg) = code_of(c.user_add("root", "pw", None).await.unwrap_err());
         assert_eq!((code, msg.as_str()), (Code::FailedPrecondition, "etcdserver: authentication is not enabled"));

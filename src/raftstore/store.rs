@@ -69,6 +69,7 @@ pub struct PeerHandle {
 
 pub struct Store {
     pub engine: Engine,
+    pub data_dir: PathBuf,
     pub sequencer: Arc<Sequencer>,
     pub lessor: Arc<Lessor>,
     pub store_id: u64,
@@ -136,6 +137,7 @@ impl Store {
         }
         let store = Arc::new(Store {
             engine,
+            data_dir: cfg.data_dir.clone(),
             sequencer,
             lessor,
             store_id: cfg.store_id,
@@ -189,6 +191,16 @@ impl Store {
                 prop("rocksdb.total-sst-files-size") + prop("rocksdb.cur-size-all-mem-tables")
             })
             .sum()
+    }
+
+    /// Compacts every column family's files (etcd's defragment: gives the
+    /// space of deleted and compacted versions back to the filesystem).
+    pub fn defragment(&self) -> Result<()> {
+        let db = &self.engine.db;
+        for cf in [crate::engine::CF_RAFT, crate::engine::CF_META, crate::engine::CF_MVCC, crate::engine::CF_EVENTS] {
+            db.compact_range_cf(self.engine.cf(cf), None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
     }
 
     /// Whether every region leads here with a valid leader lease.

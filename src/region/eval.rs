@@ -132,6 +132,15 @@ pub fn overlay_range<V>(
     merged.into_values().collect()
 }
 
+/// Whether a txn (with nested txns) contains any put.
+pub fn txn_puts(req: &TxnRequest) -> bool {
+    req.success.iter().chain(&req.failure).any(|op| match &op.request {
+        Some(Request::RequestPut(_)) => true,
+        Some(Request::RequestTxn(t)) => txn_puts(t),
+        _ => false,
+    })
+}
+
 /// Whether a txn (with nested txns) contains any put or delete.
 pub fn txn_writes(req: &TxnRequest) -> bool {
     req.success.iter().chain(&req.failure).any(|op| match &op.request {

@@ -147,6 +147,31 @@ impl<'a> MvccReader<'a> {
         }
     }
 
+    /// A hash of every version at or below `revision` (keys and values as
+    /// stored): equal on stores with the same history, stable across
+    /// restarts. The first 4 bytes of a SHA-256.
+    pub fn hash(&self, revision: u64) -> Result<u32> {
+        use sha2::Digest;
+        let mut it = self.iter(Vec::new(), None);
+        it.seek_to_first();
+        let mut h = sha2::Sha256::new();
+        while it.valid() {
+            let k = it.key().expect("valid iterator");
+            let rev = u64::MAX - u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes"));
+            if rev <= revision {
+                let v = it.value().expect("valid iterator");
+                h.update((k.len() as u32).to_be_bytes());
+                h.update(k);
+                h.update((v.len() as u32).to_be_bytes());
+                h.update(v);
+            }
+            it.next();
+        }
+        it.status()?;
+        let digest = h.finalize();
+        Ok(u32::from_be_bytes(digest[..4].try_into().expect("4 bytes")))
+    }
+
     /// Adds to `wb` the deletes that compact `[start, end)` at `revision`:
     /// for every key, all versions below the newest one at or below
     /// `revision` go, and that one too when it is a tombstone. Reads at or

@@ -112,7 +112,7 @@ impl Router {
     /// A positive id not in use: the clock's nanoseconds, as a start.
     fn new_lease_id(&self) -> i64 {
         loop {
-            let id = (super::txn::first_txn_id() as i64 & i64::MAX).max(1);
+            let id = (super::unique_id() as i64 & i64::MAX).max(1);
             if !self.store.lessor.exists(id) {
                 return id;
             }

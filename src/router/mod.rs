@@ -10,6 +10,7 @@
 //! by a txn in progress) are retried here until the request deadline;
 //! clients never see them.
 
+pub mod alarm;
 mod lease;
 pub mod table;
 mod txn;
@@ -45,22 +46,27 @@ pub struct Router {
     compact_lock: tokio::sync::Mutex<()>,
     /// The next cross-region txn id.
     txn_ids: AtomicU64,
+    pub alarms: alarm::Alarms,
 }
 
 /// Backoff between retries of a routing error.
 const RETRY_BACKOFF: Duration = Duration::from_millis(10);
 
 impl Router {
-    pub fn new(store: Arc<Store>, member_id: u64) -> Router {
+    pub fn new(store: Arc<Store>, member_id: u64) -> Result<Router> {
         let table = RoutingTable::new(store.regions());
-        Router {
+        let alarms = alarm::Alarms::load(store.clone())?;
+        Ok(Router {
             store,
             table: RwLock::new(Arc::new(table)),
             member_id,
             request_timeout: Duration::from_secs(10),
             compact_lock: tokio::sync::Mutex::new(()),
-            txn_ids: AtomicU64::new(txn::first_txn_id()),
-        }
+            // Unlikely to repeat an id of an earlier run (txn ids only need to
+            // be unique among txns in progress and those a crash left behind).
+            txn_ids: AtomicU64::new(unique_id()),
+            alarms,
+        })
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -296,6 +302,12 @@ impl Router {
         crate::region::events::compact(&engine.db, engine.events(), revision as u64)?;
         Ok(CompactionResponse { header: Some(self.header(self.store.sequencer.last())) })
     }
+}
+
+/// Nanoseconds since the Unix epoch: a start for ids that must not repeat
+/// across restarts (txn ids, lease ids, scratch file names).
+pub fn unique_id() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos() as u64
 }
 
 /// The pieces of an etcd (key, range_end) pair.

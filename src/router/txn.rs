@@ -27,7 +27,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -268,10 +267,4 @@ impl Router {
 
 fn step(txn: Txn) -> RaftCommand {
     RaftCommand { txn: Some(txn), ..Default::default() }
-}
-
-/// A first txn id unlikely to repeat one of an earlier run (ids only need
-/// to be unique among the txns in progress and those a crash left behind).
-pub(super) fn first_txn_id() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos() as u64
 }

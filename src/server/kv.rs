@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use super::validate::{self, Limits};
@@ -27,6 +28,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         self.limits.size(&req)?;
         validate::put(&req)?;
+        self.router.alarms.check_write(req.encoded_len())?;
         Ok(Response::new(self.router.put(req).await?))
     }
 
@@ -44,6 +46,9 @@ impl Kv for KvService {
         let req = request.into_inner();
         self.limits.size(&req)?;
         validate::txn(&req, self.limits.max_txn_ops)?;
+        if crate::region::eval::txn_puts(&req) {
+            self.router.alarms.check_write(req.encoded_len())?;
+        }
         Ok(Response::new(self.router.txn(req).await?))
     }
 

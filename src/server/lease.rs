@@ -28,6 +28,7 @@ impl LeaseService {
 impl Lease for LeaseService {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Reply<LeaseGrantResponse> {
         let req = request.into_inner();
+        self.router.alarms.check_write(0)?;
         let (id, ttl) = self.router.lease_grant(req.id, req.ttl).await?;
         Ok(Response::new(LeaseGrantResponse { header: self.header(), id, ttl, error: String::new() }))
     }

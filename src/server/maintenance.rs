@@ -1,8 +1,11 @@
-//! The etcd Maintenance service: Status for now; the other methods answer
-//! UNIMPLEMENTED naming themselves until the etcd-surface issue builds them.
+//! The etcd Maintenance service: Status, Alarm (with the storage quota of
+//! [`super::alarm`]), Defragment, Hash, HashKV, Snapshot and MoveLeader;
+//! Downgrade answers UNIMPLEMENTED.
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Reply;
@@ -43,26 +46,140 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn alarm(&self, _r: Request<AlarmRequest>) -> Reply<AlarmResponse> {
-        Err(not_yet("etcdserverpb.Maintenance/Alarm"))
+    async fn alarm(&self, request: Request<AlarmRequest>) -> Reply<AlarmResponse> {
+        let req = request.into_inner();
+        let header = self.router.header(self.router.store().sequencer.last());
+        let member = header.member_id;
+        let members =
+            |alarms: Vec<i32>| alarms.into_iter().map(|alarm| AlarmMember { member_id: member, alarm }).collect();
+        let alarms = match alarm_request::AlarmAction::try_from(req.action).unwrap_or(alarm_request::AlarmAction::Get) {
+            alarm_request::AlarmAction::Get => members(self.router.alarms.list()),
+            alarm_request::AlarmAction::Activate => {
+                if req.alarm != AlarmType::None as i32 {
+                    self.router.alarms.set(req.alarm, true)?;
+                }
+                members(vec![req.alarm])
+            }
+            alarm_request::AlarmAction::Deactivate => {
+                // etcd answers with the alarms it cleared.
+                let cleared = |a: i32| self.router.alarms.set(a, false).map(|changed| changed.then_some(a));
+                let targets =
+                    if req.alarm == AlarmType::None as i32 { self.router.alarms.list() } else { vec![req.alarm] };
+                let mut done = Vec::new();
+                for a in targets {
+                    done.extend(cleared(a)?);
+                }
+                members(done)
+            }
+        };
+        Ok(Response::new(AlarmResponse { header: Some(header), alarms }))
     }
+
     async fn defragment(&self, _r: Request<DefragmentRequest>) -> Reply<DefragmentResponse> {
-        Err(not_yet("etcdserverpb.Maintenance/Defragment"))
+        let store = self.router.store().clone();
+        tokio::task::spawn_blocking(move || store.defragment())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(DefragmentResponse { header: Some(self.router.header(self.router.store().sequencer.last())) }))
     }
+
     async fn hash(&self, _r: Request<HashRequest>) -> Reply<HashResponse> {
-        Err(not_yet("etcdserverpb.Maintenance/Hash"))
+        let (hash, revision) = self.hash_at(0).await?;
+        Ok(Response::new(HashResponse { header: Some(self.router.header(revision)), hash }))
     }
-    async fn hash_kv(&self, _r: Request<HashKvRequest>) -> Reply<HashKvResponse> {
-        Err(not_yet("etcdserverpb.Maintenance/HashKV"))
+
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Reply<HashKvResponse> {
+        let (hash, revision) = self.hash_at(request.into_inner().revision).await?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.router.header(self.router.store().sequencer.last())),
+            hash,
+            compact_revision: self.router.store().sequencer.compacted(),
+            hash_revision: revision as i64,
+        }))
     }
-    type SnapshotStream = tokio_stream::Empty<Result<SnapshotResponse, Status>>;
+
+    type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
+
+    /// Streams a snapshot of the whole store (see [`crate::snapshot`]),
+    /// SHA-256 trailer included, in 64 KiB pieces.
     async fn snapshot(&self, _r: Request<SnapshotRequest>) -> Reply<Self::SnapshotStream> {
-        Err(not_yet("etcdserverpb.Maintenance/Snapshot"))
+        let store = self.router.store().clone();
+        let header = self.router.header(store.sequencer.last());
+        let scratch = store.data_dir.join("snapshot-tmp");
+        let file = scratch.join(format!("snapshot-{}.tss", crate::router::unique_id()));
+        let path = file.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&scratch).map_err(|e| crate::error::Error::Storage(e.to_string()))?;
+            crate::snapshot::create(&store.engine, &scratch, &path)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let result = stream_file(&file, header, &tx).await;
+            let _ = tokio::fs::remove_file(&file).await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(Status::internal(format!("reading the snapshot: {e}")))).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
-    async fn move_leader(&self, _r: Request<MoveLeaderRequest>) -> Reply<MoveLeaderResponse> {
-        Err(not_yet("etcdserverpb.Maintenance/MoveLeader"))
+
+    /// One store leads everything: moving the leadership to itself is a
+    /// no-op, to anyone else etcd's "bad leader transferee".
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Reply<MoveLeaderResponse> {
+        let header = self.router.header(self.router.store().sequencer.last());
+        if request.into_inner().target_id != header.member_id {
+            return Err(crate::error::Error::BadLeaderTransferee.into());
+        }
+        Ok(Response::new(MoveLeaderResponse { header: Some(header) }))
     }
+
     async fn downgrade(&self, _r: Request<DowngradeRequest>) -> Reply<DowngradeResponse> {
         Err(not_yet("etcdserverpb.Maintenance/Downgrade"))
     }
+}
+
+impl MaintenanceService {
+    /// The hash of the MVCC data at `revision` (0: the current one).
+    async fn hash_at(&self, revision: i64) -> Result<(u32, u64), Status> {
+        let store = self.router.store().clone();
+        let at = store.sequencer.check_read(revision, store.sequencer.last())?;
+        let hash = tokio::task::spawn_blocking(move || {
+            let reader = crate::region::mvcc::MvccReader::new(&store.engine.db, store.engine.mvcc(), None);
+            reader.hash(at)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok((hash, at))
+    }
+}
+
+/// Sends `path` in pieces, each with how many bytes remain after it.
+async fn stream_file(
+    path: &std::path::Path,
+    header: ResponseHeader,
+    tx: &mpsc::Sender<Result<SnapshotResponse, Status>>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut remaining = f.metadata().await?.len();
+    let mut buf = vec![0u8; 64 << 10];
+    while remaining > 0 {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "snapshot file shrank"));
+        }
+        remaining -= n as u64;
+        let piece = SnapshotResponse {
+            header: Some(header),
+            remaining_bytes: remaining,
+            blob: buf[..n].to_vec(),
+            version: ETCD_VERSION.to_string(),
+        };
+        if tx.send(Ok(piece)).await.is_err() {
+            return Ok(()); // the client left
+        }
+    }
+    Ok(())
 }

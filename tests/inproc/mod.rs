@@ -19,6 +19,7 @@ pub const LIMITS: Limits = Limits { max_request_bytes: 1536 * 1024, max_txn_ops:
 pub struct InProc {
     pub endpoint: String,
     pub store: Arc<Store>,
+    pub router: Arc<Router>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -47,9 +48,10 @@ impl InProc {
         })
         .await
         .expect("open task");
-        let router = Arc::new(Router::new(store.clone(), 1));
+        let router = Arc::new(Router::new(store.clone(), 1).expect("router"));
         router.recover().await.expect("txn recovery");
         router.start_lease_expiry();
+        let server_router = router.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -65,7 +67,7 @@ impl InProc {
             .await
             .expect("server");
         });
-        InProc { endpoint, store, stop: Some(stop), server: Some(server), _dir: None }
+        InProc { endpoint, store, router: server_router, stop: Some(stop), server: Some(server), _dir: None }
     }
 
     pub async fn client(&self) -> etcd_client::Client {

@@ -1,0 +1,141 @@
+//! The etcd Maintenance service through the Rust `etcd-client` crate:
+//! snapshot (etcd's trailer; restored with `tessera snapshot restore`'s
+//! code into a store that serves the same data), HashKV, the storage
+//! quota and its NOSPACE alarm, defragment, move-leader.
+
+mod inproc;
+
+use std::time::Duration;
+
+use etcd_client::{AlarmAction, AlarmType, Client, GetOptions};
+use inproc::InProc;
+use sha2::{Digest, Sha256};
+use tonic::Code;
+
+const SPLITS: &[&str] = &["b", "m", "t"];
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(TIMEOUT, f).await.expect("test timed out");
+}
+
+fn code_of(e: etcd_client::Error) -> (Code, String) {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+async fn snapshot_bytes(c: &mut Client) -> Vec<u8> {
+    let mut stream = c.snapshot().await.unwrap();
+    let mut bytes = Vec::new();
+    while let Some(piece) = stream.message().await.unwrap() {
+        bytes.extend_from_slice(piece.blob());
+        if piece.remaining_bytes() == 0 {
+            break;
+        }
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_restores_into_a_store_with_the_same_data_and_hash() {
+    bounded(async {
+        let node = InProc::start(SPLITS).await;
+        let mut c = node.client().await;
+        for k in ["a", "c", "n", "u"] {
+            c.put(k, format!("v-{k}"), None).await.unwrap();
+        }
+        c.delete("c", None).await.unwrap();
+        let hash = c.hash_kv(0).await.unwrap();
+        let bytes = snapshot_bytes(&mut c).await;
+        assert_eq!(bytes.len() % 512, 32, "what etcdctl snapshot save takes for etcd's trailer");
+        let (body, trailer) = bytes.split_at(bytes.len() - 32);
+        assert_eq!(Sha256::digest(body).as_slice(), trailer);
+        // Writes after the snapshot are not in it.
+        c.put("later", "x", None).await.unwrap();
+        node.stop().await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("snap.db");
+        std::fs::write(&file, &bytes).unwrap();
+        let restored = dir.path().join("data");
+        assert!(tessera::snapshot::restore(&file, &restored).unwrap() > 0);
+        let again = tessera::snapshot::restore(&file, &restored).unwrap_err();
+        assert!(again.to_string().contains("non-empty"), "{again}");
+        let mut corrupt = bytes.clone();
+        corrupt[100] ^= 1;
+        std::fs::write(&file, &corrupt).unwrap();
+        let bad = tessera::snapshot::restore(&file, &dir.path().join("other")).unwrap_err();
+        assert!(bad.to_string().contains("hash mismatch"), "{bad}");
+
+        let node = InProc::start_in(&restored, SPLITS, |_| {}).await;
+        let mut c = node.client().await;
+        let all = c.get("\0", Some(GetOptions::new().with_from_key())).await.unwrap();
+        let keys: Vec<&str> = all.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+        assert_eq!(keys, ["a", "n", "u"]);
+        let restored_hash = c.hash_kv(0).await.unwrap();
+        assert_eq!(restored_hash.hash(), hash.hash(), "same history, same hash");
+        assert_eq!(restored_hash.header().unwrap().revision(), hash.header().unwrap().revision());
+        node.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_kv_is_stable_for_a_revision_and_moves_with_writes() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let node = InProc::start_in(dir.path(), SPLITS, |_| {}).await;
+        let mut c = node.client().await;
+        let rev = c.put("a", "1", None).await.unwrap().header().unwrap().revision();
+        let at = c.hash_kv(rev).await.unwrap();
+        c.put("a", "2", None).await.unwrap();
+        assert_eq!(c.hash_kv(rev).await.unwrap().hash(), at.hash(), "an old revision keeps its hash");
+        let now = c.hash_kv(0).await.unwrap().hash();
+        assert_ne!(now, at.hash(), "a write moves the current hash");
+        let (code, _) = code_of(c.hash_kv(rev + 100).await.unwrap_err());
+        assert_eq!(code, Code::OutOfRange, "a future revision");
+        node.stop().await;
+        let node = InProc::start_in(dir.path(), SPLITS, |_| {}).await;
+        let mut c = node.client().await;
+        assert_eq!(c.hash_kv(0).await.unwrap().hash(), now, "stable across a restart");
+        node.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_quota_writes_are_refused_until_the_alarm_is_disarmed() {
+    bounded(async {
+        let node = InProc::start(SPLITS).await;
+        let mut c = node.client().await;
+        c.put("keep", "v", None).await.unwrap();
+        node.router.alarms.set_quota(1); // any store is past one byte
+        let (code, msg) = code_of(c.put("k", "v", None).await.unwrap_err());
+        assert_eq!((code, msg.as_str()), (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"));
+        let alarms = c.alarm(AlarmAction::Get, AlarmType::None, None).await.unwrap();
+        assert_eq!(alarms.alarms().len(), 1);
+        assert_eq!(alarms.alarms()[0].alarm(), AlarmType::Nospace);
+        // Reads and deletes still work; lease grants do not.
+        assert_eq!(c.get("keep", None).await.unwrap().count(), 1);
+        assert_eq!(c.delete("keep", None).await.unwrap().deleted(), 1);
+        assert_eq!(code_of(c.lease_grant(10, None).await.unwrap_err()).0, Code::ResourceExhausted);
+
+        node.router.alarms.set_quota(1 << 30);
+        let (code, _) = code_of(c.put("k", "v", None).await.unwrap_err());
+        assert_eq!(code, Code::ResourceExhausted, "the alarm stays up until disarmed");
+        let disarmed = c.alarm(AlarmAction::Deactivate, AlarmType::Nospace, None).await.unwrap();
+        assert_eq!(disarmed.alarms().len(), 1);
+        c.put("k", "v", None).await.unwrap();
+        assert!(c.alarm(AlarmAction::Get, AlarmType::None, None).await.unwrap().alarms().is_empty());
+
+        c.defragment().await.unwrap();
+        let status = c.status().await.unwrap();
+        c.move_leader(status.leader()).await.unwrap();
+        let (code, msg) = code_of(c.move_leader(status.leader() + 1).await.unwrap_err());
+        assert_eq!((code, msg.as_str()), (Code::FailedPrecondition, "etcdserver: bad leader transferee"));
+        node.stop().await;
+    })
+    .await;
+}
