@@ -139,3 +139,35 @@ async fn past_the_quota_writes_are_refused_until_the_alarm_is_disarmed() {
     })
     .await;
 }
+
+/// `GET path` over HTTP/1.1; (status line, body).
+async fn http_get(endpoint: &str, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// etcd's /health, /version and /metrics answer on the client port, beside gRPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_version_and_metrics_over_http_on_the_client_port() {
+    bounded(async {
+        let node = InProc::start(SPLITS).await;
+        let (status, body) = http_get(&node.endpoint, "/health").await;
+        assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", r#"{"health":"true"}"#));
+        let (_, body) = http_get(&node.endpoint, "/version").await;
+        assert_eq!(body, r#"{"etcdserver":"3.5.13","etcdcluster":"3.5.0"}"#);
+        let (_, body) = http_get(&node.endpoint, "/metrics").await;
+        assert!(body.contains("tessera_region_lease_valid{region=\"1\"} 1"), "{body}");
+        // gRPC still works on the same port.
+        node.client().await.put("a", "1", None).await.unwrap();
+        node.stop().await;
+    })
+    .await;
+}

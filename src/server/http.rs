@@ -1,14 +1,51 @@
-//! A minimal HTTP/1.1 endpoint for `--listen-metrics-urls`: `GET /metrics`
-//! (Prometheus text) and `GET /health`.
+//! etcd's plain HTTP paths: `GET /metrics` (Prometheus text), `/health`
+//! and `/version`. Served on the client port beside gRPC (see
+//! [`super::serve`]) and by a minimal HTTP/1.1 listener of their own for
+//! `--listen-metrics-urls`.
 
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::http::{header, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::metrics::METRICS;
 use crate::raftstore::Store;
+
+/// The paths [`answer_path`] serves.
+pub const PATHS: [&str; 3] = ["/metrics", "/health", "/version"];
+
+/// A response: status, content type, body (an axum response as it is).
+pub type Answer = (StatusCode, [(header::HeaderName, &'static str); 1], String);
+
+fn not_found() -> Answer {
+    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain")], "404 page not found\n".to_string())
+}
+
+/// The answer to `GET path`.
+pub fn answer_path(path: &str, store: &Store) -> Answer {
+    let json = |status, body: String| (status, [(header::CONTENT_TYPE, "application/json")], body);
+    match path {
+        "/metrics" => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(store)),
+        "/health" if store.all_leading() => json(StatusCode::OK, r#"{"health":"true"}"#.to_string()),
+        "/health" => {
+            json(StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false","reason":"a region has no leader"}"#.to_string())
+        }
+        "/version" => json(
+            StatusCode::OK,
+            format!(
+                r#"{{"etcdserver":"{}","etcdcluster":"{}"}}"#,
+                super::maintenance::ETCD_VERSION,
+                ETCD_CLUSTER_VERSION
+            ),
+        ),
+        _ => not_found(),
+    }
+}
+
+/// The cluster version /version reports (etcd reports major.minor.0).
+const ETCD_CLUSTER_VERSION: &str = "3.5.0";
 
 pub fn render_metrics(store: &Store) -> String {
     let mut out = String::new();
@@ -50,23 +87,15 @@ async fn answer(mut conn: TcpStream, store: &Store) -> std::io::Result<()> {
     let head = String::from_utf8_lossy(&buf[..len]);
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, content_type, body) = match (method, path.split('?').next().unwrap_or("")) {
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render_metrics(store)),
-        ("GET", "/health") => {
-            if store.all_leading() {
-                ("200 OK", "application/json", "{\"health\":\"true\"}".to_string())
-            } else {
-                (
-                    "503 Service Unavailable",
-                    "application/json",
-                    "{\"health\":\"false\",\"reason\":\"a region has no leader\"}".to_string(),
-                )
-            }
-        }
-        _ => ("404 Not Found", "text/plain", "404 page not found\n".to_string()),
+    let path = path.split('?').next().unwrap_or("");
+    let (status, [(_, content_type)], body) = match method {
+        "GET" => answer_path(path, store),
+        _ => not_found(),
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
         body.len()
     );
     conn.write_all(response.as_bytes()).await?;

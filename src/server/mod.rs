@@ -89,8 +89,8 @@ pub async fn serve(
     let kv = KvServer::new(kv::KvService { router: router.clone(), limits })
         .max_decoding_message_size(DECODE_LIMIT_BYTES.max(limits.max_message_bytes()))
         .max_encoding_message_size(usize::MAX);
-    tonic::transport::Server::builder()
-        .add_service(kv)
+    let mut grpc = tonic::service::RoutesBuilder::default();
+    grpc.add_service(kv)
         .add_service(watch)
         .add_service(LeaseServer::new(lease::LeaseService { router: router.clone(), stopping: stopping.clone() }))
         .add_service(cluster)
@@ -100,7 +100,16 @@ pub async fn serve(
         .add_service(ElectionServer::new(election::ElectionService {
             router: router.clone(),
             stopping: stopping.clone(),
-        }))
+        }));
+    // etcd's plain HTTP paths on the client port, beside gRPC.
+    let store = router.store().clone();
+    let routes = http::PATHS.iter().fold(grpc.routes().into_axum_router(), |routes, path| {
+        let store = store.clone();
+        routes.route(path, axum::routing::get(move || std::future::ready(http::answer_path(path, &store))))
+    });
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(routes.into())
         // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await
