@@ -4,26 +4,13 @@
 mod inproc;
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
-use inproc::InProc;
+use inproc::{bounded, code_of, InProc};
 use tessera::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use tonic::Code;
 
 const SPLITS: &[&str] = &["b", "m", "t"];
-const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn code_of(e: etcd_client::Error) -> (Code, String) {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
-
-async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TIMEOUT, f).await.expect("test timed out");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn puts_across_regions_get_gapless_revisions() {

@@ -8,24 +8,12 @@ mod inproc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, WatchOptions};
-use inproc::InProc;
+use inproc::{bounded, code_of, InProc};
 use tonic::Code;
 
 const SPLITS: &[&str] = &["b", "m", "t"];
-const TIMEOUT: Duration = Duration::from_secs(120);
 /// One key per region.
 const KEYS: [&str; 4] = ["a/l", "c/l", "n/l", "u/l"];
-
-fn code_of(e: etcd_client::Error) -> (Code, String) {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
-
-async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TIMEOUT, f).await.expect("test timed out");
-}
 
 async fn attach(c: &mut Client, lease: i64) {
     for k in KEYS {

@@ -6,21 +6,8 @@ mod inproc;
 use std::time::Duration;
 
 use etcd_client::{Client, LockOptions, ProclaimOptions, ResignOptions};
-use inproc::InProc;
+use inproc::{bounded, code_of, InProc};
 use tonic::Code;
-
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TIMEOUT, f).await.expect("test timed out");
-}
-
-fn code_of(e: etcd_client::Error) -> (Code, String) {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
 
 async fn lease(c: &mut Client, ttl: i64) -> i64 {
     c.lease_grant(ttl, None).await.unwrap().id()

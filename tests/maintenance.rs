@@ -5,26 +5,12 @@
 
 mod inproc;
 
-use std::time::Duration;
-
 use etcd_client::{AlarmAction, AlarmType, Client, GetOptions};
-use inproc::InProc;
+use inproc::{bounded, code_of, InProc};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
 const SPLITS: &[&str] = &["b", "m", "t"];
-const TIMEOUT: Duration = Duration::from_secs(120);
-
-async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TIMEOUT, f).await.expect("test timed out");
-}
-
-fn code_of(e: etcd_client::Error) -> (Code, String) {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
 
 async fn snapshot_bytes(c: &mut Client) -> Vec<u8> {
     let mut stream = c.snapshot().await.unwrap();

@@ -12,15 +12,10 @@ use std::time::Duration;
 use etcd_client::{
     CompactionOptions, EventType, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream,
 };
-use inproc::InProc;
+use inproc::{bounded, InProc};
 use rand::{Rng, SeedableRng};
 
 const SPLITS: &[&str] = &["b", "m", "t"];
-const TIMEOUT: Duration = Duration::from_secs(180);
-
-async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TIMEOUT, f).await.expect("test timed out");
-}
 
 /// The next response, within 10 s.
 async fn next(stream: &mut WatchStream) -> WatchResponse {

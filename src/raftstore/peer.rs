@@ -239,14 +239,24 @@ impl PeerFsm {
         }
     }
 
-    fn on_write(&mut self, req: eval::WriteRequest, epoch_version: u64, cb: WriteCallback) {
+    /// Whether this peer may propose for a request routed by region
+    /// version `epoch_version`: it leads (and applied its term's first
+    /// entry) and the region has not changed shape since.
+    fn check_proposer(&self, epoch_version: u64) -> Result<()> {
         let region = self.region.id;
         if !self.can_evaluate() {
-            let _ = cb.send(Err(Error::NotLeader { region }));
-            return;
+            return Err(Error::NotLeader { region });
         }
         if epoch_version != self.epoch_version() {
-            let _ = cb.send(Err(Error::EpochNotMatch { region }));
+            return Err(Error::EpochNotMatch { region });
+        }
+        Ok(())
+    }
+
+    fn on_write(&mut self, req: eval::WriteRequest, epoch_version: u64, cb: WriteCallback) {
+        let region = self.region.id;
+        if let Err(e) = self.check_proposer(epoch_version) {
+            let _ = cb.send(Err(e));
             return;
         }
         if !self.locks.is_empty() && span::write_spans(&req).iter().any(|s| self.locked(s, None)) {
@@ -327,12 +337,8 @@ impl PeerFsm {
 
     fn on_command(&mut self, mut cmd: RaftCommand, epoch_version: u64, cb: CommandCallback) {
         let region = self.region.id;
-        if !self.can_evaluate() {
-            let _ = cb.send(Err(Error::NotLeader { region }));
-            return;
-        }
-        if epoch_version != self.epoch_version() {
-            let _ = cb.send(Err(Error::EpochNotMatch { region }));
+        if let Err(e) = self.check_proposer(epoch_version) {
+            let _ = cb.send(Err(e));
             return;
         }
         let lock = match &cmd.txn {

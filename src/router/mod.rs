@@ -77,6 +77,12 @@ impl Router {
         self.table.read().clone()
     }
 
+    /// A header at the newest revision handed out (what etcd's non-KV
+    /// responses carry).
+    pub fn current_header(&self) -> ResponseHeader {
+        self.header(self.store.sequencer.last())
+    }
+
     pub fn header(&self, revision: u64) -> ResponseHeader {
         ResponseHeader {
             cluster_id: self.store.cluster_id,
@@ -300,7 +306,7 @@ impl Router {
         }
         let engine = &self.store.engine;
         crate::region::events::compact(&engine.db, engine.events(), revision as u64)?;
-        Ok(CompactionResponse { header: Some(self.header(self.store.sequencer.last())) })
+        Ok(CompactionResponse { header: Some(self.current_header()) })
     }
 }
 

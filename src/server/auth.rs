@@ -40,20 +40,18 @@ macro_rules! refused {
     };
 }
 
-impl AuthService {
-    fn header(&self) -> Option<ResponseHeader> {
-        Some(self.router.header(self.router.store().sequencer.last()))
-    }
-}
-
 #[tonic::async_trait]
 impl Auth for AuthService {
     async fn auth_status(&self, _request: Request<AuthStatusRequest>) -> Reply<AuthStatusResponse> {
-        Ok(Response::new(AuthStatusResponse { header: self.header(), enabled: false, auth_revision: 0 }))
+        Ok(Response::new(AuthStatusResponse {
+            header: Some(self.router.current_header()),
+            enabled: false,
+            auth_revision: 0,
+        }))
     }
 
     async fn auth_disable(&self, _request: Request<AuthDisableRequest>) -> Reply<AuthDisableResponse> {
-        Ok(Response::new(AuthDisableResponse { header: self.header() }))
+        Ok(Response::new(AuthDisableResponse { header: Some(self.router.current_header()) }))
     }
 
     refused! {

@@ -33,7 +33,7 @@ fn single_node(method: &str) -> Status {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_list(&self, _r: Request<MemberListRequest>) -> Reply<MemberListResponse> {
-        let header = self.router.header(self.router.store().sequencer.last());
+        let header = self.router.current_header();
         let me = Member {
             id: header.member_id,
             name: self.member.name.clone(),

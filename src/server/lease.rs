@@ -18,24 +18,23 @@ pub struct LeaseService {
     pub stopping: watch::Receiver<bool>,
 }
 
-impl LeaseService {
-    fn header(&self) -> Option<ResponseHeader> {
-        Some(self.router.header(self.router.store().sequencer.last()))
-    }
-}
-
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Reply<LeaseGrantResponse> {
         let req = request.into_inner();
         self.router.alarms.check_write(0)?;
         let (id, ttl) = self.router.lease_grant(req.id, req.ttl).await?;
-        Ok(Response::new(LeaseGrantResponse { header: self.header(), id, ttl, error: String::new() }))
+        Ok(Response::new(LeaseGrantResponse {
+            header: Some(self.router.current_header()),
+            id,
+            ttl,
+            error: String::new(),
+        }))
     }
 
     async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Reply<LeaseRevokeResponse> {
         self.router.lease_revoke(request.into_inner().id).await?;
-        Ok(Response::new(LeaseRevokeResponse { header: self.header() }))
+        Ok(Response::new(LeaseRevokeResponse { header: Some(self.router.current_header()) }))
     }
 
     type LeaseKeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>>;
@@ -58,7 +57,7 @@ impl Lease for LeaseService {
                     _ = async { drop(stopping.wait_for(|s| *s).await) } => return,
                 };
                 let ttl = router.lease_keep_alive(req.id);
-                let header = Some(router.header(router.store().sequencer.last()));
+                let header = Some(router.current_header());
                 let resp = LeaseKeepAliveResponse { header, id: req.id, ttl };
                 if tx.send(Ok(resp)).await.is_err() {
                     return;
@@ -73,19 +72,24 @@ impl Lease for LeaseService {
         // etcd answers an unknown lease with TTL -1, not an error.
         let resp = match self.router.lease_time_to_live(req.id, req.keys) {
             Some(t) => LeaseTimeToLiveResponse {
-                header: self.header(),
+                header: Some(self.router.current_header()),
                 id: req.id,
                 ttl: t.remaining,
                 granted_ttl: t.granted,
                 keys: t.keys,
             },
-            None => LeaseTimeToLiveResponse { header: self.header(), id: req.id, ttl: -1, ..Default::default() },
+            None => LeaseTimeToLiveResponse {
+                header: Some(self.router.current_header()),
+                id: req.id,
+                ttl: -1,
+                ..Default::default()
+            },
         };
         Ok(Response::new(resp))
     }
 
     async fn lease_leases(&self, _request: Request<LeaseLeasesRequest>) -> Reply<LeaseLeasesResponse> {
         let leases = self.router.lease_ids().into_iter().map(|id| LeaseStatus { id }).collect();
-        Ok(Response::new(LeaseLeasesResponse { header: self.header(), leases }))
+        Ok(Response::new(LeaseLeasesResponse { header: Some(self.router.current_header()), leases }))
     }
 }

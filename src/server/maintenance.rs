@@ -27,7 +27,7 @@ pub struct MaintenanceService {
 impl Maintenance for MaintenanceService {
     async fn status(&self, _request: Request<StatusRequest>) -> Reply<StatusResponse> {
         let store = self.router.store();
-        let header = self.router.header(store.sequencer.last());
+        let header = self.router.current_header();
         let applied = store.applied_index();
         let size = store.db_size() as i64;
         let errors = if store.all_leading() { Vec::new() } else { vec!["a region has no leader".to_string()] };
@@ -48,7 +48,7 @@ impl Maintenance for MaintenanceService {
 
     async fn alarm(&self, request: Request<AlarmRequest>) -> Reply<AlarmResponse> {
         let req = request.into_inner();
-        let header = self.router.header(self.router.store().sequencer.last());
+        let header = self.router.current_header();
         let member = header.member_id;
         let members =
             |alarms: Vec<i32>| alarms.into_iter().map(|alarm| AlarmMember { member_id: member, alarm }).collect();
@@ -80,7 +80,7 @@ impl Maintenance for MaintenanceService {
         tokio::task::spawn_blocking(move || store.defragment())
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(Response::new(DefragmentResponse { header: Some(self.router.header(self.router.store().sequencer.last())) }))
+        Ok(Response::new(DefragmentResponse { header: Some(self.router.current_header()) }))
     }
 
     async fn hash(&self, _r: Request<HashRequest>) -> Reply<HashResponse> {
@@ -91,7 +91,7 @@ impl Maintenance for MaintenanceService {
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Reply<HashKvResponse> {
         let (hash, revision) = self.hash_at(request.into_inner().revision).await?;
         Ok(Response::new(HashKvResponse {
-            header: Some(self.router.header(self.router.store().sequencer.last())),
+            header: Some(self.router.current_header()),
             hash,
             compact_revision: self.router.store().sequencer.compacted(),
             hash_revision: revision as i64,
@@ -104,7 +104,7 @@ impl Maintenance for MaintenanceService {
     /// SHA-256 trailer included, in 64 KiB pieces.
     async fn snapshot(&self, _r: Request<SnapshotRequest>) -> Reply<Self::SnapshotStream> {
         let store = self.router.store().clone();
-        let header = self.router.header(store.sequencer.last());
+        let header = self.router.current_header();
         let scratch = store.data_dir.join("snapshot-tmp");
         let file = scratch.join(format!("snapshot-{}.tss", crate::router::unique_id()));
         let path = file.clone();
@@ -128,7 +128,7 @@ impl Maintenance for MaintenanceService {
     /// One store leads everything: moving the leadership to itself is a
     /// no-op, to anyone else etcd's "bad leader transferee".
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Reply<MoveLeaderResponse> {
-        let header = self.router.header(self.router.store().sequencer.last());
+        let header = self.router.current_header();
         if request.into_inner().target_id != header.member_id {
             return Err(crate::error::Error::BadLeaderTransferee.into());
         }

@@ -14,6 +14,22 @@ use tokio::sync::oneshot;
 /// Progress notifications come this often in tests (etcd: 10 minutes).
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(300);
 
+/// How long any in-process test may run.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs a test body, failing it if it takes longer than [`TEST_TIMEOUT`].
+pub async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(TEST_TIMEOUT, f).await.expect("test timed out");
+}
+
+/// The gRPC code and message of an etcd-client error that must be a status.
+pub fn code_of(e: etcd_client::Error) -> (tonic::Code, String) {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
 pub const LIMITS: Limits = Limits { max_request_bytes: 1536 * 1024, max_txn_ops: 128 };
 
 pub struct InProc {
