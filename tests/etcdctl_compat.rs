@@ -34,6 +34,70 @@ enum Step {
     /// A long-lived invocation (`watch`): runs until its stdout contains
     /// `until`, then is killed; its output is compared like any step.
     Until { args: Vec<String>, until: &'static str },
+    /// `lease grant <ttl>` on both; each server's lease id is remembered as
+    /// `name`: `{lease:name}` in later args becomes that server's own id (in
+    /// hex, as etcdctl takes it), and the ids in outputs read `<lease:name>`.
+    Grant { name: &'static str, ttl: i64 },
+}
+
+/// Keys under these prefixes end in a lease id etcdctl itself granted (lock
+/// and elect sessions); outputs show it as `<session>`.
+const SESSION_PREFIXES: [&str; 2] = ["lk//", "el//"];
+
+/// What differs between the two servers in a step: the endpoint, and the
+/// ids of the leases each granted.
+struct Side {
+    endpoint: String,
+    leases: Vec<(&'static str, i64)>,
+}
+
+impl Side {
+    fn new(endpoint: &str) -> Side {
+        Side { endpoint: endpoint.to_string(), leases: Vec::new() }
+    }
+
+    /// `{lease:name}` -> this server's id in hex.
+    fn fill(&self, s: &str) -> String {
+        let mut s = s.to_string();
+        for (name, id) in &self.leases {
+            s = s.replace(&format!("{{lease:{name}}}"), &format!("{id:x}"));
+        }
+        s
+    }
+
+    /// This server's lease ids (hex and decimal) and endpoint -> placeholders.
+    fn mask(&self, s: &str) -> String {
+        let mut s = s.replace(self.endpoint.trim_start_matches("http://"), "<endpoint>");
+        for (name, id) in &self.leases {
+            s = s.replace(&format!("{id:x}"), &format!("<lease:{name}>"));
+            s = s.replace(&id.to_string(), &format!("<lease:{name}>"));
+        }
+        for p in SESSION_PREFIXES {
+            s = mask_hex_after(&s, p, "<session>");
+        }
+        s
+    }
+}
+
+/// Replaces a run of hex digits right after `pat` with `placeholder`.
+fn mask_hex_after(s: &str, pat: &str, placeholder: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(pat) {
+        let after = i + pat.len();
+        out.push_str(&rest[..after]);
+        let digits = rest[after..].bytes().take_while(u8::is_ascii_hexdigit).count();
+        out.push_str(if digits > 0 { placeholder } else { "" });
+        rest = &rest[after + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The lease id in `lease <hex> granted with TTL(...)`.
+fn granted_id(stdout: &str) -> Option<i64> {
+    let hex = stdout.strip_prefix("lease ")?.split_whitespace().next()?;
+    i64::from_str_radix(hex, 16).ok()
 }
 
 struct Scenario {
@@ -266,24 +330,21 @@ struct Outcome {
 
 /// Runs one step on both servers at once; with `until`, as a long-lived
 /// command stopped once it printed that.
-fn run_both(
-    etcd: &str,
-    tessera: &str,
-    args: &[String],
-    stdin: Option<&str>,
-    until: Option<&str>,
-) -> (Outcome, Outcome) {
-    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let run = |endpoint: &str| {
+/// Outputs are raw: normalise them with [`normalize`] and [`Side::mask`].
+fn run_both(sides: &[Side; 2], args: &[String], stdin: Option<&str>, until: Option<&str>) -> (Outcome, Outcome) {
+    let run = |side: &Side| {
+        let args: Vec<String> = args.iter().map(|a| side.fill(a)).collect();
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let stdin = stdin.map(|s| side.fill(s));
         let (stdout, stderr, code) = match until {
-            Some(u) => etcdctl_until(endpoint, &args, u),
-            None => etcdctl(endpoint, &args, stdin),
+            Some(u) => etcdctl_until(&side.endpoint, &args, u),
+            None => etcdctl(&side.endpoint, &args, stdin.as_deref()),
         };
-        Outcome { stdout: normalize(&stdout), stderr: normalize(&stderr), code }
+        Outcome { stdout, stderr, code }
     };
     std::thread::scope(|s| {
-        let e = s.spawn(|| run(etcd));
-        let t = s.spawn(|| run(tessera));
+        let e = s.spawn(|| run(&sides[0]));
+        let t = s.spawn(|| run(&sides[1]));
         let e = e.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let t = t.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         (e, t)
@@ -326,6 +387,7 @@ fn compare_with_etcd(scenarios: Vec<Scenario>) {
     let boot = started.elapsed();
 
     let mut marks: HashMap<&'static str, i64> = HashMap::new();
+    let mut sides = [Side::new(etcd.endpoint()), Side::new(tessera.endpoint())];
     let mut report = String::new();
     let (mut steps_run, mut mismatches) = (0usize, 0usize);
     for sc in &scenarios {
@@ -353,8 +415,22 @@ fn compare_with_etcd(scenarios: Vec<Scenario>) {
                 Step::Until { args, until } => {
                     (args.iter().map(|a| substitute(a, &marks)).collect::<Vec<_>>(), None, None, Some(*until))
                 }
+                Step::Grant { ttl, .. } => (vec!["lease".into(), "grant".into(), ttl.to_string()], None, None, None),
             };
-            let (e, t) = run_both(etcd.endpoint(), tessera.endpoint(), &args, stdin.as_deref(), stop_at);
+            let (e, t) = run_both(&sides, &args, stdin.as_deref(), stop_at);
+            if let Step::Grant { name, .. } = step {
+                for (side, out) in sides.iter_mut().zip([&e, &t]) {
+                    let id = granted_id(&out.stdout)
+                        .unwrap_or_else(|| panic!("[{}] no lease id in {:?} / {:?}", sc.name, out.stdout, out.stderr));
+                    side.leases.push((name, id));
+                }
+            }
+            let clean = |side: &Side, o: Outcome| Outcome {
+                stdout: side.mask(&normalize(&o.stdout)),
+                stderr: side.mask(&normalize(&o.stderr)),
+                code: o.code,
+            };
+            let (e, t) = (clean(&sides[0], e), clean(&sides[1], t));
             steps_run += 1;
             if let Some(name) = mark_name {
                 let rev = header_revision(&e.stdout).unwrap_or_else(|| {
@@ -909,6 +985,62 @@ fn watch_scenario() -> Scenario {
 #[test]
 fn watch_matches_etcd() {
     compare_with_etcd(vec![watch_scenario()]);
+}
+
+// ---------------------------------------------------------------------------
+// leases, locks, elections and maintenance commands whose output is the
+// same on any one-member cluster (lease ids and sessions masked per server)
+
+fn grant(name: &'static str, ttl: i64) -> Step {
+    Step::Grant { name, ttl }
+}
+
+fn lease_scenario() -> Scenario {
+    scenario(
+        "leases",
+        vec![
+            grant("l1", 100),
+            r("lease list"),
+            r("put c/a 1 --lease={lease:l1}"),
+            r("put c/b 2 --lease={lease:l1}"),
+            r("put c/c 3"),
+            r("lease timetolive {lease:l1}"),
+            r("lease timetolive {lease:l1} --keys"),
+            r("get c/ --prefix -w json"),
+            r("lease keep-alive --once {lease:l1}"),
+            grant("short", 1),
+            r("lease revoke {lease:l1}"),
+            r("get c/ --prefix"),
+            r("lease revoke {lease:l1}"),
+            r("lease timetolive {lease:l1}"),
+            r("lease timetolive 1234"),
+            r("lease keep-alive --once 1234"),
+            r("lease grant 9000000001"),
+            r("put c/d 4 --lease={lease:l1}"),
+            r("lease revoke {lease:short}"),
+            r("lease list"),
+        ],
+    )
+}
+
+fn lock_elect_maintenance_scenario() -> Scenario {
+    scenario(
+        "locks, elections, alarms",
+        vec![
+            until("lock lk/", "lk/"),
+            r("get lk/ --prefix --keys-only"),
+            until("elect el/ alice", "alice"),
+            r("alarm list"),
+            r("alarm disarm"),
+            // defrag, hashkv, move-leader and snapshot dial each endpoint as
+            // `endpoint status` does: see endpoint_status_health_and_member_list.
+        ],
+    )
+}
+
+#[test]
+fn leases_locks_elections_and_maintenance_match_etcd() {
+    compare_with_etcd(vec![lease_scenario(), lock_elect_maintenance_scenario()]);
 }
 
 // ---------------------------------------------------------------------------

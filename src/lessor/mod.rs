@@ -119,12 +119,12 @@ impl Lessor {
         Some(lease.ttl)
     }
 
-    /// (granted TTL, remaining seconds, rounded up) of a lease.
+    /// (granted TTL, whole seconds remaining, rounded down as etcd does) of a lease.
     pub fn time_to_live(&self, id: i64) -> Option<(i64, i64)> {
         let leases = self.leases.lock();
         let lease = leases.get(&id)?;
         let left = lease.expiry.saturating_duration_since(Instant::now());
-        Some((lease.ttl, left.as_millis().div_ceil(1000) as i64))
+        Some((lease.ttl, left.as_secs() as i64))
     }
 
     /// Every lease id, ascending.
