@@ -20,3 +20,6 @@ pub mod v3electionpb {
 pub mod tesserapb {
     tonic::include_proto!("tesserapb");
 }
+pub mod health {
+    tonic::include_proto!("grpc.health.v1");
+}

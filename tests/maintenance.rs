@@ -157,3 +157,27 @@ async fn health_version_and_metrics_over_http_on_the_client_port() {
     })
     .await;
 }
+
+/// grpc.health.v1 on the client port: SERVING for the server and its etcd
+/// services, NOT_FOUND for an unknown name; Watch sends the status at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_checks_answer_serving() {
+    use tessera::proto::health::health_check_response::ServingStatus;
+    use tessera::proto::health::health_client::HealthClient;
+    use tessera::proto::health::HealthCheckRequest;
+    bounded(async {
+        let node = InProc::start(SPLITS).await;
+        let mut h = HealthClient::connect(node.endpoint.clone()).await.unwrap();
+        for service in ["", "etcdserverpb.KV"] {
+            let r = h.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+            assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
+        }
+        let err = h.check(HealthCheckRequest { service: "nope".into() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let mut stream = h.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+        assert_eq!(stream.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+        drop(stream);
+        node.stop().await;
+    })
+    .await;
+}

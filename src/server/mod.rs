@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cluster;
 mod concurrency;
 pub mod election;
+pub mod health;
 pub mod http;
 pub mod kv;
 pub mod lease;
@@ -27,6 +28,7 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::proto::health::health_server::HealthServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::router::Router;
@@ -99,6 +101,10 @@ pub async fn serve(
         .add_service(LockServer::new(lock::LockService { router: router.clone() }))
         .add_service(ElectionServer::new(election::ElectionService {
             router: router.clone(),
+            stopping: stopping.clone(),
+        }))
+        .add_service(HealthServer::new(health::HealthService {
+            store: router.store().clone(),
             stopping: stopping.clone(),
         }));
     // etcd's plain HTTP paths on the client port, beside gRPC.
