@@ -313,3 +313,75 @@ async fn a_stalled_watcher_catches_up_without_blocking_writes() {
     })
     .await;
 }
+
+/// What a Kubernetes reflector does: list at a revision, watch from the next
+/// one while others write, apply the events to the listed state, and use
+/// progress requests to learn how far it is; the state it builds equals a
+/// fresh list at the same revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn list_then_watch_rebuilds_the_state_like_a_kubernetes_reflector() {
+    use etcd_client::GetOptions;
+    bounded(async {
+        let node = InProc::start(SPLITS).await;
+        let mut c = node.client().await;
+        for i in 0..100 {
+            let region = ['a', 'c', 'n', 'u'][i % 4];
+            c.put(format!("{region}/pods/{i}"), "v0", None).await.unwrap();
+        }
+        let mut writers = Vec::new();
+        for w in 0..4usize {
+            let mut c = node.client().await;
+            writers.push(tokio::spawn(async move {
+                for i in 0..200usize {
+                    let key = format!("{}/pods/{}", ['a', 'c', 'n', 'u'][(i + w) % 4], (i * 7 + w) % 120);
+                    if i % 5 == 0 {
+                        c.delete(key, None).await.unwrap();
+                    } else {
+                        c.put(key, format!("v{w}-{i}"), None).await.unwrap();
+                    }
+                }
+            }));
+        }
+        // The list, at its revision.
+        let list = c.get("\0", Some(GetOptions::new().with_from_key())).await.unwrap();
+        let listed_at = list.header().unwrap().revision();
+        let mut state: BTreeMap<String, String> =
+            list.kvs().iter().map(|kv| (kv.key_str().unwrap().into(), kv.value_str().unwrap().into())).collect();
+        let opts = WatchOptions::new().with_from_key().with_start_revision(listed_at + 1).with_progress_notify();
+        let mut w = c.watch("\0", Some(opts)).await.unwrap();
+        assert!(next(&mut w).await.created());
+        for t in writers {
+            t.await.unwrap();
+        }
+        let last = c.get("x", None).await.unwrap().header().unwrap().revision();
+        // Apply events until a progress response says everything up to
+        // `last` was sent.
+        let mut seen_up_to = listed_at;
+        loop {
+            if seen_up_to >= last {
+                w.request_progress().await.unwrap();
+            }
+            let resp = next(&mut w).await;
+            if resp.watch_id() == -1 {
+                assert!(resp.header().unwrap().revision() >= last);
+                break;
+            }
+            for ev in resp.events() {
+                let kv = ev.kv().unwrap();
+                assert!(kv.mod_revision() >= seen_up_to, "out of order");
+                seen_up_to = kv.mod_revision();
+                let key = kv.key_str().unwrap().to_string();
+                match ev.event_type() {
+                    EventType::Put => state.insert(key, kv.value_str().unwrap().into()),
+                    EventType::Delete => state.remove(&key),
+                };
+            }
+        }
+        let fresh = c.get("\0", Some(GetOptions::new().with_from_key().with_revision(last))).await.unwrap();
+        let want: BTreeMap<String, String> =
+            fresh.kvs().iter().map(|kv| (kv.key_str().unwrap().into(), kv.value_str().unwrap().into())).collect();
+        assert_eq!(state, want, "list + watch rebuilt the state at revision {last}");
+        node.stop().await;
+    })
+    .await;
+}
