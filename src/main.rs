@@ -83,8 +83,9 @@ struct ServeArgs {
     /// picks a free port; the chosen address is printed on stdout.
     #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
     listen_client_urls: Vec<String>,
-    /// Comma-separated client URLs to advertise to clients.
-    #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    /// Comma-separated client URLs to advertise to clients (member list).
+    /// Default: the client URLs as bound (a port 0 resolved).
+    #[arg(long, value_delimiter = ',')]
     advertise_client_urls: Vec<String>,
     /// Comma-separated URLs serving /metrics and /health over plain HTTP.
     #[arg(long, value_delimiter = ',')]
@@ -219,9 +220,16 @@ async fn run(args: ServeArgs, store: Arc<Store>) -> Result<()> {
     if recovered > 0 {
         tracing::info!(locks = recovered, "resolved cross-region txn locks left by a crash");
     }
+    let mut client_listeners = Vec::new();
+    for url in &args.listen_client_urls {
+        let listener = TcpListener::bind(socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
+        client_listeners.push(listener);
+    }
+    let bound: Vec<String> =
+        client_listeners.iter().map(|l| Ok(format!("http://{}", l.local_addr()?))).collect::<Result<_>>()?;
+    let advertise = if args.advertise_client_urls.is_empty() { bound.clone() } else { args.advertise_client_urls };
     let limits = Limits { max_request_bytes: args.max_request_bytes, max_txn_ops: args.max_txn_ops };
-    let member =
-        MemberInfo { name: args.name.clone(), client_urls: args.advertise_client_urls.clone(), peer_urls: Vec::new() };
+    let member = MemberInfo { name: args.name.clone(), client_urls: advertise.clone(), peer_urls: Vec::new() };
     let server_cfg = ServerConfig {
         progress_notify_interval: args.experimental_watch_progress_notify_interval,
         ..ServerConfig::new(limits, member)
@@ -240,14 +248,13 @@ async fn run(args: ServeArgs, store: Arc<Store>) -> Result<()> {
         println!("tessera: serving metrics on http://{}", listener.local_addr()?);
         tasks.spawn(server::http::serve(store.clone(), listener, stopped()).then_ok());
     }
-    for url in &args.listen_client_urls {
-        let listener = TcpListener::bind(socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
-        println!("tessera: serving clients on http://{}", listener.local_addr()?);
+    for (listener, url) in client_listeners.into_iter().zip(&bound) {
+        println!("tessera: serving clients on {url}");
         let (router, cfg) = (router.clone(), server_cfg.clone());
         let stop = stopped();
         tasks.spawn(async move { server::serve(router, cfg, listener, stop).await.context("gRPC server") });
     }
-    tracing::info!(regions = store.regions().len(), advertise = ?args.advertise_client_urls, "tessera is ready");
+    tracing::info!(regions = store.regions().len(), ?advertise, "tessera is ready");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -1097,4 +1097,7 @@ fn endpoint_status_health_and_member_list() {
     let (out, err, code) = common::etcdctl(&ep, &["member", "list"], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(", started, solo, ,"), "{out}");
+    // Without --advertise-client-urls the member advertises where it listens
+    // (clients that sync their endpoints from the member list find it).
+    assert!(out.contains(&format!(", {}, false", node.endpoint())), "{out}");
 }
