@@ -6,6 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/env.sh"
 "$here/setup.sh"
+"$here/setup-clients.sh"
 cd "$here/.."
 cargo build --release --all-targets
 cargo test --release "$@"

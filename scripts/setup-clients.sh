@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the etcd client libraries the tests drive besides etcdctl and the
+# Rust etcd-client crate (idempotent):
+#   python etcd3 0.12 in a venv at $HOME/.cache/tessera-py. It needs an old
+#   protobuf (its generated code predates protobuf 4) and tenacity < 7 (its
+#   lock retries use the old tenacity API).
+set -euo pipefail
+venv="${TESSERA_PY_VENV:-$HOME/.cache/tessera-py}"
+if ! "$venv/bin/python" -c 'import etcd3' >/dev/null 2>&1; then
+  echo "setup: installing python etcd3 into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'etcd3==0.12.0' 'protobuf<=3.20.3' 'tenacity<7'
+fi
