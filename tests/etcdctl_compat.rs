@@ -69,6 +69,8 @@ impl Side {
     fn mask(&self, s: &str) -> String {
         let mut s = s.replace(self.endpoint.trim_start_matches("http://"), "<endpoint>");
         for (name, id) in &self.leases {
+            // etcdctl prints ids zero-padded to 16 hex digits.
+            s = s.replace(&format!("{id:016x}"), &format!("<lease:{name}>"));
             s = s.replace(&format!("{id:x}"), &format!("<lease:{name}>"));
             s = s.replace(&id.to_string(), &format!("<lease:{name}>"));
         }
@@ -81,17 +83,7 @@ impl Side {
 
 /// Replaces a run of hex digits right after `pat` with `placeholder`.
 fn mask_hex_after(s: &str, pat: &str, placeholder: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find(pat) {
-        let after = i + pat.len();
-        out.push_str(&rest[..after]);
-        let digits = rest[after..].bytes().take_while(u8::is_ascii_hexdigit).count();
-        out.push_str(if digits > 0 { placeholder } else { "" });
-        rest = &rest[after + digits..];
-    }
-    out.push_str(rest);
-    out
+    mask_run_after(s, pat, placeholder, u8::is_ascii_hexdigit, |run| !run.is_empty())
 }
 
 /// The lease id in `lease <hex> granted with TTL(...)`.
@@ -198,26 +190,28 @@ fn substitute(s: &str, marks: &HashMap<&'static str, i64>) -> String {
 // ---------------------------------------------------------------------------
 // normalisation
 
-/// Replaces a non-zero decimal number right after `pat` with `placeholder`.
-/// Zeros stay (etcd leaves cluster/member id and term 0 in nested txn
-/// response headers; a server that fills them must show up as a diff).
-fn mask_number_after(s: &str, pat: &str, placeholder: &str) -> String {
+/// Replaces, after each `pat`, the run of bytes `in_run` accepts with
+/// `placeholder` when `masked` says so (else keeps it).
+fn mask_run_after(s: &str, pat: &str, placeholder: &str, in_run: fn(&u8) -> bool, masked: fn(&str) -> bool) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find(pat) {
         let after = i + pat.len();
         out.push_str(&rest[..after]);
-        let digits = rest[after..].bytes().take_while(u8::is_ascii_digit).count();
-        let num = &rest[after..after + digits];
-        if digits > 0 && num.bytes().any(|b| b != b'0') {
-            out.push_str(placeholder);
-        } else {
-            out.push_str(num);
-        }
-        rest = &rest[after + digits..];
+        let len = rest[after..].bytes().take_while(in_run).count();
+        let run = &rest[after..after + len];
+        out.push_str(if masked(run) { placeholder } else { run });
+        rest = &rest[after + len..];
     }
     out.push_str(rest);
     out
+}
+
+/// Replaces a non-zero decimal number right after `pat` with `placeholder`.
+/// Zeros stay (etcd leaves cluster/member id and term 0 in nested txn
+/// response headers; a server that fills them must show up as a diff).
+fn mask_number_after(s: &str, pat: &str, placeholder: &str) -> String {
+    mask_run_after(s, pat, placeholder, u8::is_ascii_digit, |n| n.bytes().any(|b| b != b'0'))
 }
 
 /// Replaces the rest of a JSON string value after `pat` (up to the closing
