@@ -24,6 +24,8 @@ pub const CF_RAFT: &str = "raft";
 pub const CF_META: &str = "meta";
 pub const CF_MVCC: &str = "mvcc";
 pub const CF_EVENTS: &str = "events";
+/// Every column family of a store.
+pub const ALL_CFS: [&str; 4] = [CF_RAFT, CF_META, CF_MVCC, CF_EVENTS];
 
 /// A shared handle to the store's RocksDB.
 #[derive(Clone)]

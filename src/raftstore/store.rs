@@ -183,7 +183,7 @@ impl Store {
     /// Bytes RocksDB holds on disk and in memtables, over all column families.
     pub fn db_size(&self) -> u64 {
         let db = &self.engine.db;
-        [crate::engine::CF_RAFT, crate::engine::CF_META, crate::engine::CF_MVCC, crate::engine::CF_EVENTS]
+        crate::engine::ALL_CFS
             .iter()
             .map(|cf| {
                 let cf = self.engine.cf(cf);
@@ -197,7 +197,7 @@ impl Store {
     /// space of deleted and compacted versions back to the filesystem).
     pub fn defragment(&self) -> Result<()> {
         let db = &self.engine.db;
-        for cf in [crate::engine::CF_RAFT, crate::engine::CF_META, crate::engine::CF_MVCC, crate::engine::CF_EVENTS] {
+        for cf in crate::engine::ALL_CFS {
             db.compact_range_cf(self.engine.cf(cf), None::<&[u8]>, None::<&[u8]>);
         }
         Ok(())

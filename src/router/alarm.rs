@@ -6,7 +6,7 @@
 //! persisted (fsynced), so they survive a restart, as in etcd.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,21 +28,27 @@ pub struct Alarms {
     store: Arc<Store>,
     quota: AtomicU64,
     active: Mutex<BTreeSet<i32>>,
+    /// Whether NOSPACE is in `active` (read by every write without a lock).
+    nospace: AtomicBool,
     size: AtomicU64,
-    measured: Mutex<Option<Instant>>,
+    /// When `size` was measured: milliseconds since `born` (0: never).
+    measured_ms: AtomicU64,
+    born: Instant,
 }
 
 impl Alarms {
     /// The alarms persisted in `store`, with etcd's default quota.
     pub fn load(store: Arc<Store>) -> Result<Alarms> {
         let raw = store.engine.db.get_cf(store.engine.meta(), ALARMS_KEY)?.unwrap_or_default();
-        let active = raw.iter().map(|b| *b as i32).collect();
+        let active: BTreeSet<i32> = raw.iter().map(|b| *b as i32).collect();
         Ok(Alarms {
             store,
             quota: AtomicU64::new(DEFAULT_QUOTA_BYTES),
+            nospace: AtomicBool::new(active.contains(&(AlarmType::Nospace as i32))),
             active: Mutex::new(active),
             size: AtomicU64::new(0),
-            measured: Mutex::new(None),
+            measured_ms: AtomicU64::new(0),
+            born: Instant::now(),
         })
     }
 
@@ -53,11 +59,14 @@ impl Alarms {
         }
     }
 
+    /// The store size, measured again when older than [`SIZE_TTL`] (by
+    /// whichever write finds it stale first; the others use the old value).
     fn db_size(&self) -> u64 {
-        let mut measured = self.measured.lock();
-        if measured.is_none_or(|at| at.elapsed() > SIZE_TTL) {
+        let now = self.born.elapsed().as_millis() as u64 + 1;
+        let last = self.measured_ms.load(Ordering::Relaxed);
+        let stale = last == 0 || now.saturating_sub(last) > SIZE_TTL.as_millis() as u64;
+        if stale && self.measured_ms.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
             self.size.store(self.store.db_size(), Ordering::Relaxed);
-            *measured = Some(Instant::now());
         }
         self.size.load(Ordering::Relaxed)
     }
@@ -65,7 +74,7 @@ impl Alarms {
     /// Refuses a write that adds `bytes` while NOSPACE is up or when it
     /// would take the store past its quota (raising NOSPACE then).
     pub fn check_write(&self, bytes: usize) -> Result<()> {
-        if self.active.lock().contains(&(AlarmType::Nospace as i32)) {
+        if self.nospace.load(Ordering::Acquire) {
             return Err(Error::NoSpace);
         }
         let quota = self.quota.load(Ordering::Relaxed);
@@ -86,6 +95,7 @@ impl Alarms {
     pub fn set(&self, alarm: i32, up: bool) -> Result<bool> {
         let mut active = self.active.lock();
         let changed = if up { active.insert(alarm) } else { active.remove(&alarm) };
+        self.nospace.store(active.contains(&(AlarmType::Nospace as i32)), Ordering::Release);
         if changed {
             let raw: Vec<u8> = active.iter().map(|a| *a as u8).collect();
             let mut wb = rocksdb::WriteBatch::default();

@@ -220,6 +220,13 @@ impl Router {
         Ok(())
     }
 
+    /// `region` as a part of a txn being recovered (its current epoch; the
+    /// spans are not needed to commit, roll back or forget).
+    fn whole_part(&self, region: u64) -> Result<Part> {
+        let peer = self.store.peer(region)?;
+        Ok(Part { region, epoch_version: peer.region.epoch.map_or(0, |e| e.version), spans: Vec::new() })
+    }
+
     /// Resolves every cross-region txn a crash left behind: commits the
     /// locks of txns whose primary recorded a commit, rolls back the rest;
     /// then deletes the keys of leases whose revoke a crash interrupted.
@@ -230,8 +237,7 @@ impl Router {
         let records: HashMap<u64, TxnRecord> = records.into_iter().map(|r| (r.txn_id, r)).collect();
         let resolved = locks.len();
         for (region, lock) in locks {
-            let peer = self.store.peer(region)?;
-            let part = Part { region, epoch_version: peer.region.epoch.map_or(0, |e| e.version), spans: lock.spans };
+            let part = self.whole_part(region)?;
             let cmd = match records.get(&lock.txn_id) {
                 Some(record) => RaftCommand {
                     revision: record.revision,
@@ -251,12 +257,7 @@ impl Router {
             tracing::info!(region, txn = lock.txn_id, committed, "recovered a cross-region txn lock");
         }
         for record in records.values() {
-            let peer = self.store.peer(record.primary)?;
-            let part = Part {
-                region: record.primary,
-                epoch_version: peer.region.epoch.map_or(0, |e| e.version),
-                spans: Vec::new(),
-            };
+            let part = self.whole_part(record.primary)?;
             self.until_decided(&part, &step(Txn::Forget(record.txn_id))).await?;
         }
         self.store.sequencer.settle();

@@ -543,3 +543,25 @@ pub fn etcdctl_until(endpoint: &str, args: &[&str], until: &str) -> (String, Str
     };
     (out.tail(usize::MAX), err.tail(usize::MAX), code)
 }
+
+/// Runs an etcd client library's self-checking script
+/// (`<interpreter> <script> PORT 127.0.0.1`, with `env`) against a fresh
+/// tessera with 4 regions; it must exit 0 and print "ALL OK". The scripts
+/// bound themselves; `timeout` bounds them again.
+pub fn run_client_checks(interpreter: &str, script: &str, env: &[(&str, &str)]) {
+    let node = Tessera::start(&[]);
+    let port = node.endpoint().rsplit(':').next().expect("a port").to_string();
+    let out = Command::new("timeout")
+        .args(["150", interpreter, script, &port, "127.0.0.1"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {interpreter}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "{script} failed ({:?}):\n{stdout}\n{stderr}\n--- tessera ---\n{}",
+        out.status,
+        node.log_tail(8 << 10)
+    );
+}
