@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cluster;
 mod concurrency;
 pub mod election;
+mod front;
 pub mod health;
 pub mod http;
 pub mod kv;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 
 use crate::proto::etcdserverpb::auth_server::AuthServer;
@@ -117,6 +119,10 @@ pub async fn serve(
         .accept_http1(true)
         .add_routes(routes.into())
         // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        // Every connection is read through the front (front.rs).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)).map(|conn| conn.map(front::Front::new)),
+            shutdown,
+        )
         .await
 }
