@@ -6,12 +6,19 @@
 //! `http://127.0.0.1:2379`, as the HTTP/2 `:authority`. grpc-go servers take
 //! it; the h2 crate under tonic resets the stream as malformed, with no option
 //! to relax that. So every client connection is read through [`Front`]: it
-//! splits the client's bytes into frames, decodes each header block (HPACK,
-//! with a dynamic table that mirrors the client's encoder), drops a scheme from
-//! `:authority`, and encodes the block again for h2 (with a table of its own,
-//! which h2's decoder mirrors). Every other frame, and everything the server
-//! writes, passes unchanged. A connection that does not open with the HTTP/2
-//! preface (HTTP/1.1: `/health`, `/version`, `/metrics`) passes through whole.
+//! splits the client's bytes into frames and decodes the first header block
+//! (HPACK). A gRPC client sends one `:authority` on all of a connection's
+//! streams, so the first block decides:
+//! * no scheme in it (every client but etcdctl 3.4's per-endpoint dials): the
+//!   block goes to h2 as it came, and so does the rest of the connection;
+//! * a scheme: this block and every later one are decoded (with a dynamic
+//!   table that mirrors the client's encoder), the scheme is dropped, and the
+//!   block is encoded again for h2 (with a table of its own, which h2's
+//!   decoder mirrors). Other frames pass unchanged.
+//!
+//! Everything the server writes passes unchanged, and a connection that does
+//! not open with the HTTP/2 preface (HTTP/1.1: `/health`, `/version`,
+//! `/metrics`) passes through whole.
 
 use std::io;
 use std::pin::Pin;
@@ -95,7 +102,11 @@ impl<IO> Front<IO> {
                     }
                     let frame = self.input.split_to(FRAME_HEADER + len);
                     match frame[3] {
-                        HEADERS | CONTINUATION => blocks.frame(&frame, &mut self.output)?,
+                        HEADERS | CONTINUATION => {
+                            if blocks.frame(&frame, &mut self.output)? == Next::PassRest {
+                                self.mode = Mode::Pass;
+                            }
+                        }
                         _ => self.output.extend_from_slice(&frame),
                     }
                 }
@@ -180,13 +191,26 @@ struct HeaderBlocks {
     encoder: Encoder<'static>,
     /// A block whose CONTINUATION frames are still to come.
     open: Option<Block>,
+    /// Whether this connection's blocks are re-encoded; None until its first
+    /// block is in.
+    rewrite: Option<bool>,
+    /// The first block's frames as they came, until it is decided.
+    first_frames: Vec<u8>,
+}
+
+/// What the front does after a header frame.
+#[derive(Debug, PartialEq)]
+enum Next {
+    Frames,
+    /// The connection needs no rewriting: the rest passes through.
+    PassRest,
 }
 
 impl Default for HeaderBlocks {
     fn default() -> HeaderBlocks {
         let mut decoder = Decoder::new();
         decoder.set_max_allowed_table_size(HEADER_TABLE);
-        HeaderBlocks { decoder, encoder: Encoder::new(), open: None }
+        HeaderBlocks { decoder, encoder: Encoder::new(), open: None, rewrite: None, first_frames: Vec::new() }
     }
 }
 
@@ -202,9 +226,12 @@ fn malformed(what: &str) -> io::Error {
 }
 
 impl HeaderBlocks {
-    /// Takes one HEADERS or CONTINUATION frame; writes the block, re-encoded,
-    /// once its last frame is in.
-    fn frame(&mut self, frame: &[u8], out: &mut BytesMut) -> io::Result<()> {
+    /// Takes one HEADERS or CONTINUATION frame; writes the block once its
+    /// last frame is in.
+    fn frame(&mut self, frame: &[u8], out: &mut BytesMut) -> io::Result<Next> {
+        if self.rewrite.is_none() {
+            self.first_frames.extend_from_slice(frame);
+        }
         let (kind, flags) = (frame[3], frame[4]);
         let stream: [u8; 4] = frame[5..9].try_into().expect("frame header");
         let mut payload = &frame[FRAME_HEADER..];
@@ -236,21 +263,39 @@ impl HeaderBlocks {
             _ => return Err(malformed("CONTINUATION outside its header block")),
         };
         block.fragment.extend_from_slice(payload);
-        if flags & END_HEADERS != 0 {
-            let block = self.open.take().expect("open block");
-            self.write(block, out)?;
+        if flags & END_HEADERS == 0 {
+            return Ok(Next::Frames);
         }
-        Ok(())
-    }
-
-    fn write(&mut self, block: Block, out: &mut BytesMut) -> io::Result<()> {
+        let block = self.open.take().expect("open block");
         let mut fields = Vec::new();
+        let mut schemed = false;
         self.decoder
             .decode_with_cb(&block.fragment, |name, value| {
-                let value = if &*name == b":authority" { without_scheme(&value).to_vec() } else { value.into_owned() };
+                let value = if &*name == b":authority" {
+                    let bare = without_scheme(&value);
+                    schemed |= bare.len() != value.len();
+                    bare.to_vec()
+                } else {
+                    value.into_owned()
+                };
                 fields.push((name.into_owned(), value));
             })
             .map_err(|e| malformed(&format!("header block: {e}")))?;
+        if self.rewrite.is_none() {
+            self.rewrite = Some(schemed);
+            let first = std::mem::take(&mut self.first_frames);
+            if !schemed {
+                out.extend_from_slice(&first);
+                return Ok(Next::PassRest);
+            }
+        }
+        self.write(block, &fields, out);
+        Ok(Next::Frames)
+    }
+
+    /// Writes `fields` encoded for h2 as `block`'s HEADERS (and CONTINUATION)
+    /// frames.
+    fn write(&mut self, block: Block, fields: &[(Vec<u8>, Vec<u8>)], out: &mut BytesMut) {
         let encoded = self.encoder.encode(fields.iter().map(|(n, v)| (&n[..], &v[..])));
         let mut rest = &encoded[..];
         let mut first = true;
@@ -275,7 +320,7 @@ impl HeaderBlocks {
             }
             out.put_slice(chunk);
             if tail.is_empty() {
-                return Ok(());
+                return;
             }
             rest = tail;
             first = false;
@@ -414,6 +459,22 @@ mod tests {
         }
         let blocks = headers_seen(&through_front(bytes, 5000).await);
         assert_eq!(blocks, vec![vec![(b":authority".to_vec(), b"h:1".to_vec()), (b"x-big".to_vec(), big)]]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_without_a_scheme_passes_through_byte_for_byte() {
+        let mut block = vec![0x83, 0x41, 14];
+        block.extend(b"127.0.0.1:2379");
+        let (a, b) = block.split_at(4);
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(frame(0x4, 0, 0, &[]));
+        bytes.extend(frame(HEADERS, PADDED, 1, &[&[1u8][..], a, &[0]].concat()));
+        bytes.extend(frame(CONTINUATION, END_HEADERS, 1, b));
+        bytes.extend(frame(0x0, END_STREAM, 1, b"data"));
+        bytes.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &[0x83, 0x80 | 62]));
+        for piece in [1, 5, 4096] {
+            assert_eq!(through_front(bytes.clone(), piece).await, bytes);
+        }
     }
 
     #[tokio::test]
