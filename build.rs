@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcd/v3lockpb/v3lock.proto",
         "proto/etcd/v3electionpb/v3election.proto",
         "proto/tessera/tessera.proto",
+        "proto/tessera/admin.proto",
         "proto/grpc/health/v1/health.proto",
     ];
     tonic_prost_build::configure().build_client(true).build_server(true).compile_protos(&files, &["proto"])?;

@@ -298,7 +298,7 @@ impl EchoSystem {
         let mailboxes = (0..fsms)
             .map(|_| {
                 let (tx, rx) = channel::unbounded();
-                system.register(Box::new(Echo { rx: rx.clone(), reply: reply.clone() }), tx, rx)
+                system.registrar().register(Box::new(Echo { rx: rx.clone(), reply: reply.clone() }), tx, rx)
             })
             .collect();
         EchoSystem { system, mailboxes, replies, lost: LostWakeups::new(ECHO_STALL) }

@@ -70,6 +70,25 @@ pub enum Error {
     /// No region covers the key (the routing table is being rebuilt).
     #[error("tessera: no region for key")]
     RegionNotFound,
+    /// Admin: no region with this id.
+    #[error("tessera: region {region} not found")]
+    NoSuchRegion { region: u64 },
+    /// Admin: a split key must lie inside the region, past its start.
+    #[error("tessera: split key {key:?} is not inside region {region} (or is its start key)")]
+    KeyOutsideRegion { key: String, region: u64 },
+    /// Admin: a region without two keys has no middle to split at.
+    #[error("tessera: region {region} has fewer than two keys; give a split key")]
+    NoMiddleKey { region: u64 },
+    /// Admin: merge takes a region and its right-hand neighbour.
+    #[error("tessera: region {right} does not start where region {left} ends (not adjacent)")]
+    NotAdjacent { left: u64, right: u64 },
+    /// Admin: the region is in another split or merge, or holds locks of a
+    /// cross-region txn, for longer than the request could wait.
+    #[error("tessera: region {region} is busy (a split, merge or cross-region transaction is in progress)")]
+    RegionBusy { region: u64 },
+    /// Admin: leadership can only move to a store with a peer of the region.
+    #[error("tessera: store {store} has no peer of region {region}")]
+    NoPeerOnStore { store: u64, region: u64 },
     #[error("etcdserver: request timed out")]
     Timeout,
     #[error("etcdserver: server stopped")]
@@ -129,6 +148,11 @@ impl From<Error> for Status {
             | Error::TxnAborted
             | Error::Timeout
             | Error::Stopped => Code::Unavailable,
+            Error::NoSuchRegion { .. } => Code::NotFound,
+            Error::KeyOutsideRegion { .. } | Error::NoPeerOnStore { .. } => Code::InvalidArgument,
+            Error::NoMiddleKey { .. } | Error::NotAdjacent { .. } | Error::RegionBusy { .. } => {
+                Code::FailedPrecondition
+            }
             Error::Storage(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

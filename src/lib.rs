@@ -24,6 +24,7 @@
 //!
 //! See docs/design.md for the invariants and how each is kept.
 
+pub mod admin_cli;
 pub mod bench;
 pub mod engine;
 pub mod error;

@@ -93,6 +93,29 @@ pub struct BatchConfig {
     pub max_batch: usize,
 }
 
+/// Adds FSMs to a running [`BatchSystem`]. Cheap to clone.
+pub struct Registrar<F: Fsm> {
+    scheduler: Sender<Scheduled<F>>,
+}
+
+impl<F: Fsm> Clone for Registrar<F> {
+    fn clone(&self) -> Self {
+        Registrar { scheduler: self.scheduler.clone() }
+    }
+}
+
+impl<F: Fsm> Registrar<F> {
+    /// Adds an FSM whose messages arrive on `inbox` (the other end of `tx`).
+    pub fn register(&self, fsm: Box<F>, tx: Sender<F::Message>, inbox: Receiver<F::Message>) -> Mailbox<F> {
+        let slot = Arc::new(Slot { status: AtomicU8::new(IDLE), fsm: Mutex::new(Some(fsm)), inbox });
+        let mailbox = Mailbox { tx, slot, scheduler: self.scheduler.clone() };
+        if !mailbox.slot.inbox.is_empty() {
+            notify(&mailbox.slot, &mailbox.scheduler);
+        }
+        mailbox
+    }
+}
+
 pub struct BatchSystem<F: Fsm> {
     scheduler: Sender<Scheduled<F>>,
     stop: Arc<AtomicBool>,
@@ -130,14 +153,9 @@ impl<F: Fsm> BatchSystem<F> {
         BatchSystem { scheduler, stop, pollers }
     }
 
-    /// Adds an FSM whose messages arrive on `inbox` (the other end of `tx`).
-    pub fn register(&self, fsm: Box<F>, tx: Sender<F::Message>, inbox: Receiver<F::Message>) -> Mailbox<F> {
-        let slot = Arc::new(Slot { status: AtomicU8::new(IDLE), fsm: Mutex::new(Some(fsm)), inbox });
-        let mailbox = Mailbox { tx, slot, scheduler: self.scheduler.clone() };
-        if !mailbox.slot.inbox.is_empty() {
-            notify(&mailbox.slot, &mailbox.scheduler);
-        }
-        mailbox
+    /// What adds FSMs to this system, from any thread (a poller too).
+    pub fn registrar(&self) -> Registrar<F> {
+        Registrar { scheduler: self.scheduler.clone() }
     }
 
     /// Stops the pollers after their current round and joins them.
@@ -249,7 +267,7 @@ mod tests {
         let cfg = BatchConfig { pollers: 2, max_batch: 256 };
         let mut system = BatchSystem::start("echo", &cfg, || EchoHandler);
         let (tx, rx) = channel::unbounded();
-        let mailbox = system.register(Box::new(Echo { rx: rx.clone() }), tx, rx);
+        let mailbox = system.registrar().register(Box::new(Echo { rx: rx.clone() }), tx, rx);
         let (reply_tx, reply_rx) = channel::bounded(1);
         for i in 0..50_000 {
             mailbox.send(reply_tx.clone()).unwrap();
@@ -267,7 +285,7 @@ mod tests {
         let mailboxes: Vec<_> = (0..16)
             .map(|_| {
                 let (tx, rx) = channel::unbounded();
-                system.register(Box::new(Counter { rx: rx.clone(), seen: seen.clone() }), tx, rx)
+                system.registrar().register(Box::new(Counter { rx: rx.clone(), seen: seen.clone() }), tx, rx)
             })
             .collect();
         let senders: Vec<_> = (0..4)

@@ -39,4 +39,19 @@ pub enum PeerMsg {
     Command { cmd: RaftCommand, epoch_version: u64, cb: CommandCallback },
     /// Physically compact the region's history below `revision`.
     Compact { revision: u64, cb: DoneCallback },
+    /// The region was merged away: stop, and answer everything with
+    /// `RegionNotFound` (the router retries on its new table).
+    Destroy,
+}
+
+impl PeerMsg {
+    /// Answers the message's callback, if it has one, with `err`.
+    pub fn fail(self, err: crate::error::Error) {
+        match self {
+            PeerMsg::Write { cb, .. } => drop(cb.send(Err(err))),
+            PeerMsg::Command { cb, .. } => drop(cb.send(Err(err))),
+            PeerMsg::ReadIndex { cb } | PeerMsg::Compact { cb, .. } => drop(cb.send(Err(err))),
+            PeerMsg::Tick | PeerMsg::Campaign | PeerMsg::Destroy => {}
+        }
+    }
 }

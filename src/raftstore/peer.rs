@@ -17,9 +17,12 @@ use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use rocksdb::WriteBatch;
 
+use super::batch::Registrar;
 use super::msg::{CommandCallback, DoneCallback, PeerMsg, WriteCallback, WriteOutcome};
 use super::storage;
 use super::RaftConfig;
+
+mod admin;
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
 use crate::lease::LeaderLease;
@@ -33,6 +36,7 @@ use crate::region::events;
 use crate::region::mvcc::{self, MvccReader, ScanOptions};
 use crate::region::span;
 use crate::sequencer::Sequencer;
+use admin::is_merge_rollback;
 
 /// State of a peer that other threads read without going through the mailbox.
 #[derive(Debug, Default)]
@@ -63,10 +67,12 @@ enum PendingKind {
         cb: WriteCallback,
     },
     /// A command proposed as it is (a cross-region txn step, a lease
-    /// change); `lock` is the txn id of a lock proposed (forgotten again if
-    /// the proposal does not commit).
+    /// change, a split or merge step); `lock` is the txn id of a lock
+    /// proposed (forgotten again if the proposal does not commit); `admin`
+    /// marks a split or merge step.
     Command {
         lock: Option<u64>,
+        admin: bool,
         cb: CommandCallback,
     },
 }
@@ -114,6 +120,11 @@ pub struct PeerFsm {
     /// A truncation to persist with the next raft write.
     gc: Option<(u64, TruncatedState)>,
     store: Arc<StoreContext>,
+    /// A split or merge step proposed here and not yet applied: no other
+    /// one, and no txn lock, is taken until it is.
+    admin_pending: bool,
+    /// Merged away: every message is answered with `RegionNotFound`.
+    destroyed: bool,
 }
 
 /// What every peer of a store shares.
@@ -126,6 +137,13 @@ pub struct StoreContext {
     /// read it on every request, so it is kept here rather than computed).
     pub max_term: AtomicU64,
     pub lessor: Arc<Lessor>,
+    /// Every region's peer on this store, by region id.
+    pub peers: dashmap::DashMap<u64, super::PeerHandle>,
+    pub registrar: Registrar<PeerFsm>,
+    /// See [`super::Store::regions_version`].
+    pub regions_version: AtomicU64,
+    /// The next region id a split may take.
+    pub next_region_id: AtomicU64,
 }
 
 impl crate::raftstore::batch::Fsm for PeerFsm {
@@ -174,6 +192,8 @@ impl PeerFsm {
             ready: None,
             gc: None,
             store,
+            admin_pending: false,
+            destroyed: false,
         })
     }
 
@@ -205,6 +225,10 @@ impl PeerFsm {
     pub fn handle(&mut self, max: usize) {
         for _ in 0..max {
             let Ok(msg) = self.rx.try_recv() else { break };
+            if self.destroyed {
+                msg.fail(Error::RegionNotFound);
+                continue;
+            }
             match msg {
                 PeerMsg::Tick => self.on_tick(),
                 PeerMsg::Campaign => {
@@ -214,6 +238,7 @@ impl PeerFsm {
                 PeerMsg::ReadIndex { cb } => self.on_read_index(cb),
                 PeerMsg::Compact { revision, cb } => self.on_compact(revision, cb),
                 PeerMsg::Command { cmd, epoch_version, cb } => self.on_command(cmd, epoch_version, cb),
+                PeerMsg::Destroy => self.destroy(),
             }
         }
         self.shared.awake.store(self.wants_tick(), Ordering::Relaxed);
@@ -247,7 +272,12 @@ impl PeerFsm {
         if !self.can_evaluate() {
             return Err(Error::NotLeader { region });
         }
-        if epoch_version != self.epoch_version() {
+        if epoch_version != self.epoch_version() || self.region.merging_into != 0 || self.admin_pending {
+            // A merging source takes nothing until the merge commits or
+            // rolls back (its rollback is proposed by `on_command`). While a
+            // split or merge step is in flight nothing else is proposed:
+            // it would apply after the epoch changed and be refused there,
+            // wasting the revision it took. The router retries.
             return Err(Error::EpochNotMatch { region });
         }
         Ok(())
@@ -337,8 +367,15 @@ impl PeerFsm {
 
     fn on_command(&mut self, mut cmd: RaftCommand, epoch_version: u64, cb: CommandCallback) {
         let region = self.region.id;
-        if let Err(e) = self.check_proposer(epoch_version) {
+        let rollback = is_merge_rollback(&cmd);
+        let checked = if rollback { self.check_rollback(epoch_version) } else { self.check_proposer(epoch_version) };
+        if let Err(e) = checked {
             let _ = cb.send(Err(e));
+            return;
+        }
+        let admin = cmd.split.is_some() || cmd.merge.is_some();
+        if admin && !rollback && !self.locks.is_empty() {
+            let _ = cb.send(Err(Error::RegionBusy { region }));
             return;
         }
         let lock = match &cmd.txn {
@@ -361,9 +398,10 @@ impl PeerFsm {
             self.locks.insert(l.txn_id, l.spans);
             l.txn_id
         });
+        self.admin_pending |= admin;
         let index = self.raft.raft.raft_log.last_index();
         let term = self.raft.raft.term;
-        self.pending.push_back(Pending { index, term, kind: PendingKind::Command { lock, cb } });
+        self.pending.push_back(Pending { index, term, kind: PendingKind::Command { lock, admin, cb } });
     }
 
     fn on_read_index(&mut self, cb: DoneCallback) {
@@ -408,6 +446,9 @@ impl PeerFsm {
     /// persisted to the round's one synced write batch. Returns the number of
     /// log entries added.
     pub fn collect_persist(&mut self, wb: &mut WriteBatch) -> Result<usize> {
+        if self.destroyed {
+            return Ok(0);
+        }
         if let Some((from, to)) = self.gc.take() {
             storage::truncate(&self.engine, self.raft.store(), self.region.id, from, &to, wb)?;
             self.truncated = to;
@@ -527,6 +568,12 @@ impl PeerFsm {
         if let Some(op) = &cmd.lease {
             return Ok(self.store.lessor.apply(op, &mut ctx.wb, &self.engine));
         }
+        if let Some(split) = cmd.split {
+            return self.apply_split(split, ctx);
+        }
+        if let Some(step) = cmd.merge.and_then(|m| m.step) {
+            return self.apply_merge(step, ctx);
+        }
         self.write_effects(cmd.revision, &cmd.effects, ctx);
         if cmd.revision > 0 {
             ctx.revisions.push(cmd.revision);
@@ -629,7 +676,10 @@ impl PeerFsm {
                         let _ = cb.send(Ok(WriteOutcome { revision: None, response }));
                     }));
                 }
-                PendingKind::Command { lock, cb } => {
+                PendingKind::Command { lock, admin, cb } => {
+                    if admin {
+                        self.admin_pending = false;
+                    }
                     let result = if committed {
                         Ok(took_effect)
                     } else {

@@ -30,6 +30,8 @@ pub struct LoadedPeer {
     pub truncated: TruncatedState,
     /// Revisions of logged commands not yet applied (they will be).
     pub unapplied_revisions: Vec<u64>,
+    /// Region ids that logged splits not yet applied will create.
+    pub split_ids: Vec<u64>,
 }
 
 pub fn load(engine: &Engine, region: &Region) -> Result<LoadedPeer> {
@@ -43,10 +45,7 @@ pub fn load(engine: &Engine, region: &Region) -> Result<LoadedPeer> {
         Some(b) => TruncatedState::decode(&b[..]).map_err(|e| corrupt("truncated state", e))?,
         None => TruncatedState::default(),
     };
-    let apply_state = match db.get_cf(engine.meta(), keys::apply_state(id))? {
-        Some(b) => ApplyState::decode(&b[..]).map_err(|e| corrupt("apply state", e))?,
-        None => ApplyState::default(),
-    };
+    let apply_state = load_apply_state(engine, id)?;
     let storage = if truncated.index == 0 {
         MemStorage::new_with_conf_state(conf_state(region))
     } else {
@@ -60,6 +59,7 @@ pub fn load(engine: &Engine, region: &Region) -> Result<LoadedPeer> {
     };
     let mut entries = Vec::new();
     let mut unapplied_revisions = Vec::new();
+    let mut split_ids = Vec::new();
     let iter = db.iterator_cf(
         engine.raft(),
         rocksdb::IteratorMode::From(&keys::raft_entry(id, truncated.index + 1), rocksdb::Direction::Forward),
@@ -75,12 +75,13 @@ pub fn load(engine: &Engine, region: &Region) -> Result<LoadedPeer> {
             if cmd.revision > 0 {
                 unapplied_revisions.push(cmd.revision);
             }
+            split_ids.extend(cmd.split.map(|s| s.new_region_id));
         }
         entries.push(entry);
     }
     storage.wl().append(&entries).map_err(|e| corrupt("raft log", e))?;
     storage.wl().set_hardstate(hard_state);
-    Ok(LoadedPeer { storage, apply_state, truncated, unapplied_revisions })
+    Ok(LoadedPeer { storage, apply_state, truncated, unapplied_revisions, split_ids })
 }
 
 /// Adds `entries` (from a Ready) to `wb`, removing any longer stale suffix
@@ -131,4 +132,48 @@ pub fn truncate(
     wb.delete_range_cf(engine.raft(), keys::raft_entry(region, from), keys::raft_entry(region, to.index + 1));
     wb.put_cf(engine.raft(), keys::truncated_state(region), to.encode_to_vec());
     storage.wl().compact(to.index).map_err(|e| Error::Storage(e.to_string()))
+}
+
+/// Where the Raft log of a region created by a split starts: its peers all
+/// begin here, at once, with nothing to replicate (the data is already in
+/// the store).
+pub const SPLIT_INIT_INDEX: u64 = 5;
+
+/// Writes the starting Raft and apply state of `region`, new from a split of
+/// a region whose apply state is `parent`.
+pub fn init_split_peer(engine: &Engine, region: &Region, parent: &ApplyState, wb: &mut WriteBatch) -> Result<()> {
+    let init = TruncatedState { index: SPLIT_INIT_INDEX, term: SPLIT_INIT_INDEX };
+    let mut hs = HardState::default();
+    hs.term = init.term;
+    hs.commit = init.index;
+    save_hard_state(engine, region.id, &hs, wb)?;
+    wb.put_cf(engine.raft(), keys::truncated_state(region.id), init.encode_to_vec());
+    let apply = ApplyState {
+        applied_index: init.index,
+        applied_term: init.term,
+        max_revision: parent.max_revision,
+        compacted_revision: parent.compacted_revision,
+    };
+    wb.put_cf(engine.meta(), keys::apply_state(region.id), apply.encode_to_vec());
+    wb.put_cf(engine.meta(), keys::region(region.id), region.encode_to_vec());
+    Ok(())
+}
+
+/// Deletes everything a region's peer persisted (a merge's source, once the
+/// target took it over): its metadata, Raft log and state, apply state.
+pub fn delete_peer_state(engine: &Engine, region: u64, wb: &mut WriteBatch) {
+    wb.delete_range_cf(engine.raft(), keys::raft_entry(region, 0), keys::raft_entry(region, u64::MAX));
+    wb.delete_cf(engine.raft(), keys::raft_entry(region, u64::MAX));
+    wb.delete_cf(engine.raft(), keys::hard_state(region));
+    wb.delete_cf(engine.raft(), keys::truncated_state(region));
+    wb.delete_cf(engine.meta(), keys::apply_state(region));
+    wb.delete_cf(engine.meta(), keys::region(region));
+}
+
+/// A region's persisted apply state (a merge reads its source's).
+pub fn load_apply_state(engine: &Engine, region: u64) -> Result<ApplyState> {
+    match engine.db.get_cf(engine.meta(), keys::apply_state(region))? {
+        Some(b) => ApplyState::decode(&b[..]).map_err(|e| corrupt("apply state", e)),
+        None => Ok(ApplyState::default()),
+    }
 }

@@ -76,7 +76,6 @@ pub struct Store {
     pub cluster_id: u64,
     /// The meta group's region id.
     pub meta_region: u64,
-    peers: DashMap<u64, PeerHandle>,
     context: Arc<StoreContext>,
     system: Mutex<Option<BatchSystem<PeerFsm>>>,
     timer: Mutex<Option<JoinHandle<()>>>,
@@ -118,6 +117,7 @@ impl Store {
             engine: engine.clone(),
             sequencer: sequencer.clone(),
         });
+        let next_region_id = loaded.iter().flat_map(|(r, p)| p.split_ids.iter().copied().chain([r.id])).max();
         let context = Arc::new(StoreContext {
             engine: engine.clone(),
             sequencer: sequencer.clone(),
@@ -125,15 +125,13 @@ impl Store {
             raft: cfg.raft.clone(),
             max_term: AtomicU64::new(0),
             lessor: lessor.clone(),
+            peers: DashMap::new(),
+            registrar: system.registrar(),
+            regions_version: AtomicU64::new(0),
+            next_region_id: AtomicU64::new(next_region_id.unwrap_or(0) + 1),
         });
-        let peers = DashMap::new();
         for (region, peer) in loaded {
-            let (tx, rx) = channel::unbounded();
-            let fsm = PeerFsm::new(region.clone(), peer, rx.clone(), context.clone())?;
-            let shared = fsm.shared.clone();
-            let mailbox = system.register(Box::new(fsm), tx, rx);
-            let _ = mailbox.send(PeerMsg::Campaign);
-            peers.insert(region.id, PeerHandle { region: Arc::new(region), shared, mailbox });
+            context.add_peer(region, peer, true)?;
         }
         let store = Arc::new(Store {
             engine,
@@ -143,7 +141,6 @@ impl Store {
             store_id: cfg.store_id,
             cluster_id,
             meta_region,
-            peers,
             context,
             system: Mutex::new(Some(system)),
             timer: Mutex::new(None),
@@ -156,13 +153,24 @@ impl Store {
     /// Every region that owns user keys (not the meta group), ordered by start key.
     pub fn regions(&self) -> Vec<Region> {
         let mut regions: Vec<Region> =
-            self.peers.iter().filter(|p| !p.region.meta).map(|p| (*p.region).clone()).collect();
+            self.context.peers.iter().filter(|p| !p.region.meta).map(|p| (*p.region).clone()).collect();
         regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
         regions
     }
 
     pub fn peer(&self, region: u64) -> Result<PeerHandle> {
-        self.peers.get(&region).map(|p| p.clone()).ok_or(Error::RegionNotFound)
+        self.context.peers.get(&region).map(|p| p.clone()).ok_or(Error::RegionNotFound)
+    }
+
+    /// Bumped whenever a region changes shape (split, merge, prepare or
+    /// rollback of a merge): routing tables older than it are stale.
+    pub fn regions_version(&self) -> u64 {
+        self.context.regions_version.load(Ordering::Acquire)
+    }
+
+    /// A region id no region of this store has or had.
+    pub fn alloc_region_id(&self) -> u64 {
+        self.context.next_region_id.fetch_add(1, Ordering::AcqRel)
     }
 
     pub fn raft_config(&self) -> &super::RaftConfig {
@@ -177,7 +185,7 @@ impl Store {
     /// The sum of every region's applied raft index: a number that grows
     /// with every entry the store applies (etcd reports its one log's index).
     pub fn applied_index(&self) -> u64 {
-        self.peers.iter().map(|p| p.shared.applied_index.load(Ordering::Relaxed)).sum()
+        self.context.peers.iter().map(|p| p.shared.applied_index.load(Ordering::Relaxed)).sum()
     }
 
     /// Bytes RocksDB holds on disk and in memtables, over all column families.
@@ -205,7 +213,7 @@ impl Store {
 
     /// Whether every region leads here with a valid leader lease.
     pub fn all_leading(&self) -> bool {
-        self.peers.iter().all(|p| p.shared.lease.is_valid())
+        self.context.peers.iter().all(|p| p.shared.lease.is_valid())
     }
 
     /// Waits (bounded) until every region leads with a valid lease.
@@ -288,14 +296,14 @@ impl Store {
         use std::fmt::Write;
         let _ = writeln!(out, "# HELP tessera_region_lease_valid Whether the region's leader lease is valid on this store.\n# TYPE tessera_region_lease_valid gauge");
         for r in self.regions() {
-            let valid = self.peers.get(&r.id).is_some_and(|p| p.shared.lease.is_valid());
+            let valid = self.context.peers.get(&r.id).is_some_and(|p| p.shared.lease.is_valid());
             let _ = writeln!(out, "tessera_region_lease_valid{{region=\"{}\"}} {}", r.id, valid as u8);
         }
-        let leaders = self.peers.iter().filter(|p| p.shared.is_leader.load(Ordering::Relaxed)).count();
+        let leaders = self.context.peers.iter().filter(|p| p.shared.is_leader.load(Ordering::Relaxed)).count();
         let _ = writeln!(
             out,
             "# HELP tessera_regions Regions on this store.\n# TYPE tessera_regions gauge\ntessera_regions {}",
-            self.peers.len()
+            self.context.peers.len()
         );
         let _ = writeln!(out, "# HELP tessera_region_leaders Regions led by this store.\n# TYPE tessera_region_leaders gauge\ntessera_region_leaders {leaders}");
         let _ = writeln!(
@@ -314,6 +322,9 @@ impl Store {
         if let Some(mut s) = self.system.lock().take() {
             s.shutdown();
         }
+        // Peers hold the store context that holds them: break the cycle so
+        // that RocksDB closes (a restart in the same process reopens it).
+        self.context.peers.clear();
         let _ = self.engine.db.flush_wal(true);
     }
 }
@@ -377,11 +388,58 @@ fn start_timer(store: &Arc<Store>, interval: Duration) -> JoinHandle<()> {
             if store.stop.load(Ordering::Acquire) {
                 return;
             }
-            for p in store.peers.iter() {
+            for p in store.context.peers.iter() {
                 if p.shared.awake.load(Ordering::Relaxed) {
                     let _ = p.mailbox.send(PeerMsg::Tick);
                 }
             }
         })
         .expect("spawn store timer")
+}
+
+impl StoreContext {
+    /// Starts a peer for `region` from its loaded state and makes it
+    /// routable; `campaign` asks it to run for leader at once.
+    pub fn add_peer(self: &Arc<Self>, region: Region, loaded: storage::LoadedPeer, campaign: bool) -> Result<()> {
+        let (tx, rx) = channel::unbounded();
+        let fsm = PeerFsm::new(region.clone(), loaded, rx.clone(), self.clone())?;
+        let shared = fsm.shared.clone();
+        let mailbox = self.registrar.register(Box::new(fsm), tx, rx);
+        if campaign {
+            let _ = mailbox.send(PeerMsg::Campaign);
+        }
+        self.next_region_id.fetch_max(region.id + 1, Ordering::AcqRel);
+        self.peers.insert(region.id, PeerHandle { region: Arc::new(region), shared, mailbox });
+        self.regions_version.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// A region's new shape (its peer already applied it).
+    pub fn region_changed(&self, region: Region) {
+        if let Some(mut p) = self.peers.get_mut(&region.id) {
+            p.region = Arc::new(region);
+        }
+        self.regions_version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// After a split applied and persisted: a peer for the right part (its
+    /// state was written with the split).
+    pub fn split_applied(self: &Arc<Self>, right: Region, campaign: bool) {
+        let loaded = storage::load(&self.engine, &right);
+        if let Err(e) = loaded.and_then(|loaded| self.add_peer(right, loaded, campaign)) {
+            // The split is persisted: serving on without the right part would
+            // leave its keys without a region.
+            tracing::error!("starting the right region of a split: {e}");
+            eprintln!("tessera: cannot start the new region of a split ({e}); aborting");
+            std::process::abort();
+        }
+    }
+
+    /// After a merge committed and persisted: the source's peer stops and goes.
+    pub fn source_merged(&self, source: u64) {
+        if let Some((_, p)) = self.peers.remove(&source) {
+            let _ = p.mailbox.send(PeerMsg::Destroy);
+        }
+        self.regions_version.fetch_add(1, Ordering::AcqRel);
+    }
 }

@@ -35,6 +35,7 @@ pub fn initial_regions(split_keys: &[Vec<u8>], store_id: u64) -> Vec<Region> {
             epoch: Some(RegionEpoch { version: 1, conf_ver: 1 }),
             peers: vec![Peer { id: store_id, store_id }],
             meta: false,
+            merging_into: 0,
         })
         .collect()
 }

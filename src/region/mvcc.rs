@@ -105,9 +105,31 @@ impl<'a> MvccReader<'a> {
     /// Live keys in `[start, end)` at `revision`, in key order. `end = None`
     /// means to the end of the keyspace.
     pub fn scan(&self, start: &[u8], end: Option<&[u8]>, revision: u64, opts: ScanOptions) -> Result<ScanResult> {
+        let mut out = ScanResult::default();
+        self.visit_live(start, end, revision, |user_key, value| {
+            out.count += 1;
+            if !opts.count_only && (opts.limit == 0 || out.kvs.len() < opts.limit) {
+                if let Some(kv) = decode_value(user_key, value)? {
+                    out.kvs.push(kv);
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f(user key, stored value)` for the version at or below
+    /// `revision` of every live key in `[start, end)`, in key order, while
+    /// `f` answers true.
+    pub fn visit_live(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        revision: u64,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
         let mut it = self.iter(keys::key_prefix(start), end.map(keys::key_prefix));
         it.seek_to_first();
-        let mut out = ScanResult::default();
         let mut current: Option<Vec<u8>> = None; // escaped user part already decided
         while it.valid() {
             let k = it.key().expect("valid iterator");
@@ -124,18 +146,13 @@ impl<'a> MvccReader<'a> {
             }
             current = Some(user.to_vec());
             let value = it.value().expect("valid iterator");
-            if value.first() != Some(&TAG_TOMBSTONE) {
-                out.count += 1;
-                if !opts.count_only && (opts.limit == 0 || out.kvs.len() < opts.limit) {
-                    if let Some(kv) = decode_value(&user_key, value)? {
-                        out.kvs.push(kv);
-                    }
-                }
+            if value.first() != Some(&TAG_TOMBSTONE) && !f(&user_key, value)? {
+                return Ok(());
             }
             it.next();
         }
         it.status()?;
-        Ok(out)
+        Ok(())
     }
 
     /// The live keys of an etcd key/end pair (see

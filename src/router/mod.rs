@@ -10,6 +10,7 @@
 //! by a txn in progress) are retried here until the request deadline;
 //! clients never see them.
 
+pub mod admin;
 pub mod alarm;
 mod lease;
 pub mod table;
@@ -39,7 +40,8 @@ use table::{Piece, RoutingTable};
 
 pub struct Router {
     store: Arc<Store>,
-    table: RwLock<Arc<RoutingTable>>,
+    /// The routing table and the store's regions version it was built at.
+    table: RwLock<(u64, Arc<RoutingTable>)>,
     member_id: u64,
     /// How long a request may spend retrying routing errors.
     pub request_timeout: Duration,
@@ -54,11 +56,11 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(10);
 
 impl Router {
     pub fn new(store: Arc<Store>, member_id: u64) -> Result<Router> {
-        let table = RoutingTable::new(store.regions());
+        let table = (store.regions_version(), Arc::new(RoutingTable::new(store.regions())));
         let alarms = alarm::Alarms::load(store.clone())?;
         Ok(Router {
             store,
-            table: RwLock::new(Arc::new(table)),
+            table: RwLock::new(table),
             member_id,
             request_timeout: Duration::from_secs(10),
             compact_lock: tokio::sync::Mutex::new(()),
@@ -73,8 +75,18 @@ impl Router {
         &self.store
     }
 
+    /// The routing table, rebuilt first if a region changed shape since.
     fn table(&self) -> Arc<RoutingTable> {
-        self.table.read().clone()
+        let version = self.store.regions_version();
+        {
+            let (built, table) = &*self.table.read();
+            if *built == version {
+                return table.clone();
+            }
+        }
+        let fresh = Arc::new(RoutingTable::new(self.store.regions()));
+        *self.table.write() = (version, fresh.clone());
+        fresh
     }
 
     /// A header at the newest revision handed out (what etcd's non-KV
@@ -132,7 +144,9 @@ impl Router {
             if peer.shared.lease.is_valid() {
                 leased.push(region);
             } else {
-                self.retrying(|| self.store.read_index(region)).await?;
+                // One attempt: on a routing error the caller plans the read
+                // again on a fresh table (the region may have been merged away).
+                self.store.read_index(region).await?;
                 METRICS.read_index_reads.inc();
             }
         }
@@ -183,11 +197,21 @@ impl Router {
     ) -> Result<(T, u64)> {
         let deadline = Instant::now() + self.request_timeout;
         loop {
-            let pieces = pieces_of(&self.table(), spans)?;
-            let regions: BTreeSet<u64> = pieces.iter().map(|p| p.region).collect();
-            let (current, leased) = self.read_revision(&regions, serializable).await?;
-            if let Some(result) = self.with_snapshot(&leased, |reader| read(reader, &pieces, current))? {
-                return Ok((result, current));
+            let attempt = async {
+                let pieces = pieces_of(&self.table(), spans)?;
+                let regions: BTreeSet<u64> = pieces.iter().map(|p| p.region).collect();
+                let (current, leased) = self.read_revision(&regions, serializable).await?;
+                Ok::<_, Error>(
+                    self.with_snapshot(&leased, |reader| read(reader, &pieces, current))?.map(|r| (r, current)),
+                )
+            };
+            match attempt.await {
+                Ok(Some(done)) => return Ok(done),
+                // A lease ran out before the snapshot, or a region changed
+                // shape (split, merge) under the read: again, on a fresh table.
+                Ok(None) => {}
+                Err(e) if e.is_retryable() => tokio::time::sleep(RETRY_BACKOFF).await,
+                Err(e) => return Err(e),
             }
             if Instant::now() >= deadline {
                 return Err(Error::Timeout);
@@ -302,7 +326,15 @@ impl Router {
         // restart finishes the physical part.
         self.store.set_compacted(revision)?;
         for region in self.store.regions() {
-            self.retrying(|| self.store.compact_region(region.id, revision as u64)).await?;
+            self.retrying(|| async {
+                match self.store.compact_region(region.id, revision as u64).await {
+                    // Merged away meanwhile: its keys are compacted with the
+                    // target's (or by the restart's finishing pass).
+                    Err(Error::RegionNotFound) => Ok(()),
+                    other => other,
+                }
+            })
+            .await?;
         }
         let engine = &self.store.engine;
         crate::region::events::compact(&engine.db, engine.events(), revision as u64)?;

@@ -41,6 +41,7 @@ use crate::region::eval::{self, WriteRequest};
 use crate::region::mvcc::MvccReader;
 
 /// One region taking part in a txn.
+#[derive(Clone)]
 struct Part {
     region: u64,
     epoch_version: u64,
@@ -196,9 +197,23 @@ impl Router {
 
     /// Runs a step that must reach a decision (a commit, a rollback):
     /// retried for as long as its errors are retryable, without a deadline.
+    ///
+    /// A region holding a lock cannot split or merge, so a rollback that
+    /// finds its region changed in shape (or merged away) finds no lock of
+    /// its txn there: it is done. A forget is not tied to its region's keys:
+    /// it goes to the region's current shape, or to any region.
     async fn until_decided(&self, part: &Part, cmd: &RaftCommand) -> Result<bool> {
+        let mut part = part.clone();
         loop {
             match self.store.propose(part.region, part.epoch_version, cmd.clone()).await {
+                Err(Error::EpochNotMatch { .. } | Error::RegionNotFound)
+                    if matches!(cmd.txn, Some(Txn::Rollback(_))) =>
+                {
+                    return Ok(false);
+                }
+                Err(Error::EpochNotMatch { .. } | Error::RegionNotFound) if matches!(cmd.txn, Some(Txn::Forget(_))) => {
+                    part = self.whole_part(part.region).or_else(|_| self.any_part())?;
+                }
                 Err(e) if e.is_retryable() => {
                     tracing::debug!(region = part.region, "retrying a txn step: {e}");
                     tokio::time::sleep(RETRY_BACKOFF).await;
@@ -227,12 +242,19 @@ impl Router {
         Ok(Part { region, epoch_version: peer.region.epoch.map_or(0, |e| e.version), spans: Vec::new() })
     }
 
+    /// Some user region as a whole part (for steps any region may apply).
+    fn any_part(&self) -> Result<Part> {
+        let region = self.store.regions().first().map(|r| r.id).ok_or(Error::RegionNotFound)?;
+        self.whole_part(region)
+    }
+
     /// Resolves every cross-region txn a crash left behind: commits the
     /// locks of txns whose primary recorded a commit, rolls back the rest;
     /// then deletes the keys of leases whose revoke a crash interrupted.
     /// Call once at start, after every region leads and has applied its log
     /// and before serving. Returns the number of locks resolved.
     pub async fn recover(&self) -> Result<usize> {
+        self.recover_merges().await?;
         let (locks, records) = self.store.txn_state()?;
         let records: HashMap<u64, TxnRecord> = records.into_iter().map(|r| (r.txn_id, r)).collect();
         let resolved = locks.len();
@@ -257,7 +279,7 @@ impl Router {
             tracing::info!(region, txn = lock.txn_id, committed, "recovered a cross-region txn lock");
         }
         for record in records.values() {
-            let part = self.whole_part(record.primary)?;
+            let part = self.whole_part(record.primary).or_else(|_| self.any_part())?;
             self.until_decided(&part, &step(Txn::Forget(record.txn_id))).await?;
         }
         self.store.sequencer.settle();

@@ -2,6 +2,7 @@
 //! endpoint. Handlers validate, route, await, and map errors once
 //! (`From<Error> for Status`).
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 mod concurrency;
@@ -31,6 +32,7 @@ use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::health::health_server::HealthServer;
+use crate::proto::tesserapb::admin_server::AdminServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::router::Router;
@@ -100,6 +102,7 @@ pub async fn serve(
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(AuthServer::new(auth::AuthService { router: router.clone() }))
+        .add_service(AdminServer::new(admin::AdminService { router: router.clone() }))
         .add_service(LockServer::new(lock::LockService { router: router.clone() }))
         .add_service(ElectionServer::new(election::ElectionService {
             router: router.clone(),

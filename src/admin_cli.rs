@@ -1,0 +1,236 @@
+//! `tessera admin`: the operator's client of the Admin service. Tables for
+//! people, `--json` for scripts.
+
+use std::fmt::Write as _;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::proto::tesserapb::admin_client::AdminClient;
+use crate::proto::tesserapb::*;
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Client endpoints of the cluster, host:port[,host:port...]; the first
+    /// that answers is used.
+    #[arg(long, global = true, default_value = "127.0.0.1:2379", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Print JSON (for scripts) instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// List regions: id, range, epoch, peers, leader, lease, live keys and bytes.
+    Regions,
+    /// Split the region owning --key at that key, or --region at its middle key.
+    Split {
+        #[arg(long, conflicts_with = "region", required_unless_present = "region")]
+        key: Option<String>,
+        #[arg(long)]
+        region: Option<u64>,
+    },
+    /// Merge region --right into its left neighbour --left (the result keeps left's id).
+    Merge {
+        #[arg(long)]
+        left: u64,
+        #[arg(long)]
+        right: u64,
+    },
+    /// Move a region's leadership to the peer on store --to.
+    TransferLeader {
+        #[arg(long)]
+        region: u64,
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+async fn connect(endpoints: &[String]) -> Result<AdminClient<tonic::transport::Channel>> {
+    let mut last = None;
+    for ep in endpoints {
+        let url = if ep.contains("://") { ep.clone() } else { format!("http://{ep}") };
+        match AdminClient::connect(url.clone()).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(format!("{url}: {e}")),
+        }
+    }
+    bail!("no endpoint answered ({})", last.unwrap_or_default())
+}
+
+/// Runs one admin command and prints its result.
+pub async fn run(args: AdminArgs) -> Result<()> {
+    let mut client = connect(&args.endpoints).await?;
+    let status = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    let out = match args.command {
+        AdminCommand::Regions => {
+            let regions = client.regions(RegionsRequest {}).await.map_err(status)?.into_inner().regions;
+            if args.json {
+                json_array(regions.iter().map(region_info_json))
+            } else {
+                regions_table(&regions)
+            }
+        }
+        AdminCommand::Split { key, region } => {
+            let req =
+                SplitRequest { key: key.map(String::into_bytes).unwrap_or_default(), region_id: region.unwrap_or(0) };
+            let resp = client.split(req).await.map_err(status)?.into_inner();
+            let (left, right) = (resp.left.context("no left region")?, resp.right.context("no right region")?);
+            if args.json {
+                json_array([region_json(&left), region_json(&right)].into_iter())
+            } else {
+                format!("split: {}\n       {}\n", region_line(&left), region_line(&right))
+            }
+        }
+        AdminCommand::Merge { left, right } => {
+            let resp = client.merge(MergeRequest { left, right }).await.map_err(status)?.into_inner();
+            let region = resp.region.context("no region")?;
+            if args.json {
+                region_json(&region) + "\n"
+            } else {
+                format!("merged: {}\n", region_line(&region))
+            }
+        }
+        AdminCommand::TransferLeader { region, to } => {
+            let req = TransferLeaderRequest { region_id: region, to_store: to };
+            let resp = client.transfer_leader(req).await.map_err(status)?.into_inner();
+            let region = resp.region.context("no region")?;
+            if args.json {
+                region_json(&region) + "\n"
+            } else {
+                format!("leader of region {} is on store {to}\n", region.id)
+            }
+        }
+    };
+    print!("{out}");
+    Ok(())
+}
+
+fn key_text(key: &[u8], open_end: &str) -> String {
+    if key.is_empty() {
+        open_end.to_string()
+    } else {
+        String::from_utf8_lossy(key).into_owned()
+    }
+}
+
+fn epoch_text(r: &Region) -> String {
+    let e = r.epoch.unwrap_or_default();
+    format!("{}/{}", e.version, e.conf_ver)
+}
+
+fn peers_text(r: &Region) -> String {
+    r.peers.iter().map(|p| p.store_id.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn region_line(r: &Region) -> String {
+    format!(
+        "region {} [{}, {}) epoch {}",
+        r.id,
+        key_text(&r.start_key, "-inf"),
+        key_text(&r.end_key, "+inf"),
+        epoch_text(r)
+    )
+}
+
+fn regions_table(regions: &[RegionInfo]) -> String {
+    let mut rows = vec![["ID", "START", "END", "EPOCH", "PEERS", "LEADER", "LEASE", "KEYS", "BYTES"].map(String::from)];
+    for info in regions {
+        let Some(r) = &info.region else { continue };
+        rows.push([
+            r.id.to_string(),
+            key_text(&r.start_key, "-inf"),
+            key_text(&r.end_key, "+inf"),
+            epoch_text(r) + if r.merging_into != 0 { " (merging)" } else { "" },
+            peers_text(r),
+            if info.leader_store == 0 { "-".into() } else { info.leader_store.to_string() },
+            if info.lease_valid { "valid" } else { "-" }.into(),
+            info.keys.to_string(),
+            info.bytes.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..9).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_array(items: impl Iterator<Item = String>) -> String {
+    format!("[{}]\n", items.collect::<Vec<_>>().join(","))
+}
+
+fn region_fields(r: &Region) -> String {
+    let e = r.epoch.unwrap_or_default();
+    let peers: Vec<String> =
+        r.peers.iter().map(|p| format!("{{\"id\":{},\"store_id\":{}}}", p.id, p.store_id)).collect();
+    format!(
+        "\"id\":{},\"start_key\":{},\"end_key\":{},\"epoch\":{{\"version\":{},\"conf_ver\":{}}},\"peers\":[{}],\"merging_into\":{}",
+        r.id,
+        json_str(&String::from_utf8_lossy(&r.start_key)),
+        json_str(&String::from_utf8_lossy(&r.end_key)),
+        e.version,
+        e.conf_ver,
+        peers.join(","),
+        r.merging_into
+    )
+}
+
+fn region_json(r: &Region) -> String {
+    format!("{{{}}}", region_fields(r))
+}
+
+fn region_info_json(info: &RegionInfo) -> String {
+    let r = info.region.clone().unwrap_or_default();
+    format!(
+        "{{{},\"leader\":{},\"lease_valid\":{},\"keys\":{},\"bytes\":{}}}",
+        region_fields(&r),
+        info.leader_store,
+        info.lease_valid,
+        info.keys,
+        info.bytes
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_escaped_and_shaped() {
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+        let r = Region {
+            id: 3,
+            start_key: b"m".to_vec(),
+            epoch: Some(RegionEpoch { version: 2, conf_ver: 1 }),
+            ..Default::default()
+        };
+        assert_eq!(
+            region_json(&r),
+            r#"{"id":3,"start_key":"m","end_key":"","epoch":{"version":2,"conf_ver":1},"peers":[],"merging_into":0}"#
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! A region's split and merge steps, applied from its Raft log (see
+//! src/router/admin.rs for who proposes them and docs/design.md for the
+//! protocol). Data never moves: a split or merge rewrites region metadata,
+//! the Raft state of the region it creates or removes, and the epoch.
+
+use prost::Message as _;
+
+use super::{ApplyContext, PeerFsm, PendingKind};
+use crate::engine::keys;
+use crate::error::{Error, Result};
+use crate::proto::tesserapb::merge_command::Step;
+use crate::proto::tesserapb::{RaftCommand, Region, RegionEpoch, SplitCommand};
+use crate::raftstore::storage;
+
+/// Whether `cmd` rolls a merge back (the one command a merging region takes).
+pub fn is_merge_rollback(cmd: &RaftCommand) -> bool {
+    matches!(cmd.merge.as_ref().and_then(|m| m.step.as_ref()), Some(Step::Rollback(_)))
+}
+
+impl PeerFsm {
+    /// A merge rollback is proposed by the leader of a merging region.
+    pub(super) fn check_rollback(&self, epoch_version: u64) -> Result<()> {
+        let region = self.region.id;
+        if !self.can_evaluate() {
+            return Err(Error::NotLeader { region });
+        }
+        if epoch_version != self.epoch_version() {
+            return Err(Error::EpochNotMatch { region });
+        }
+        Ok(())
+    }
+
+    /// The region's epoch with its version bumped (split and merge).
+    fn next_epoch(&self) -> Option<RegionEpoch> {
+        let conf_ver = self.region.epoch.as_ref().map_or(0, |e| e.conf_ver);
+        Some(RegionEpoch { version: self.epoch_version() + 1, conf_ver })
+    }
+
+    /// Persists the region's new shape, ends its lease (a single voter takes
+    /// it again at the end of this apply) and tells the store once written.
+    fn reshape(&mut self, region: Region, ctx: &mut ApplyContext) {
+        ctx.wb.put_cf(self.engine.meta(), keys::region(region.id), region.encode_to_vec());
+        self.region = region.clone();
+        self.shared.lease.expire();
+        let store = self.store.clone();
+        ctx.acks.push(Box::new(move || store.region_changed(region)));
+    }
+
+    pub(super) fn apply_split(&mut self, split: SplitCommand, ctx: &mut ApplyContext) -> Result<bool> {
+        let key = split.split_key;
+        let r = &self.region;
+        if r.meta
+            || r.merging_into != 0
+            || !self.locks.is_empty()
+            || key == r.start_key
+            || !crate::region::contains(r, &key)
+        {
+            return Ok(false);
+        }
+        let epoch = self.next_epoch();
+        let right = Region {
+            id: split.new_region_id,
+            start_key: key.clone(),
+            end_key: r.end_key.clone(),
+            epoch,
+            peers: r.peers.clone(),
+            meta: false,
+            merging_into: 0,
+        };
+        let left = Region { end_key: key, epoch, ..r.clone() };
+        storage::init_split_peer(&self.engine, &right, &self.apply_state, &mut ctx.wb)?;
+        self.reshape(left, ctx);
+        // Pushed after reshape's: the new peer starts once the left part
+        // is routable with its new shape, and before the proposer hears back.
+        let (store, campaign) = (self.store.clone(), self.is_leader());
+        ctx.acks.push(Box::new(move || store.split_applied(right, campaign)));
+        Ok(true)
+    }
+
+    pub(super) fn apply_merge(&mut self, step: Step, ctx: &mut ApplyContext) -> Result<bool> {
+        match step {
+            Step::Prepare(target) => {
+                if self.region.meta || self.region.merging_into != 0 || !self.locks.is_empty() {
+                    return Ok(false);
+                }
+                let region = Region { merging_into: target, epoch: self.next_epoch(), ..self.region.clone() };
+                self.reshape(region, ctx);
+                Ok(true)
+            }
+            Step::Rollback(_) => {
+                if self.region.merging_into == 0 {
+                    return Ok(false);
+                }
+                let region = Region { merging_into: 0, epoch: self.next_epoch(), ..self.region.clone() };
+                self.reshape(region, ctx);
+                Ok(true)
+            }
+            Step::Commit(source) => self.commit_merge(source, ctx),
+        }
+    }
+
+    /// The target takes over its prepared neighbour `source`.
+    fn commit_merge(&mut self, source: Region, ctx: &mut ApplyContext) -> Result<bool> {
+        let stored = match self.engine.db.get_cf(self.engine.meta(), keys::region(source.id))? {
+            Some(b) => Region::decode(&b[..]).map_err(|e| Error::Storage(format!("corrupt region: {e}")))?,
+            None => return Ok(false),
+        };
+        // The source as this store has it must be the one prepared for us.
+        if stored != source || source.merging_into != self.region.id || !self.locks.is_empty() {
+            return Ok(false);
+        }
+        let me = &self.region;
+        let (start_key, end_key) = if !source.end_key.is_empty() && source.end_key == me.start_key {
+            (source.start_key.clone(), me.end_key.clone())
+        } else if !me.end_key.is_empty() && me.end_key == source.start_key {
+            (me.start_key.clone(), source.end_key.clone())
+        } else {
+            return Ok(false);
+        };
+        let version =
+            me.epoch.as_ref().map_or(0, |e| e.version).max(source.epoch.as_ref().map_or(0, |e| e.version)) + 1;
+        let conf_ver = me.epoch.as_ref().map_or(0, |e| e.conf_ver);
+        let merged = Region { start_key, end_key, epoch: Some(RegionEpoch { version, conf_ver }), ..me.clone() };
+        let theirs = storage::load_apply_state(&self.engine, source.id)?;
+        self.apply_state.max_revision = self.apply_state.max_revision.max(theirs.max_revision);
+        self.apply_state.compacted_revision = self.apply_state.compacted_revision.max(theirs.compacted_revision);
+        storage::delete_peer_state(&self.engine, source.id, &mut ctx.wb);
+        self.reshape(merged, ctx);
+        let store = self.store.clone();
+        ctx.acks.push(Box::new(move || store.source_merged(source.id)));
+        Ok(true)
+    }
+
+    /// Stops this peer for good (its region was merged away).
+    pub(super) fn destroy(&mut self) {
+        self.destroyed = true;
+        self.shared.lease.expire();
+        let region = self.region.id;
+        for p in self.pending.drain(..) {
+            let err = Error::RegionNotFound;
+            match p.kind {
+                PendingKind::Write { cb, .. } | PendingKind::Wait { cb, .. } => drop(cb.send(Err(err))),
+                PendingKind::Compact { cb } => drop(cb.send(Err(err))),
+                PendingKind::Command { cb, .. } => drop(cb.send(Err(err))),
+            }
+        }
+        for (cb, _) in self.reads.drain().map(|(_, v)| v) {
+            let _ = cb.send(Err(Error::RegionNotFound));
+        }
+        for (_, cb) in self.waiting_reads.drain(..) {
+            let _ = cb.send(Err(Error::RegionNotFound));
+        }
+        tracing::info!(region, "merged away; peer stopped");
+    }
+}

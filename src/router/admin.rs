@@ -1,0 +1,227 @@
+//! Region administration through the router: list regions, split one at a
+//! key (or its middle), merge two neighbours, move a leader. Every step goes
+//! through the regions' Raft logs (src/raftstore/peer/admin.rs applies
+//! them); clients keep working meanwhile: requests routed by an old epoch
+//! are refused by the region and retried here on the new routing table.
+//!
+//! Merge, of `right` into `left`:
+//! 1. prepare through right's log: right takes no more writes (its epoch
+//!    bumps, it refuses everything but a rollback);
+//! 2. commit through left's log, naming right as prepared: left takes over
+//!    right's range, right's peer and Raft state go;
+//! 3. if the commit cannot happen before the deadline, roll back through
+//!    right's log: it serves again (epoch bumped once more).
+//!    A restart rolls back any merge it finds prepared and not committed.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::proto::tesserapb::merge_command::Step;
+use crate::proto::tesserapb::{MergeCommand, RaftCommand, Region, RegionInfo, SplitCommand};
+use crate::region::mvcc::MvccReader;
+
+use super::Router;
+
+/// Pause between attempts of an admin step that found its region busy.
+const BUSY_BACKOFF: Duration = Duration::from_millis(20);
+
+fn version(region: &Region) -> u64 {
+    region.epoch.as_ref().map_or(0, |e| e.version)
+}
+
+fn merge(step: Step) -> RaftCommand {
+    RaftCommand { merge: Some(MergeCommand { step: Some(step) }), ..Default::default() }
+}
+
+/// Live keys and their bytes in a region, and the key in the middle.
+#[derive(Debug, Default)]
+pub struct RegionStats {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+impl Router {
+    /// A user region by id, as this store has it now.
+    fn admin_region(&self, id: u64) -> Result<Region> {
+        match self.store.peer(id) {
+            Ok(p) if !p.region.meta => Ok((*p.region).clone()),
+            _ => Err(Error::NoSuchRegion { region: id }),
+        }
+    }
+
+    /// Runs `f` on a reader of the store's current data, off the async
+    /// workers (it may scan a whole region).
+    async fn scan_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&MvccReader) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let engine = self.store.engine.clone();
+        tokio::task::spawn_blocking(move || f(&MvccReader::new(&engine.db, engine.mvcc(), None)))
+            .await
+            .map_err(|e| Error::Storage(format!("scan task: {e}")))?
+    }
+
+    /// Every user region with its leader, lease and live data.
+    pub async fn regions_info(&self) -> Result<Vec<RegionInfo>> {
+        let mut out = Vec::new();
+        for region in self.store.regions() {
+            let peer = self.store.peer(region.id)?;
+            let leads = peer.shared.is_leader.load(std::sync::atomic::Ordering::Acquire);
+            let r = region.clone();
+            let stats = self.scan_blocking(move |reader| region_stats(reader, &r)).await?;
+            out.push(RegionInfo {
+                region: Some(region),
+                leader_store: if leads { self.store.store_id } else { 0 },
+                lease_valid: peer.shared.lease.is_valid(),
+                keys: stats.keys,
+                bytes: stats.bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Splits the region owning `key` at `key`, or (no key) region `region`
+    /// at its middle key. Returns the left and right parts.
+    pub async fn split(&self, key: Option<Vec<u8>>, region: Option<u64>) -> Result<(Region, Region)> {
+        let key = match (key, region) {
+            (Some(k), _) => k,
+            (None, Some(id)) => {
+                let r = self.admin_region(id)?;
+                self.scan_blocking(move |reader| middle_key(reader, &r)).await??
+            }
+            (None, None) => return Err(Error::KeyOutsideRegion { key: String::new(), region: 0 }),
+        };
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let owner = self.table().locate(&key).cloned().ok_or(Error::RegionNotFound);
+            let attempt = match owner {
+                Ok(owner) => {
+                    if owner.start_key == key || region.is_some_and(|id| id != owner.id) {
+                        let region = region.unwrap_or(owner.id);
+                        return Err(Error::KeyOutsideRegion { key: String::from_utf8_lossy(&key).into(), region });
+                    }
+                    let new_region_id = self.store.alloc_region_id();
+                    let cmd = RaftCommand {
+                        split: Some(SplitCommand { split_key: key.clone(), new_region_id }),
+                        ..Default::default()
+                    };
+                    match self.store.propose(owner.id, version(&owner), cmd).await {
+                        Ok(true) => return Ok((self.admin_region(owner.id)?, self.admin_region(new_region_id)?)),
+                        Ok(false) => Err(Error::RegionBusy { region: owner.id }),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            self.admin_backoff(attempt, deadline).await?;
+        }
+    }
+
+    /// After a failed attempt of an admin step: the error if it is final
+    /// (or the deadline passed), else a pause before the next attempt.
+    async fn admin_backoff(&self, attempt: Result<()>, deadline: Instant) -> Result<()> {
+        match attempt {
+            Err(e) if (e.is_retryable() || matches!(e, Error::RegionBusy { .. })) && Instant::now() < deadline => {
+                tokio::time::sleep(BUSY_BACKOFF).await;
+                Ok(())
+            }
+            Err(e) if e.is_retryable() => Err(Error::Timeout),
+            other => other,
+        }
+    }
+
+    /// Merges `right` into its left neighbour `left`; returns the merged
+    /// region (left's id).
+    pub async fn merge(&self, left: u64, right: u64) -> Result<Region> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let (l, r) = (self.admin_region(left)?, self.admin_region(right)?);
+            if left == right || l.end_key.is_empty() || l.end_key != r.start_key {
+                return Err(Error::NotAdjacent { left, right });
+            }
+            let attempt = match self.store.propose(right, version(&r), merge(Step::Prepare(left))).await {
+                Ok(true) => break,
+                Ok(false) => Err(Error::RegionBusy { region: right }),
+                Err(e) => Err(e),
+            };
+            self.admin_backoff(attempt, deadline).await?;
+        }
+        let source = self.admin_region(right)?;
+        loop {
+            let target = self.admin_region(left)?;
+            let attempt = match self.store.propose(left, version(&target), merge(Step::Commit(source.clone()))).await {
+                Ok(true) => return self.admin_region(left),
+                Ok(false) => Err(Error::RegionBusy { region: left }),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = self.admin_backoff(attempt, deadline).await {
+                self.rollback_merge(right).await?;
+                return Err(e);
+            }
+        }
+    }
+
+    /// Rolls back a prepared merge of `source` (retried until it applies).
+    async fn rollback_merge(&self, source: u64) -> Result<()> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let r = self.admin_region(source)?;
+            if r.merging_into == 0 {
+                return Ok(());
+            }
+            let attempt = self.store.propose(source, version(&r), merge(Step::Rollback(true))).await.map(|_| ());
+            self.admin_backoff(attempt, deadline).await?;
+            tracing::info!(region = source, "merge rolled back");
+        }
+    }
+
+    /// At start: every merge a crash left prepared and not committed rolls back.
+    pub(super) async fn recover_merges(&self) -> Result<()> {
+        for region in self.store.regions().into_iter().filter(|r| r.merging_into != 0) {
+            self.rollback_merge(region.id).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the leadership of `region` to the peer on store `to_store`.
+    pub async fn transfer_leader(&self, region: u64, to_store: u64) -> Result<Region> {
+        let r = self.admin_region(region)?;
+        if !r.peers.iter().any(|p| p.store_id == to_store) {
+            return Err(Error::NoPeerOnStore { store: to_store, region });
+        }
+        // Every peer lives on this store (single node): it leads already.
+        Ok(r)
+    }
+}
+
+/// Live keys and bytes (key + value) of `region` at the newest revision.
+pub fn region_stats(reader: &MvccReader, region: &Region) -> Result<RegionStats> {
+    let mut stats = RegionStats::default();
+    let end = (!region.end_key.is_empty()).then_some(&region.end_key[..]);
+    reader.visit_live(&region.start_key, end, u64::MAX, |k, v| {
+        stats.keys += 1;
+        stats.bytes += (k.len() + v.len()) as u64;
+        Ok(true)
+    })?;
+    Ok(stats)
+}
+
+/// The live key in the middle of `region`, which a split there leaves half
+/// the keys on each side of.
+fn middle_key(reader: &MvccReader, region: &Region) -> Result<Result<Vec<u8>>> {
+    let stats = region_stats(reader, region)?;
+    if stats.keys < 2 {
+        return Ok(Err(Error::NoMiddleKey { region: region.id }));
+    }
+    let end = (!region.end_key.is_empty()).then_some(&region.end_key[..]);
+    let (mut seen, mut middle) = (0, Vec::new());
+    reader.visit_live(&region.start_key, end, u64::MAX, |k, _| {
+        seen += 1;
+        if seen > stats.keys / 2 {
+            middle = k.to_vec();
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    Ok(Ok(middle))
+}
