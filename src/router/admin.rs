@@ -65,7 +65,8 @@ impl Router {
     pub async fn regions_info(&self) -> Result<Vec<RegionInfo>> {
         let mut out = Vec::new();
         for region in self.store.regions() {
-            let peer = self.store.peer(region.id)?;
+            // Merged away since the list was taken: not a region any more.
+            let Ok(peer) = self.store.peer(region.id) else { continue };
             let leads = peer.shared.is_leader.load(std::sync::atomic::Ordering::Acquire);
             let r = region.clone();
             let stats = self.scan_blocking(move |reader| region_stats(reader, &r)).await?;
