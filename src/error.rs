@@ -76,6 +76,9 @@ pub enum Error {
     /// Admin: a split key must lie inside the region, past its start.
     #[error("tessera: split key {key:?} is not inside region {region} (or is its start key)")]
     KeyOutsideRegion { key: String, region: u64 },
+    /// Admin: a split names neither a key nor a region.
+    #[error("tessera: a split needs a key or a region id")]
+    SplitWhere,
     /// Admin: a region without two keys has no middle to split at.
     #[error("tessera: region {region} has fewer than two keys; give a split key")]
     NoMiddleKey { region: u64 },
@@ -149,7 +152,7 @@ impl From<Error> for Status {
             | Error::Timeout
             | Error::Stopped => Code::Unavailable,
             Error::NoSuchRegion { .. } => Code::NotFound,
-            Error::KeyOutsideRegion { .. } | Error::NoPeerOnStore { .. } => Code::InvalidArgument,
+            Error::KeyOutsideRegion { .. } | Error::NoPeerOnStore { .. } | Error::SplitWhere => Code::InvalidArgument,
             Error::NoMiddleKey { .. } | Error::NotAdjacent { .. } | Error::RegionBusy { .. } => {
                 Code::FailedPrecondition
             }

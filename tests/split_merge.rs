@@ -44,6 +44,10 @@ fn key(i: usize) -> String {
 /// (`None`: deleted).
 type Acked = (i64, Vec<(String, Option<String>)>);
 
+/// A linearizable read of the whole prefix: its header revision and what
+/// it returned.
+type Read = (i64, BTreeMap<String, String>);
+
 /// Splits at random keys and merges random neighbours until `stop`, with
 /// the seeded `rng`; counts what it did. Only "nothing to do here" answers
 /// (a split key already a boundary) are expected errors.
@@ -111,6 +115,7 @@ async fn splits_and_merges_under_load_lose_nothing() {
             writers.push(tokio::spawn(async move {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (w + 1));
                 let mut acked: Vec<Acked> = Vec::new();
+                let mut reads: Vec<Read> = Vec::new();
                 let mut i = 0;
                 while Instant::now() < stop {
                     i += 1;
@@ -138,7 +143,15 @@ async fn splits_and_merges_under_load_lose_nothing() {
                         }
                         3 => {
                             let r = c.get("k/", Some(GetOptions::new().with_prefix())).await.expect("range");
-                            assert!(r.header().unwrap().revision() >= start);
+                            let rev = r.header().unwrap().revision();
+                            // Linearizable: it sees this client's own last write.
+                            let own = acked.last().map_or(start, |a| a.0);
+                            assert!(rev >= own, "read at {rev} after this client's write at {own}");
+                            let kvs = r.kvs().iter();
+                            reads.push((
+                                rev,
+                                kvs.map(|kv| (kv.key_str().unwrap().into(), kv.value_str().unwrap().into())).collect(),
+                            ));
                         }
                         4 => {
                             let opts = GetOptions::new().with_prefix().with_serializable();
@@ -150,24 +163,34 @@ async fn splits_and_merges_under_load_lose_nothing() {
                         }
                     }
                 }
-                acked
+                (acked, reads)
             }));
         }
         let mut model: BTreeMap<i64, Vec<(String, Option<String>)>> = BTreeMap::new();
+        let mut reads: Vec<Read> = Vec::new();
         for w in writers {
-            for (rev, changes) in w.await.unwrap() {
+            let (acked, read) = w.await.unwrap();
+            for (rev, changes) in acked {
                 assert!(model.insert(rev, changes).is_none(), "revision {rev} acknowledged twice");
             }
+            reads.extend(read);
         }
+        reads.sort_by_key(|r| r.0);
         let (splits, merges) = operator.await.unwrap();
         println!("{} writes, {splits} splits, {merges} merges", model.len());
         assert!(splits >= 3 && merges >= 1, "the operator reshaped too little: {splits} splits, {merges} merges");
         let last = *model.keys().last().unwrap();
         assert_eq!(model.len() as i64, last - start, "one revision per write, no gaps");
 
+        // Each read is exactly the model's state at its header revision
+        // (DESIGN invariant 2), however the regions were cut at the time.
         let mut state: BTreeMap<String, String> = BTreeMap::new();
         let mut expected = Vec::new();
+        let mut pending_reads = reads.iter().peekable();
         for (rev, changes) in &model {
+            while let Some((at, got)) = pending_reads.next_if(|r| r.0 < *rev) {
+                assert_eq!(got, &state, "a read at revision {at} is not the state at {at}");
+            }
             for (k, v) in changes {
                 match v {
                     Some(v) => state.insert(k.clone(), v.clone()),
@@ -176,6 +199,10 @@ async fn splits_and_merges_under_load_lose_nothing() {
                 expected.push((*rev, k.clone(), v.clone()));
             }
         }
+        for (at, got) in pending_reads {
+            assert_eq!(got, &state, "a read at revision {at} is not the state at {at}");
+        }
+        println!("{} reads checked against the model", reads.len());
         let got = c.get("k/", Some(GetOptions::new().with_prefix())).await.unwrap();
         let got: BTreeMap<String, String> =
             got.kvs().iter().map(|kv| (kv.key_str().unwrap().into(), kv.value_str().unwrap().into())).collect();
@@ -245,6 +272,11 @@ async fn bad_admin_requests_are_refused_clearly() {
         let err = split_at(&mut admin, "m").await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
         assert!(err.message().contains("is not inside region"), "{err:?}");
+        let err = admin.split(SplitRequest { key: Vec::new(), region_id: 0 }).await.unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (tonic::Code::InvalidArgument, "tessera: a split needs a key or a region id")
+        );
         let err = admin.split(SplitRequest { key: Vec::new(), region_id: 99 }).await.unwrap_err();
         assert_eq!((err.code(), err.message()), (tonic::Code::NotFound, "tessera: region 99 not found"));
         let err = admin.split(SplitRequest { key: Vec::new(), region_id: ids[0] }).await.unwrap_err();

@@ -163,7 +163,6 @@ pub fn init_split_peer(engine: &Engine, region: &Region, parent: &ApplyState, wb
 /// target took it over): its metadata, Raft log and state, apply state.
 pub fn delete_peer_state(engine: &Engine, region: u64, wb: &mut WriteBatch) {
     wb.delete_range_cf(engine.raft(), keys::raft_entry(region, 0), keys::raft_entry(region, u64::MAX));
-    wb.delete_cf(engine.raft(), keys::raft_entry(region, u64::MAX));
     wb.delete_cf(engine.raft(), keys::hard_state(region));
     wb.delete_cf(engine.raft(), keys::truncated_state(region));
     wb.delete_cf(engine.meta(), keys::apply_state(region));

@@ -168,7 +168,9 @@ impl Store {
         self.context.regions_version.load(Ordering::Acquire)
     }
 
-    /// A region id no region of this store has or had.
+    /// A region id no current region has and no logged split will take (ids
+    /// of regions merged away may come back after a restart; nothing refers
+    /// to them by then).
     pub fn alloc_region_id(&self) -> u64 {
         self.context.next_region_id.fetch_add(1, Ordering::AcqRel)
     }

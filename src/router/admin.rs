@@ -33,7 +33,7 @@ fn merge(step: Step) -> RaftCommand {
     RaftCommand { merge: Some(MergeCommand { step: Some(step) }), ..Default::default() }
 }
 
-/// Live keys and their bytes in a region, and the key in the middle.
+/// Live keys and their bytes (key + value) in a region.
 #[derive(Debug, Default)]
 pub struct RegionStats {
     pub keys: u64,
@@ -88,9 +88,9 @@ impl Router {
             (Some(k), _) => k,
             (None, Some(id)) => {
                 let r = self.admin_region(id)?;
-                self.scan_blocking(move |reader| middle_key(reader, &r)).await??
+                self.scan_blocking(move |reader| middle_key(reader, &r)).await?
             }
-            (None, None) => return Err(Error::KeyOutsideRegion { key: String::new(), region: 0 }),
+            (None, None) => return Err(Error::SplitWhere),
         };
         let deadline = Instant::now() + self.request_timeout;
         loop {
@@ -209,10 +209,10 @@ pub fn region_stats(reader: &MvccReader, region: &Region) -> Result<RegionStats>
 
 /// The live key in the middle of `region`, which a split there leaves half
 /// the keys on each side of.
-fn middle_key(reader: &MvccReader, region: &Region) -> Result<Result<Vec<u8>>> {
+fn middle_key(reader: &MvccReader, region: &Region) -> Result<Vec<u8>> {
     let stats = region_stats(reader, region)?;
     if stats.keys < 2 {
-        return Ok(Err(Error::NoMiddleKey { region: region.id }));
+        return Err(Error::NoMiddleKey { region: region.id });
     }
     let end = (!region.end_key.is_empty()).then_some(&region.end_key[..]);
     let (mut seen, mut middle) = (0, Vec::new());
@@ -224,5 +224,5 @@ fn middle_key(reader: &MvccReader, region: &Region) -> Result<Result<Vec<u8>>> {
         }
         Ok(true)
     })?;
-    Ok(Ok(middle))
+    Ok(middle)
 }

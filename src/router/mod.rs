@@ -207,9 +207,10 @@ impl Router {
             };
             match attempt.await {
                 Ok(Some(done)) => return Ok(done),
-                // A lease ran out before the snapshot, or a region changed
-                // shape (split, merge) under the read: again, on a fresh table.
+                // A lease ran out before the snapshot: again.
                 Ok(None) => {}
+                // A region changed shape (split, merge) or lost its leader
+                // under the read: again, on a fresh table.
                 Err(e) if e.is_retryable() => tokio::time::sleep(RETRY_BACKOFF).await,
                 Err(e) => return Err(e),
             }

@@ -191,9 +191,10 @@ struct HeaderBlocks {
     encoder: Encoder<'static>,
     /// A block whose CONTINUATION frames are still to come.
     open: Option<Block>,
-    /// Whether this connection's blocks are re-encoded; None until its first
-    /// block is in.
-    rewrite: Option<bool>,
+    /// Set once the first block had a scheme: every block is re-encoded.
+    /// (Without one the connection turns to `Mode::Pass` and never comes
+    /// back here.)
+    rewriting: bool,
     /// The first block's frames as they came, until it is decided.
     first_frames: Vec<u8>,
 }
@@ -210,7 +211,7 @@ impl Default for HeaderBlocks {
     fn default() -> HeaderBlocks {
         let mut decoder = Decoder::new();
         decoder.set_max_allowed_table_size(HEADER_TABLE);
-        HeaderBlocks { decoder, encoder: Encoder::new(), open: None, rewrite: None, first_frames: Vec::new() }
+        HeaderBlocks { decoder, encoder: Encoder::new(), open: None, rewriting: false, first_frames: Vec::new() }
     }
 }
 
@@ -229,7 +230,7 @@ impl HeaderBlocks {
     /// Takes one HEADERS or CONTINUATION frame; writes the block once its
     /// last frame is in.
     fn frame(&mut self, frame: &[u8], out: &mut BytesMut) -> io::Result<Next> {
-        if self.rewrite.is_none() {
+        if !self.rewriting {
             self.first_frames.extend_from_slice(frame);
         }
         let (kind, flags) = (frame[3], frame[4]);
@@ -281,13 +282,13 @@ impl HeaderBlocks {
                 fields.push((name.into_owned(), value));
             })
             .map_err(|e| malformed(&format!("header block: {e}")))?;
-        if self.rewrite.is_none() {
-            self.rewrite = Some(schemed);
+        if !self.rewriting {
             let first = std::mem::take(&mut self.first_frames);
             if !schemed {
                 out.extend_from_slice(&first);
                 return Ok(Next::PassRest);
             }
+            self.rewriting = true;
         }
         self.write(block, &fields, out);
         Ok(Next::Frames)
