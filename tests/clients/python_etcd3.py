@@ -179,6 +179,21 @@ def t05_transaction():
     c.put("u1", "v-u1")
 
 
+def drain_events(q, want):
+    """The events of watch callbacks queued on q, until `want` arrived or 5 s passed."""
+    events = []
+    deadline = time.time() + 5
+    while len(events) < want and time.time() < deadline:
+        try:
+            r = q.get(timeout=max(0.05, deadline - time.time()))
+        except queue.Empty:
+            break
+        if isinstance(r, Exception):
+            raise r
+        events.extend(r.events)
+    return events
+
+
 @check
 def t06_watch_callback():
     q = queue.Queue()
@@ -189,16 +204,7 @@ def t06_watch_callback():
         c.put("w/cb2", "two")
         c.delete("w/cb1")
         c.put("w/zz-outside", "nope")
-        events = []
-        deadline = time.time() + 5
-        while len(events) < 3 and time.time() < deadline:
-            try:
-                r = q.get(timeout=max(0.05, deadline - time.time()))
-            except queue.Empty:
-                break
-            if isinstance(r, Exception):
-                raise r
-            events.extend(r.events)
+        events = drain_events(q, 3)
         got = [(type(e).__name__, e.key) for e in events]
         eq(got, [("PutEvent", b"w/cb1"), ("PutEvent", b"w/cb2"), ("DeleteEvent", b"w/cb1")],
            "watch callback events")
@@ -239,16 +245,7 @@ def t08_watch_cross_region():
         time.sleep(0.3)
         for k in KEYS:
             c.put(k, "w-" + k)
-        keys = []
-        deadline = time.time() + 5
-        while len(keys) < 4 and time.time() < deadline:
-            try:
-                r = q.get(timeout=max(0.05, deadline - time.time()))
-            except queue.Empty:
-                break
-            if isinstance(r, Exception):
-                raise r
-            keys.extend(e.key for e in r.events)
+        keys = [e.key for e in drain_events(q, 4)]
         eq(keys, [k.encode() for k in KEYS], "cross-region watch events in order")
     finally:
         c.cancel_watch(wid)
