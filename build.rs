@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcd/v3electionpb/v3election.proto",
         "proto/tessera/tessera.proto",
         "proto/tessera/admin.proto",
+        "proto/tessera/peer.proto",
         "proto/grpc/health/v1/health.proto",
     ];
     tonic_prost_build::configure().build_client(true).build_server(true).compile_protos(&files, &["proto"])?;

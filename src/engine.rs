@@ -136,4 +136,6 @@ pub mod keys {
     pub const LEASE_PREFIX: u8 = b'e';
     pub const COMPACTED: &[u8] = b"compacted";
     pub const CLUSTER: &[u8] = b"cluster";
+    /// The sequencer's high mark (docs/cluster.md), applied from the meta group.
+    pub const HIGH_MARK: &[u8] = b"high-mark";
 }

@@ -11,7 +11,7 @@ use tessera::bench::compare::{self, CompareArgs};
 use tessera::bench::plot;
 use tessera::bench::report::parse_hgrm;
 use tessera::bench::workloads::Workload;
-use tessera::raftstore::{Store, StoreConfig};
+use tessera::raftstore::{member_id, ClusterMember, Store, StoreConfig};
 use tessera::router::Router;
 use tessera::server::{self, Limits, MemberInfo, ServerConfig};
 use tokio::net::TcpListener;
@@ -89,6 +89,26 @@ struct ServeArgs {
     /// Default: the client URLs as bound (a port 0 resolved).
     #[arg(long, value_delimiter = ',')]
     advertise_client_urls: Vec<String>,
+    /// Every member of a new cluster: name=http://peer-host:port,... (the same
+    /// list, in the same order, on every member, as etcd's flag). Empty or
+    /// one member: a single store.
+    #[arg(long, default_value = "")]
+    initial_cluster: String,
+    /// `new` (bootstrap with --initial-cluster) or `existing` (join a running
+    /// cluster: needs MemberAdd, not built yet).
+    #[arg(long, default_value = "new")]
+    initial_cluster_state: String,
+    /// Accepted for etcd compatibility; the cluster id derives from --initial-cluster.
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// Comma-separated URLs to listen on for other members (raft messages
+    /// and forwarded client calls). Default: this member's --initial-cluster URL.
+    #[arg(long, value_delimiter = ',')]
+    listen_peer_urls: Vec<String>,
+    /// This member's peer URLs as the others reach them; must match its
+    /// --initial-cluster entry.
+    #[arg(long, value_delimiter = ',')]
+    initial_advertise_peer_urls: Vec<String>,
     /// Comma-separated URLs serving /metrics and /health over plain HTTP.
     #[arg(long, value_delimiter = ',')]
     listen_metrics_urls: Vec<String>,
@@ -208,39 +228,125 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some(spec) = &args.failpoint {
         tessera::failpoint::arm(spec);
     }
+    // Bound before the store opens: the store tells the other members its
+    // client URLs (a port 0 resolved).
+    let client_listeners = bind_all(&args.listen_client_urls)?;
+    let bound: Vec<String> =
+        client_listeners.iter().map(|l| Ok(format!("http://{}", l.local_addr()?))).collect::<Result<_>>()?;
+    let advertise =
+        if args.advertise_client_urls.is_empty() { bound.clone() } else { args.advertise_client_urls.clone() };
+    let members = cluster_members(&args)?;
     let mut cfg = StoreConfig::new(&args.data_dir);
     cfg.initial_split_keys = args.initial_split_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     if let Some(p) = args.pollers {
         cfg.pollers = p;
     }
+    cfg.name = args.name.clone();
+    cfg.client_urls = advertise.clone();
+    let peer_listeners = if members.len() > 1 {
+        let me = members.iter().find(|m| m.name == args.name).expect("checked by cluster_members");
+        cfg.store_id = me.store_id;
+        let listen =
+            if args.listen_peer_urls.is_empty() { vec![me.peer_url.clone()] } else { args.listen_peer_urls.clone() };
+        cfg.members = members;
+        bind_all(&listen)?
+    } else {
+        Vec::new()
+    };
     let store = Store::open(cfg).with_context(|| format!("opening {}", args.data_dir.display()))?;
-    store.wait_ready(Duration::from_secs(30)).context("waiting for every region to elect its leader")?;
+    if !store.clustered() {
+        store.wait_ready(Duration::from_secs(30)).context("waiting for every region to elect its leader")?;
+    }
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let result = runtime.block_on(run(args, store.clone()));
+    let listeners = Listeners { client: client_listeners, bound, advertise, peer: peer_listeners };
+    let result = runtime.block_on(run(args, store.clone(), listeners));
     store.shutdown();
     result
 }
 
-async fn run(args: ServeArgs, store: Arc<Store>) -> Result<()> {
+struct Listeners {
+    client: Vec<std::net::TcpListener>,
+    bound: Vec<String>,
+    advertise: Vec<String>,
+    peer: Vec<std::net::TcpListener>,
+}
+
+fn bind_all(urls: &[String]) -> Result<Vec<std::net::TcpListener>> {
+    urls.iter()
+        .map(|url| {
+            let l = std::net::TcpListener::bind(socket_addr(url)?).with_context(|| format!("binding {url}"))?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })
+        .collect()
+}
+
+/// The members named by --initial-cluster (store ids by position), checked
+/// against --name and --initial-advertise-peer-urls; empty for a single store.
+fn cluster_members(args: &ServeArgs) -> Result<Vec<ClusterMember>> {
+    if args.initial_cluster_state != "new" {
+        if args.initial_cluster_state == "existing" {
+            bail!("--initial-cluster-state existing: joining a running cluster needs MemberAdd, which tessera does not support yet");
+        }
+        bail!("--initial-cluster-state must be new or existing, not {:?}", args.initial_cluster_state);
+    }
+    let mut members: Vec<ClusterMember> = Vec::new();
+    for (i, entry) in args.initial_cluster.split(',').filter(|e| !e.trim().is_empty()).enumerate() {
+        let Some((name, url)) = entry.trim().split_once('=') else {
+            bail!("--initial-cluster: expected name=http://host:port, got {entry:?}");
+        };
+        socket_addr(url)?;
+        if members.iter().any(|m| m.name == name) {
+            bail!("--initial-cluster names {name:?} twice");
+        }
+        members.push(ClusterMember { store_id: i as u64 + 1, name: name.to_string(), peer_url: url.to_string() });
+    }
+    if members.len() > 5 {
+        bail!("--initial-cluster: at most 5 members (every region has a peer on every member)");
+    }
+    if members.len() <= 1 {
+        return Ok(Vec::new());
+    }
+    let Some(me) = members.iter().find(|m| m.name == args.name) else {
+        bail!("--name {:?} is not in --initial-cluster", args.name);
+    };
+    if !args.initial_advertise_peer_urls.is_empty() && !args.initial_advertise_peer_urls.contains(&me.peer_url) {
+        bail!(
+            "--initial-advertise-peer-urls {:?} does not match {}'s --initial-cluster entry {}",
+            args.initial_advertise_peer_urls,
+            me.name,
+            me.peer_url
+        );
+    }
+    Ok(members)
+}
+
+async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result<()> {
     let member_id = member_id(&args.name, store.cluster_id);
     let router = Arc::new(Router::new(store.clone(), member_id)?);
     router.alarms.set_quota(args.quota_backend_bytes);
-    let recovered = router.recover().await.context("resolving cross-region txns left by a crash")?;
+    let _leadership = if store.clustered() {
+        // The leader store recovers cross-region txns when it activates.
+        Some(router.start_leadership())
+    } else {
+        let recovered = router.recover().await.context("resolving cross-region txns left by a crash")?;
+        if recovered > 0 {
+            tracing::info!(locks = recovered, "resolved cross-region txn locks left by a crash");
+        }
+        None
+    };
     let _expiry = router.start_lease_expiry();
-    if recovered > 0 {
-        tracing::info!(locks = recovered, "resolved cross-region txn locks left by a crash");
-    }
-    let mut client_listeners = Vec::new();
-    for url in &args.listen_client_urls {
-        let listener = TcpListener::bind(socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
-        client_listeners.push(listener);
-    }
-    let bound: Vec<String> =
-        client_listeners.iter().map(|l| Ok(format!("http://{}", l.local_addr()?))).collect::<Result<_>>()?;
-    let advertise = if args.advertise_client_urls.is_empty() { bound.clone() } else { args.advertise_client_urls };
+    let Listeners { client, bound, advertise, peer } = listeners;
+    let client_listeners = client.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?;
+    let peer_listeners = peer.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?;
     let limits = Limits { max_request_bytes: args.max_request_bytes, max_txn_ops: args.max_txn_ops };
-    let member = MemberInfo { name: args.name.clone(), client_urls: advertise.clone(), peer_urls: Vec::new() };
+    let peer_urls = store.members.iter().filter(|m| m.store_id == store.store_id && !m.peer_url.is_empty());
+    let member = MemberInfo {
+        name: args.name.clone(),
+        client_urls: advertise.clone(),
+        peer_urls: peer_urls.map(|m| m.peer_url.clone()).collect(),
+    };
     let server_cfg = ServerConfig {
         progress_notify_interval: args.experimental_watch_progress_notify_interval,
         ..ServerConfig::new(limits, member)
@@ -264,6 +370,12 @@ async fn run(args: ServeArgs, store: Arc<Store>) -> Result<()> {
         let (router, cfg) = (router.clone(), server_cfg.clone());
         let stop = stopped();
         tasks.spawn(async move { server::serve(router, cfg, listener, stop).await.context("gRPC server") });
+    }
+    for listener in peer_listeners {
+        println!("tessera: serving peers on http://{}", listener.local_addr()?);
+        let (router, cfg) = (router.clone(), server_cfg.clone());
+        let stop = stopped();
+        tasks.spawn(async move { server::serve_peer(router, cfg, listener, stop).await.context("peer server") });
     }
     tracing::info!(regions = store.regions().len(), ?advertise, "tessera is ready");
 
@@ -290,13 +402,6 @@ async fn run(args: ServeArgs, store: Arc<Store>) -> Result<()> {
             Ok(())
         }
     }
-}
-
-fn member_id(name: &str, cluster_id: u64) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (name, cluster_id).hash(&mut h);
-    h.finish()
 }
 
 trait ThenOk: std::future::Future<Output = ()> + Sized {

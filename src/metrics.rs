@@ -66,6 +66,10 @@ pub struct Metrics {
     pub poll_rounds: Counter,
     pub proposals: Counter,
     pub applied_entries: Counter,
+    pub peer_batches_sent: Counter,
+    pub peer_batches_dropped: Counter,
+    pub peer_messages_sent: Counter,
+    pub peer_messages_received: Counter,
     pub fsync_seconds: Histogram,
 }
 
@@ -81,6 +85,10 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
         poll_rounds: Counter::default(),
         proposals: Counter::default(),
         applied_entries: Counter::default(),
+        peer_batches_sent: Counter::default(),
+        peer_batches_dropped: Counter::default(),
+        peer_messages_sent: Counter::default(),
+        peer_messages_received: Counter::default(),
         fsync_seconds,
     }
 });
@@ -88,7 +96,7 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
 impl Metrics {
     /// The counters in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 8] = [
+        let counters: [(&str, &str, &Counter); 12] = [
             (
                 "tessera_lease_fast_path_reads_total",
                 "Linearizable region reads served from a valid leader lease.",
@@ -113,6 +121,22 @@ impl Metrics {
             ("tessera_poll_rounds_total", "Batch-system poll rounds.", &self.poll_rounds),
             ("tessera_proposals_total", "Raft proposals.", &self.proposals),
             ("tessera_applied_entries_total", "Raft entries applied.", &self.applied_entries),
+            (
+                "tessera_peer_batches_sent_total",
+                "Batches of raft messages sent to other stores (one per destination per poll round).",
+                &self.peer_batches_sent,
+            ),
+            (
+                "tessera_peer_batches_dropped_total",
+                "Batches of raft messages dropped because a peer link was down or backed up.",
+                &self.peer_batches_dropped,
+            ),
+            ("tessera_peer_messages_sent_total", "Raft messages sent to other stores.", &self.peer_messages_sent),
+            (
+                "tessera_peer_messages_received_total",
+                "Raft messages received from other stores.",
+                &self.peer_messages_received,
+            ),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());

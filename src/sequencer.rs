@@ -10,7 +10,7 @@
 //! R is then in the data (or never will be), so R is a consistent snapshot.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -21,6 +21,10 @@ pub struct Sequencer {
     /// Reads below this revision are refused; [`NEVER_COMPACTED`] at first
     /// (as in etcd, even revision 0 can be compacted once).
     compacted: AtomicI64,
+    /// The highest revision this store may hand out: unlimited on a single
+    /// store; in a cluster the high mark committed through the meta group
+    /// (docs/cluster.md, "The high mark").
+    limit: AtomicU64,
 }
 
 /// The compacted revision of a store that was never compacted.
@@ -44,7 +48,40 @@ impl Sequencer {
     pub fn recover(last: u64, pending: impl IntoIterator<Item = u64>, compacted: i64) -> Sequencer {
         let state = State { last, in_flight: pending.into_iter().collect() };
         let (resolved, _) = watch::channel(state.resolved());
-        Sequencer { state: Mutex::new(state), resolved, compacted: AtomicI64::new(compacted) }
+        Sequencer {
+            state: Mutex::new(state),
+            resolved,
+            compacted: AtomicI64::new(compacted),
+            limit: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// The highest revision this store may hand out.
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// A new high mark was committed (never lowers the limit).
+    pub fn raise_limit(&self, mark: u64) {
+        self.limit.fetch_max(mark, Ordering::AcqRel);
+    }
+
+    /// Limits a store of a cluster to `mark` (at open: the last applied mark).
+    pub fn set_limit(&self, mark: u64) {
+        self.limit.store(mark, Ordering::Release);
+    }
+
+    /// A store becomes the leader store: it continues after `last` (every
+    /// revision at or below is applied or void), with `pending` (revisions
+    /// of cross-region txns a recovery is about to finish) in flight.
+    pub fn restart(&self, last: u64, pending: impl IntoIterator<Item = u64>) {
+        let resolved = {
+            let mut s = self.state.lock();
+            s.last = last;
+            s.in_flight = pending.into_iter().collect();
+            s.resolved()
+        };
+        self.resolved.send_replace(resolved);
     }
 
     pub fn compacted(&self) -> i64 {

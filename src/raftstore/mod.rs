@@ -22,8 +22,9 @@ pub mod peer;
 mod poller;
 pub mod storage;
 mod store;
+pub mod transport;
 
-pub use store::{PeerHandle, Store, StoreConfig};
+pub use store::{member_id, ClusterMember, PeerHandle, Store, StoreConfig};
 
 use std::time::Duration;
 
@@ -53,9 +54,21 @@ impl Default for RaftConfig {
 }
 
 impl RaftConfig {
+    /// How long a quorum's acknowledgement of a heartbeat round lets a
+    /// leader serve reads alone, from the round's send time: the minimum
+    /// election timeout less two ticks for clock drift and late ticks
+    /// (DESIGN invariant 6).
+    pub fn lease_duration(&self) -> Duration {
+        let election = self.tick_interval * self.election_ticks as u32;
+        crate::lease::lease_duration(election, self.tick_interval * 2).unwrap_or_default()
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return Err("election ticks must exceed heartbeat ticks (both > 0)".into());
+        }
+        if self.election_ticks <= 2 {
+            return Err("election ticks must exceed 2 (a lease is 2 ticks shorter than an election)".into());
         }
         if self.tick_interval.is_zero() {
             return Err("tick interval must be positive".into());

@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::Receiver;
 use prost::Message as _;
 use raft::prelude::{Entry, EntryType, Ready};
-use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use rocksdb::WriteBatch;
 
@@ -48,6 +48,12 @@ pub struct PeerShared {
     pub awake: AtomicBool,
     /// The last applied raft index (for status reports).
     pub applied_index: AtomicU64,
+    /// Leads and has applied an entry of its term (may evaluate).
+    pub leading: AtomicBool,
+    /// The highest revision the region has applied.
+    pub max_revision: AtomicU64,
+    /// The store whose peer leads the region, as far as this peer knows (0: none).
+    pub leader: AtomicU64,
 }
 
 enum PendingKind {
@@ -92,11 +98,13 @@ pub struct ApplyContext {
     pub acks: Vec<Box<dyn FnOnce() + Send>>,
     /// (region, revision) compactions to run after the write.
     pub compactions: Vec<(Region, u64)>,
+    /// Raft messages to other stores: (region, message).
+    pub messages: Vec<(u64, raft::prelude::Message)>,
 }
 
 pub struct PeerFsm {
     pub region: Region,
-    raft: RawNode<MemStorage>,
+    raft: RawNode<storage::PeerStorage>,
     pub rx: Receiver<PeerMsg>,
     engine: Engine,
     pub shared: Arc<PeerShared>,
@@ -125,7 +133,18 @@ pub struct PeerFsm {
     admin_pending: bool,
     /// Merged away: every message is answered with `RegionNotFound`.
     destroyed: bool,
+    /// Lease rounds (ReadIndex rounds that renew the leader lease) raft has
+    /// not answered yet: context -> send time.
+    lease_rounds: HashMap<u64, Instant>,
+    /// Ticks since the last lease round was sent.
+    ticks_since_lease_round: usize,
+    /// The applied index at which a log truncation was last proposed.
+    truncate_proposed: u64,
 }
+
+/// A lease round's ReadIndex context: this tag, then the round's number
+/// (a client read's context is its 8-byte number).
+const LEASE_ROUND: u8 = b'L';
 
 /// What every peer of a store shares.
 pub struct StoreContext {
@@ -144,6 +163,19 @@ pub struct StoreContext {
     pub regions_version: AtomicU64,
     /// The next region id a split may take.
     pub next_region_id: AtomicU64,
+    /// The meta group's region id.
+    pub meta_region: u64,
+    /// The store whose meta peer leads: the leader store (0: unknown).
+    pub meta_leader: AtomicU64,
+    /// This store may take revisions (it is the leader store and its
+    /// sequencer restarted; docs/cluster.md "Activation"). Always on a
+    /// single store.
+    pub evaluating: AtomicBool,
+    /// This store answers client requests (recovery after activation is
+    /// done); otherwise they are forwarded to the leader store.
+    pub serving: AtomicBool,
+    /// Links to the other stores of a cluster (none on a single store).
+    pub transport: Option<Arc<super::transport::Transport>>,
 }
 
 impl crate::raftstore::batch::Fsm for PeerFsm {
@@ -194,6 +226,9 @@ impl PeerFsm {
             store,
             admin_pending: false,
             destroyed: false,
+            lease_rounds: HashMap::new(),
+            ticks_since_lease_round: 0,
+            truncate_proposed: 0,
         })
     }
 
@@ -239,6 +274,11 @@ impl PeerFsm {
                 PeerMsg::Compact { revision, cb } => self.on_compact(revision, cb),
                 PeerMsg::Command { cmd, epoch_version, cb } => self.on_command(cmd, epoch_version, cb),
                 PeerMsg::Destroy => self.destroy(),
+                PeerMsg::Raft(m) => {
+                    if let Err(e) = self.raft.step(*m) {
+                        tracing::debug!(region = self.region.id, "raft message refused: {e}");
+                    }
+                }
             }
         }
         self.shared.awake.store(self.wants_tick(), Ordering::Relaxed);
@@ -246,6 +286,10 @@ impl PeerFsm {
 
     fn on_tick(&mut self) {
         self.raft.tick();
+        if self.is_leader() && !self.single_voter() {
+            self.send_lease_round();
+            self.follow_leader_store();
+        }
         // raft-rs drops a ReadIndex silently (e.g. before the leader has
         // committed in its term): give up after a few ticks, the router retries.
         let region = self.region.id;
@@ -262,6 +306,42 @@ impl PeerFsm {
                 let _ = cb.send(Err(Error::ProposalDropped { region }));
             }
         }
+    }
+
+    /// A leader with other voters renews its lease once per heartbeat
+    /// interval: a ReadIndex round whose send time is remembered; raft
+    /// answers it once a quorum acknowledged (docs/cluster.md, "Leader
+    /// leases").
+    fn send_lease_round(&mut self) {
+        self.ticks_since_lease_round += 1;
+        if self.ticks_since_lease_round < self.store.raft.heartbeat_ticks || !self.can_evaluate() {
+            return;
+        }
+        self.ticks_since_lease_round = 0;
+        let now = Instant::now();
+        // Rounds raft dropped (it answers none before its term's first commit).
+        self.lease_rounds.retain(|_, sent| now.duration_since(*sent) < Duration::from_secs(5));
+        let round = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        let mut ctx = vec![LEASE_ROUND];
+        ctx.extend_from_slice(&round.to_be_bytes());
+        self.raft.read_index(ctx);
+        self.lease_rounds.insert(round, now);
+    }
+
+    /// Region leaders follow the leader store (docs/cluster.md): a leader
+    /// elsewhere hands its region over, ending its lease first (the
+    /// transferee may be elected inside it).
+    fn follow_leader_store(&mut self) {
+        if self.region.meta || self.raft.raft.lead_transferee.is_some() {
+            return;
+        }
+        let target = self.store.meta_leader.load(Ordering::Acquire);
+        if target == 0 || target == self.store.store_id || !self.region.peers.iter().any(|p| p.id == target) {
+            return;
+        }
+        self.shared.lease.expire();
+        self.raft.transfer_leader(target);
     }
 
     /// Whether this peer may propose for a request routed by region
@@ -287,6 +367,11 @@ impl PeerFsm {
         let region = self.region.id;
         if let Err(e) = self.check_proposer(epoch_version) {
             let _ = cb.send(Err(e));
+            return;
+        }
+        if !self.store.evaluating.load(Ordering::Acquire) {
+            // Not the (activated) leader store: its sequencer may be stale.
+            let _ = cb.send(Err(Error::NotLeader { region }));
             return;
         }
         if !self.locks.is_empty() && span::write_spans(&req).iter().any(|s| self.locked(s, None)) {
@@ -332,6 +417,13 @@ impl PeerFsm {
             return;
         }
         let revision = ev.revision.expect("effects take a revision");
+        if revision > self.sequencer.limit() {
+            // Past the committed high mark: wait for the next one (voided
+            // here, never proposed, so no other store can have used it).
+            self.sequencer.finish(revision);
+            let _ = cb.send(Err(Error::ProposalDropped { region }));
+            return;
+        }
         let cmd = RaftCommand {
             region_id: region,
             epoch: self.region.epoch,
@@ -468,6 +560,10 @@ impl PeerFsm {
             self.raft.mut_store().wl().set_hardstate(hs.clone());
         }
         if let Some(ss) = rd.ss() {
+            self.shared.leader.store(ss.leader_id, Ordering::Release);
+            if self.region.meta {
+                self.store.meta_leader.store(ss.leader_id, Ordering::Release);
+            }
             self.on_role_change(ss.raft_state);
         }
         self.ready = Some(rd);
@@ -478,12 +574,12 @@ impl PeerFsm {
     /// committed into `ctx`, and queues the answers.
     pub fn on_persisted(&mut self, ctx: &mut ApplyContext) -> Result<()> {
         let Some(mut rd) = self.ready.take() else { return Ok(()) };
-        // Messages to other peers need the store transport (cluster issue); a
-        // single-voter region sends none.
-        let _ = rd.take_messages();
+        // Sent by the poller after this round (one batch per store).
+        let region = self.region.id;
+        ctx.messages.extend(rd.take_messages().into_iter().map(|m| (region, m)));
+        ctx.messages.extend(rd.take_persisted_messages().into_iter().map(|m| (region, m)));
         let read_states = rd.take_read_states();
         let committed = rd.take_committed_entries();
-        let _ = rd.take_persisted_messages();
         self.apply(committed, ctx)?;
         let mut light = self.raft.advance(rd);
         if let Some(commit) = light.commit_index() {
@@ -492,10 +588,19 @@ impl PeerFsm {
             storage::save_hard_state(&self.engine, self.region.id, &hs, &mut ctx.wb)?;
             self.raft.mut_store().wl().set_hardstate(hs);
         }
-        let _ = light.take_messages();
+        ctx.messages.extend(light.take_messages().into_iter().map(|m| (region, m)));
         self.apply(light.take_committed_entries(), ctx)?;
         self.raft.advance_apply();
         for rs in read_states {
+            if let [LEASE_ROUND, round @ ..] = rs.request_ctx.as_slice() {
+                let round = <[u8; 8]>::try_from(round).map(u64::from_be_bytes).unwrap_or(0);
+                if let Some(sent) = self.lease_rounds.remove(&round) {
+                    if self.is_leader() && self.raft.raft.lead_transferee.is_none() {
+                        self.shared.lease.renew(sent, self.store.raft.lease_duration());
+                    }
+                }
+                continue;
+            }
             let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else { continue };
             if let Some((cb, _)) = self.reads.remove(&u64::from_be_bytes(bytes)) {
                 self.waiting_reads.push((rs.index, cb));
@@ -523,7 +628,22 @@ impl PeerFsm {
             // Pending proposals stay: whether they committed is decided by the
             // term of the entry that applies at their index.
             self.shared.lease.expire();
+            self.shared.leading.store(false, Ordering::Release);
             self.overlay.clear();
+            self.lease_rounds.clear();
+            if self.region.meta && self.store.transport.is_some() {
+                // No longer the leader store: stop taking revisions at once.
+                self.store.evaluating.store(false, Ordering::Release);
+                self.store.serving.store(false, Ordering::Release);
+            }
+        } else if self.region.meta && self.store.transport.is_some() {
+            // The new leader store: its region peers run for leader now
+            // rather than wait for the old leaders to hand over or time out.
+            for p in self.store.peers.iter() {
+                if !p.region.meta && !p.shared.is_leader.load(Ordering::Acquire) {
+                    let _ = p.mailbox.send(PeerMsg::Campaign);
+                }
+            }
         }
     }
 
@@ -545,6 +665,8 @@ impl PeerFsm {
         }
         ctx.wb.put_cf(self.engine.meta(), keys::apply_state(self.region.id), self.apply_state.encode_to_vec());
         self.shared.applied_index.store(self.apply_state.applied_index, Ordering::Relaxed);
+        self.shared.max_revision.store(self.apply_state.max_revision, Ordering::Release);
+        self.shared.leading.store(self.can_evaluate(), Ordering::Release);
         if self.is_leader() && self.single_voter() && self.apply_state.applied_term == self.raft.raft.term {
             // A single voter is its own quorum (DESIGN invariant 7).
             self.shared.lease.hold_while_leader();
@@ -573,6 +695,15 @@ impl PeerFsm {
         }
         if let Some(step) = cmd.merge.and_then(|m| m.step) {
             return self.apply_merge(step, ctx);
+        }
+        if cmd.high_mark > 0 {
+            ctx.wb.put_cf(self.engine.meta(), keys::HIGH_MARK, cmd.high_mark.to_be_bytes());
+            self.sequencer.raise_limit(cmd.high_mark);
+            return Ok(true);
+        }
+        if cmd.compact_log > 0 {
+            self.schedule_gc(cmd.compact_log.min(self.apply_state.applied_index));
+            return Ok(true);
         }
         self.write_effects(cmd.revision, &cmd.effects, ctx);
         if cmd.revision > 0 {
@@ -696,17 +827,45 @@ impl PeerFsm {
         }
     }
 
-    /// Schedules truncation of the applied log once it is long enough.
+    /// Once the applied log is long enough: a single voter truncates it; a
+    /// leader with other voters proposes truncating it up to what every
+    /// voter has (docs/cluster.md, "Log truncation").
     fn maybe_gc(&mut self) {
         let applied = self.apply_state.applied_index;
         if applied < self.truncated.index + self.log_gc_threshold || self.gc.is_some() {
             return;
         }
-        let term = match raft::Storage::term(self.raft.store(), applied) {
+        if self.single_voter() {
+            self.schedule_gc(applied);
+            return;
+        }
+        if !self.can_evaluate() || self.truncate_proposed >= applied {
+            return;
+        }
+        let everyone = self.raft.raft.prs().iter().map(|(_, pr)| pr.matched).min().unwrap_or(0).min(applied);
+        if everyone < self.truncated.index + self.log_gc_threshold {
+            return;
+        }
+        let cmd = RaftCommand {
+            region_id: self.region.id,
+            epoch: self.region.epoch,
+            compact_log: everyone,
+            ..Default::default()
+        };
+        if self.raft.propose(vec![], cmd.encode_to_vec()).is_ok() {
+            self.truncate_proposed = applied;
+        }
+    }
+
+    fn schedule_gc(&mut self, index: u64) {
+        if index <= self.truncated.index || self.gc.is_some() {
+            return;
+        }
+        let term = match raft::Storage::term(self.raft.store(), index) {
             Ok(t) => t,
             Err(_) => return,
         };
-        self.gc = Some((self.truncated.index + 1, TruncatedState { index: applied, term }));
+        self.gc = Some((self.truncated.index + 1, TruncatedState { index, term }));
     }
 }
 

@@ -1,5 +1,6 @@
 //! One poll round of the raftstore (see the module doc for the threads).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -7,8 +8,10 @@ use rocksdb::WriteBatch;
 
 use super::batch::PollHandler;
 use super::peer::{ApplyContext, PeerFsm};
+use super::transport::Transport;
 use crate::engine::Engine;
 use crate::metrics::METRICS;
+use crate::proto::tesserapb::RaftEnvelope;
 use crate::region::mvcc::MvccReader;
 use crate::sequencer::Sequencer;
 
@@ -19,6 +22,7 @@ const MESSAGES_PER_ROUND: usize = 4096;
 pub struct RaftPoller {
     pub engine: Engine,
     pub sequencer: Arc<Sequencer>,
+    pub transport: Option<Arc<Transport>>,
 }
 
 /// Persistence failures leave raft's state unknown: stop the process rather
@@ -84,5 +88,22 @@ impl PollHandler<PeerFsm> for RaftPoller {
         for ack in ctx.acks.drain(..) {
             ack();
         }
+        if let Some(t) = &self.transport {
+            send_messages(t, std::mem::take(&mut ctx.messages));
+        }
+    }
+}
+
+/// One batch per destination store for everything the round produced.
+fn send_messages(transport: &Transport, messages: Vec<(u64, raft::prelude::Message)>) {
+    use protobuf::Message as _;
+    let mut by_store: HashMap<u64, Vec<RaftEnvelope>> = HashMap::new();
+    for (region_id, m) in messages {
+        let Ok(bytes) = m.write_to_bytes() else { continue };
+        by_store.entry(m.to).or_default().push(RaftEnvelope { region_id, message: bytes });
+    }
+    for (to, batch) in by_store {
+        METRICS.peer_messages_sent.add(batch.len() as u64);
+        transport.send(to, batch);
     }
 }

@@ -23,9 +23,50 @@ pub fn conf_state(region: &Region) -> ConfState {
     cs
 }
 
+/// raft-rs's `MemStorage`, except that it never makes a raft snapshot:
+/// `MemStorage` would make one without the region's data, and a follower
+/// restoring it would skip entries. Snapshots are not built yet
+/// (docs/cluster.md), so raft is told "temporarily unavailable" and keeps
+/// waiting; logs are only truncated up to what every voter has.
+pub struct PeerStorage(pub MemStorage);
+
+impl std::ops::Deref for PeerStorage {
+    type Target = MemStorage;
+    fn deref(&self) -> &MemStorage {
+        &self.0
+    }
+}
+
+impl raft::Storage for PeerStorage {
+    fn initial_state(&self) -> raft::Result<raft::RaftState> {
+        self.0.initial_state()
+    }
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: raft::GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.0.entries(low, high, max_size, context)
+    }
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.0.term(idx)
+    }
+    fn first_index(&self) -> raft::Result<u64> {
+        self.0.first_index()
+    }
+    fn last_index(&self) -> raft::Result<u64> {
+        self.0.last_index()
+    }
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
+
 /// What a peer needs from disk to start.
 pub struct LoadedPeer {
-    pub storage: MemStorage,
+    pub storage: PeerStorage,
     pub apply_state: ApplyState,
     pub truncated: TruncatedState,
     /// Revisions of logged commands not yet applied (they will be).
@@ -81,7 +122,7 @@ pub fn load(engine: &Engine, region: &Region) -> Result<LoadedPeer> {
     }
     storage.wl().append(&entries).map_err(|e| corrupt("raft log", e))?;
     storage.wl().set_hardstate(hard_state);
-    Ok(LoadedPeer { storage, apply_state, truncated, unapplied_revisions, split_ids })
+    Ok(LoadedPeer { storage: PeerStorage(storage), apply_state, truncated, unapplied_revisions, split_ids })
 }
 
 /// Adds `entries` (from a Ready) to `wb`, removing any longer stale suffix

@@ -17,11 +17,12 @@ use super::batch::{BatchConfig, BatchSystem, Mailbox};
 use super::msg::{PeerMsg, WriteOutcome};
 use super::peer::{PeerFsm, PeerShared, StoreContext};
 use super::poller::RaftPoller;
+use super::transport::Transport;
 use super::{storage, RaftConfig};
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
 use crate::lessor::Lessor;
-use crate::proto::tesserapb::{RaftCommand, Region, TxnLock, TxnRecord};
+use crate::proto::tesserapb::{RaftCommand, Region, StoreInfo, TxnLock, TxnRecord};
 use crate::region::eval::WriteRequest;
 use crate::sequencer::{Sequencer, NEVER_COMPACTED};
 
@@ -37,6 +38,20 @@ pub struct StoreConfig {
     /// runtime needs the rest: see docs/design.md).
     pub pollers: usize,
     pub raft: RaftConfig,
+    /// Every store of the cluster (`--initial-cluster`); empty for a single
+    /// store. `store_id` must be one of them.
+    pub members: Vec<ClusterMember>,
+    /// What this store tells the others about itself.
+    pub name: String,
+    pub client_urls: Vec<String>,
+}
+
+/// A member of a cluster, from `--initial-cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMember {
+    pub store_id: u64,
+    pub name: String,
+    pub peer_url: String,
 }
 
 impl StoreConfig {
@@ -47,6 +62,9 @@ impl StoreConfig {
             initial_split_keys: Vec::new(),
             pollers: default_pollers(),
             raft: RaftConfig::default(),
+            members: Vec::new(),
+            name: "default".into(),
+            client_urls: Vec::new(),
         }
     }
 }
@@ -76,6 +94,8 @@ pub struct Store {
     pub cluster_id: u64,
     /// The meta group's region id.
     pub meta_region: u64,
+    /// Every store of the cluster (one entry, this store, on a single node).
+    pub members: Vec<ClusterMember>,
     context: Arc<StoreContext>,
     system: Mutex<Option<BatchSystem<PeerFsm>>>,
     timer: Mutex<Option<JoinHandle<()>>>,
@@ -88,8 +108,18 @@ impl Store {
         cfg.raft.validate().map_err(Error::Storage)?;
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| Error::Storage(format!("{}: {e}", cfg.data_dir.display())))?;
+        let members = if cfg.members.is_empty() {
+            let url = String::new();
+            vec![ClusterMember { store_id: cfg.store_id, name: cfg.name.clone(), peer_url: url }]
+        } else {
+            cfg.members.clone()
+        };
+        if !members.iter().any(|m| m.store_id == cfg.store_id) {
+            return Err(Error::Storage(format!("store {} is not a member of the cluster", cfg.store_id)));
+        }
         let engine = Engine::open(&cfg.data_dir)?;
-        let (regions, cluster_id) = load_or_bootstrap(&engine, &cfg)?;
+        let (regions, cluster_id) = load_or_bootstrap(&engine, &cfg, &members)?;
+        let clustered = members.len() > 1;
         let meta_region = regions.iter().find(|r| r.meta).map(|r| r.id).expect("bootstrap creates the meta group");
         let lessor = Arc::new(Lessor::load(&engine)?);
         let compacted = match engine.db.get_cf(engine.meta(), keys::COMPACTED)? {
@@ -111,11 +141,25 @@ impl Store {
         }
         // An empty etcd store is at revision 1; its first write gets 2.
         let sequencer = Arc::new(Sequencer::recover(last.max(1), unapplied, compacted));
+        let transport = if clustered {
+            sequencer.set_limit(load_high_mark(&engine)?);
+            let me = StoreInfo {
+                store_id: cfg.store_id,
+                name: cfg.name.clone(),
+                client_urls: cfg.client_urls.clone(),
+                peer_urls: members.iter().filter(|m| m.store_id == cfg.store_id).map(|m| m.peer_url.clone()).collect(),
+            };
+            let peers: Vec<(u64, String)> = members.iter().map(|m| (m.store_id, m.peer_url.clone())).collect();
+            Some(Arc::new(Transport::start(me, &peers).map_err(|e| Error::Storage(format!("peer transport: {e}")))?))
+        } else {
+            None
+        };
 
         let batch_cfg = BatchConfig { pollers: cfg.pollers, max_batch: 256 };
         let system = BatchSystem::start("raft-poller", &batch_cfg, || RaftPoller {
             engine: engine.clone(),
             sequencer: sequencer.clone(),
+            transport: transport.clone(),
         });
         let next_region_id = loaded.iter().flat_map(|(r, p)| p.split_ids.iter().copied().chain([r.id])).max();
         let context = Arc::new(StoreContext {
@@ -129,9 +173,16 @@ impl Store {
             registrar: system.registrar(),
             regions_version: AtomicU64::new(0),
             next_region_id: AtomicU64::new(next_region_id.unwrap_or(0) + 1),
+            meta_region,
+            meta_leader: AtomicU64::new(0),
+            evaluating: AtomicBool::new(!clustered),
+            serving: AtomicBool::new(!clustered),
+            transport,
         });
         for (region, peer) in loaded {
-            context.add_peer(region, peer, true)?;
+            // A single voter leads at once; several wait for an election.
+            let campaign = region.peers.len() == 1;
+            context.add_peer(region, peer, campaign)?;
         }
         let store = Arc::new(Store {
             engine,
@@ -141,6 +192,7 @@ impl Store {
             store_id: cfg.store_id,
             cluster_id,
             meta_region,
+            members,
             context,
             system: Mutex::new(Some(system)),
             timer: Mutex::new(None),
@@ -216,6 +268,86 @@ impl Store {
     /// Whether every region leads here with a valid leader lease.
     pub fn all_leading(&self) -> bool {
         self.context.peers.iter().all(|p| p.shared.lease.is_valid())
+    }
+
+    /// Whether this member can answer: on one store, every region leads with
+    /// a valid lease; in a cluster, every region (and the meta group) has a
+    /// known leader.
+    pub fn healthy(&self) -> bool {
+        if !self.clustered() {
+            return self.all_leading();
+        }
+        self.context.peers.iter().all(|p| p.shared.leader.load(Ordering::Acquire) != 0)
+    }
+
+    /// The member id of store `store_id` (0 if it is no member).
+    pub fn member_id_of(&self, store_id: u64) -> u64 {
+        self.members.iter().find(|m| m.store_id == store_id).map_or(0, |m| member_id(&m.name, self.cluster_id))
+    }
+
+    /// The newest revision this store knows: the last handed out on the
+    /// leader store, the highest applied elsewhere.
+    pub fn current_revision(&self) -> u64 {
+        if self.context.evaluating.load(Ordering::Acquire) {
+            self.sequencer.last()
+        } else {
+            self.max_applied_revision().max(1)
+        }
+    }
+
+    /// Whether the store is one of several.
+    pub fn clustered(&self) -> bool {
+        self.context.transport.is_some()
+    }
+
+    pub fn transport(&self) -> Option<&Arc<Transport>> {
+        self.context.transport.as_ref()
+    }
+
+    /// The leader store (whose meta peer leads), 0 while unknown.
+    pub fn leader_store(&self) -> u64 {
+        self.context.meta_leader.load(Ordering::Acquire)
+    }
+
+    /// This store answers client requests (docs/cluster.md, "Activation").
+    pub fn is_serving(&self) -> bool {
+        self.context.serving.load(Ordering::Acquire)
+    }
+
+    /// Whether every peer here, the meta group's included, leads and has
+    /// applied an entry of its term: the condition for activation.
+    pub fn leads_everything(&self) -> bool {
+        self.context.peers.iter().all(|p| p.shared.leading.load(Ordering::Acquire))
+    }
+
+    /// The meta group's raft term here, if its peer leads.
+    pub fn meta_term_if_leading(&self) -> Option<u64> {
+        let p = self.context.peers.get(&self.meta_region)?;
+        p.shared.leading.load(Ordering::Acquire).then(|| p.shared.term.load(Ordering::Acquire))
+    }
+
+    /// The highest revision applied by any region here.
+    pub fn max_applied_revision(&self) -> u64 {
+        self.context.peers.iter().map(|p| p.shared.max_revision.load(Ordering::Acquire)).max().unwrap_or(0)
+    }
+
+    /// Activation step: the sequencer restarted, writes may take revisions.
+    pub fn set_evaluating(&self, on: bool) {
+        self.context.evaluating.store(on, Ordering::Release);
+    }
+
+    /// Activation done (or undone): client requests are answered here.
+    pub fn set_serving(&self, on: bool) {
+        self.context.serving.store(on, Ordering::Release);
+    }
+
+    /// A raft message from another store for `region` (dropped if the region
+    /// is not here: a split not applied yet; raft retransmits).
+    pub fn deliver(&self, region: u64, msg: raft::prelude::Message) {
+        crate::metrics::METRICS.peer_messages_received.inc();
+        if let Some(p) = self.context.peers.get(&region) {
+            let _ = p.mailbox.send(PeerMsg::Raft(Box::new(msg)));
+        }
     }
 
     /// Waits (bounded) until every region leads with a valid lease.
@@ -324,6 +456,8 @@ impl Store {
         if let Some(mut s) = self.system.lock().take() {
             s.shutdown();
         }
+        self.set_evaluating(false);
+        self.set_serving(false);
         // Peers hold the store context that holds them: break the cycle so
         // that RocksDB closes (a restart in the same process reopens it).
         self.context.peers.clear();
@@ -331,7 +465,8 @@ impl Store {
     }
 }
 
-fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig) -> Result<(Vec<Region>, u64)> {
+fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig, members: &[ClusterMember]) -> Result<(Vec<Region>, u64)> {
+    let stores: Vec<u64> = members.iter().map(|m| m.store_id).collect();
     let mut regions = Vec::new();
     let prefix = [keys::REGION_PREFIX];
     for item in engine.db.prefix_iterator_cf(engine.meta(), prefix) {
@@ -347,19 +482,29 @@ fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig) -> Result<(Vec<Region>,
             if !cfg.initial_split_keys.is_empty() {
                 tracing::info!("data dir already holds {} regions; --initial-split-keys ignored", regions.len());
             }
+            let mut have: Vec<u64> =
+                regions.first().map(|r| r.peers.iter().map(|p| p.store_id).collect()).unwrap_or_default();
+            have.sort();
+            let mut want = stores.clone();
+            want.sort();
+            if have != want {
+                return Err(Error::Storage(format!(
+                    "the data dir holds a cluster of stores {have:?}, but the members given are stores {want:?}"
+                )));
+            }
             if !regions.iter().any(|r| r.meta) {
                 // A data dir from before the meta group existed.
-                let meta =
-                    crate::region::meta_region(regions.iter().map(|r| r.id).max().unwrap_or(0) + 1, cfg.store_id);
+                let meta = crate::region::meta_region(regions.iter().map(|r| r.id).max().unwrap_or(0) + 1, &stores);
                 engine.db.put_cf(engine.meta(), keys::region(meta.id), meta.encode_to_vec())?;
                 regions.push(meta);
             }
             return Ok((regions, id));
         }
     }
-    let mut regions = crate::region::initial_regions(&cfg.initial_split_keys, cfg.store_id);
-    regions.push(crate::region::meta_region(regions.len() as u64 + 1, cfg.store_id));
-    let cluster_id = random_id();
+    let mut regions = crate::region::initial_regions(&cfg.initial_split_keys, &stores);
+    regions.push(crate::region::meta_region(regions.len() as u64 + 1, &stores));
+    // Every member of a new cluster must derive the same id on its own.
+    let cluster_id = if members.len() > 1 { cluster_id_of(members) } else { random_id() };
     let mut wb = rocksdb::WriteBatch::default();
     for r in &regions {
         wb.put_cf(engine.meta(), keys::region(r.id), r.encode_to_vec());
@@ -369,6 +514,34 @@ fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig) -> Result<(Vec<Region>,
     engine.write(wb, true)?;
     tracing::info!(regions = regions.len(), cluster_id, "bootstrapped a new store");
     Ok((regions, cluster_id))
+}
+
+/// A member's id as clients see it (MemberList, headers): from its name and
+/// the cluster id, so every member computes every other's.
+pub fn member_id(name: &str, cluster_id: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (name, cluster_id).hash(&mut h);
+    h.finish()
+}
+
+/// A cluster's id from its members (the same on every member).
+fn cluster_id_of(members: &[ClusterMember]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for m in members {
+        (m.store_id, &m.name, &m.peer_url).hash(&mut h);
+    }
+    h.finish().max(1)
+}
+
+fn load_high_mark(engine: &Engine) -> Result<u64> {
+    match engine.db.get_cf(engine.meta(), keys::HIGH_MARK)? {
+        Some(b) => {
+            Ok(u64::from_be_bytes(b.as_slice().try_into().map_err(|_| Error::Storage("corrupt high mark".into()))?))
+        }
+        None => Ok(0),
+    }
 }
 
 /// A random non-zero id (cluster ids need only be unlikely to collide).

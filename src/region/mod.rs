@@ -18,7 +18,7 @@ pub fn contains(region: &Region, key: &[u8]) -> bool {
 
 /// Builds the regions of a fresh single-store keyspace cut at `split_keys`
 /// (sorted, deduplicated, empty keys dropped), ids from 1.
-pub fn initial_regions(split_keys: &[Vec<u8>], store_id: u64) -> Vec<Region> {
+pub fn initial_regions(split_keys: &[Vec<u8>], stores: &[u64]) -> Vec<Region> {
     let mut cuts: Vec<Vec<u8>> = split_keys.iter().filter(|k| !k.is_empty()).cloned().collect();
     cuts.sort();
     cuts.dedup();
@@ -33,19 +33,24 @@ pub fn initial_regions(split_keys: &[Vec<u8>], store_id: u64) -> Vec<Region> {
             start_key: w[0].clone(),
             end_key: w[1].clone(),
             epoch: Some(RegionEpoch { version: 1, conf_ver: 1 }),
-            peers: vec![Peer { id: store_id, store_id }],
+            peers: peers_on(stores),
             meta: false,
             merging_into: 0,
         })
         .collect()
 }
 
-/// The meta group of a fresh single-store cluster, with region id `id`.
-pub fn meta_region(id: u64, store_id: u64) -> Region {
+/// One peer on each store; a peer's raft id is its store id.
+fn peers_on(stores: &[u64]) -> Vec<Peer> {
+    stores.iter().map(|&s| Peer { id: s, store_id: s }).collect()
+}
+
+/// The meta group of a fresh cluster, with region id `id`.
+pub fn meta_region(id: u64, stores: &[u64]) -> Region {
     Region {
         id,
         epoch: Some(RegionEpoch { version: 1, conf_ver: 1 }),
-        peers: vec![Peer { id: store_id, store_id }],
+        peers: peers_on(stores),
         meta: true,
         ..Default::default()
     }
@@ -57,7 +62,7 @@ mod tests {
 
     #[test]
     fn initial_regions_cover_the_keyspace() {
-        let regions = initial_regions(&[b"m".to_vec(), b"c".to_vec(), b"m".to_vec(), vec![]], 1);
+        let regions = initial_regions(&[b"m".to_vec(), b"c".to_vec(), b"m".to_vec(), vec![]], &[1]);
         let ranges: Vec<(&[u8], &[u8])> = regions.iter().map(|r| (&r.start_key[..], &r.end_key[..])).collect();
         assert_eq!(ranges, vec![(&b""[..], &b"c"[..]), (b"c", b"m"), (b"m", b"")]);
         assert!(contains(&regions[1], b"c") && !contains(&regions[1], b"m"));

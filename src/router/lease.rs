@@ -126,6 +126,9 @@ impl Router {
             loop {
                 tokio::time::sleep(EXPIRY_CHECK).await;
                 let Some(router) = router.upgrade() else { return };
+                if !router.store.is_serving() {
+                    continue; // only the leader store expires leases
+                }
                 for id in router.store.lessor.expired() {
                     match router.lease_revoke(id).await {
                         Ok(()) => tracing::debug!(lease = id, "lease expired"),

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod alarm;
+mod cluster;
 mod lease;
 pub mod table;
 mod txn;
@@ -92,7 +93,7 @@ impl Router {
     /// A header at the newest revision handed out (what etcd's non-KV
     /// responses carry).
     pub fn current_header(&self) -> ResponseHeader {
-        self.header(self.store.sequencer.last())
+        self.header(self.store.current_revision())
     }
 
     pub fn header(&self, revision: u64) -> ResponseHeader {

@@ -89,7 +89,7 @@ mod tests {
     use crate::region::initial_regions;
 
     fn table() -> RoutingTable {
-        RoutingTable::new(initial_regions(&[b"b".to_vec(), b"m".to_vec(), b"t".to_vec()], 1))
+        RoutingTable::new(initial_regions(&[b"b".to_vec(), b"m".to_vec(), b"t".to_vec()], &[1]))
     }
 
     fn spans(p: &[Piece]) -> Vec<(u64, &[u8], Option<&[u8]>)> {
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn a_hole_in_the_table_is_reported() {
-        let mut regions = initial_regions(&[b"m".to_vec()], 1);
+        let mut regions = initial_regions(&[b"m".to_vec()], &[1]);
         regions.remove(1);
         let t = RoutingTable::new(regions);
         assert!(t.split(b"a", None).is_none());

@@ -1,5 +1,5 @@
-//! The etcd Cluster service for a single store: MemberList shows it;
-//! membership changes wait for the cluster issue and say so.
+//! The etcd Cluster service: MemberList shows every store of the cluster;
+//! membership changes are not built yet and say so.
 
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ pub struct ClusterService {
 
 fn single_node(method: &str) -> Status {
     Status::failed_precondition(format!(
-        "tessera: {method}: this is a single-node store; membership changes come with multi-node clusters"
+        "tessera: {method}: membership changes are not supported yet; a cluster's members are fixed by --initial-cluster"
     ))
 }
 
@@ -34,6 +34,7 @@ fn single_node(method: &str) -> Status {
 impl Cluster for ClusterService {
     async fn member_list(&self, _r: Request<MemberListRequest>) -> Reply<MemberListResponse> {
         let header = self.router.current_header();
+        let store = self.router.store();
         let me = Member {
             id: header.member_id,
             name: self.member.name.clone(),
@@ -41,7 +42,22 @@ impl Cluster for ClusterService {
             client_ur_ls: self.member.client_urls.clone(),
             is_learner: false,
         };
-        Ok(Response::new(MemberListResponse { header: Some(header), members: vec![me] }))
+        let mut members = vec![me];
+        for m in store.members.iter().filter(|m| m.store_id != store.store_id) {
+            // Client URLs as the member told us on its first raft batch
+            // (empty until it has: etcd shows an unstarted member so too).
+            let info = store.transport().and_then(|t| t.info(m.store_id));
+            members.push(Member {
+                id: store.member_id_of(m.store_id),
+                name: m.name.clone(),
+                peer_ur_ls: vec![m.peer_url.clone()],
+                client_ur_ls: info.map(|i| i.client_urls).unwrap_or_default(),
+                is_learner: false,
+            });
+        }
+        // In --initial-cluster order on every member.
+        members.sort_by_key(|m| store.members.iter().position(|x| x.name == m.name));
+        Ok(Response::new(MemberListResponse { header: Some(header), members }))
     }
     async fn member_add(&self, _r: Request<MemberAddRequest>) -> Reply<MemberAddResponse> {
         Err(single_node("MemberAdd"))

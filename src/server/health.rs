@@ -39,7 +39,7 @@ pub struct HealthService {
 fn status_of(store: &Store, service: &str) -> ServingStatus {
     if !KNOWN.contains(&service) {
         ServingStatus::ServiceUnknown
-    } else if store.all_leading() {
+    } else if store.healthy() {
         ServingStatus::Serving
     } else {
         ServingStatus::NotServing

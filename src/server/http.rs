@@ -28,7 +28,7 @@ pub fn answer_path(path: &str, store: &Store) -> Answer {
     let json = |status, body: String| (status, [(header::CONTENT_TYPE, "application/json")], body);
     match path {
         "/metrics" => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(store)),
-        "/health" if store.all_leading() => json(StatusCode::OK, r#"{"health":"true"}"#.to_string()),
+        "/health" if store.healthy() => json(StatusCode::OK, r#"{"health":"true"}"#.to_string()),
         "/health" => {
             json(StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false","reason":"a region has no leader"}"#.to_string())
         }

@@ -30,13 +30,13 @@ impl Maintenance for MaintenanceService {
         let header = self.router.current_header();
         let applied = store.applied_index();
         let size = store.db_size() as i64;
-        let errors = if store.all_leading() { Vec::new() } else { vec!["a region has no leader".to_string()] };
+        let errors = if store.healthy() { Vec::new() } else { vec!["a region has no leader".to_string()] };
         Ok(Response::new(StatusResponse {
             version: ETCD_VERSION.to_string(),
             db_size: size,
             db_size_in_use: size,
-            // One store: it leads every region.
-            leader: header.member_id,
+            // The leader store leads every region (docs/cluster.md).
+            leader: if store.clustered() { store.member_id_of(store.leader_store()) } else { header.member_id },
             raft_index: applied,
             raft_term: header.raft_term,
             raft_applied_index: applied,
@@ -144,7 +144,7 @@ impl MaintenanceService {
     /// The hash of the MVCC data at `revision` (0: the current one).
     async fn hash_at(&self, revision: i64) -> Result<(u32, u64), Status> {
         let store = self.router.store().clone();
-        let at = store.sequencer.check_read(revision, store.sequencer.last())?;
+        let at = store.sequencer.check_read(revision, store.current_revision())?;
         let hash = tokio::task::spawn_blocking(move || {
             let reader = crate::region::mvcc::MvccReader::new(&store.engine.db, store.engine.mvcc(), None);
             reader.hash(at)

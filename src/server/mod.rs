@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cluster;
 mod concurrency;
 pub mod election;
+mod forward;
 mod front;
 pub mod health;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+mod peer;
 pub mod validate;
 pub mod watch;
 
@@ -68,12 +70,34 @@ pub fn not_yet(method: &str) -> tonic::Status {
 /// answer from the handler; tonic refuses larger ones before decoding.
 const DECODE_LIMIT_BYTES: usize = 64 << 20;
 
-/// Serves the etcd gRPC API on `listener` until `shutdown` resolves.
+/// Serves the etcd gRPC API on `listener` (a client URL) until `shutdown`
+/// resolves.
 pub async fn serve(
     router: Arc<Router>,
     cfg: ServerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    serve_on(router, cfg, listener, shutdown, false).await
+}
+
+/// Serves the peer port: the store-to-store transport, and the etcd API for
+/// calls other stores forward here (docs/cluster.md).
+pub async fn serve_peer(
+    router: Arc<Router>,
+    cfg: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    serve_on(router, cfg, listener, shutdown, true).await
+}
+
+async fn serve_on(
+    router: Arc<Router>,
+    cfg: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    peer_port: bool,
 ) -> Result<(), tonic::transport::Error> {
     let limits = cfg.limits;
     // Watch streams live until their client leaves; they end on shutdown so
@@ -112,12 +136,24 @@ pub async fn serve(
             store: router.store().clone(),
             stopping: stopping.clone(),
         }));
+    if peer_port {
+        grpc.add_service(
+            crate::proto::tesserapb::peer_transport_server::PeerTransportServer::new(peer::PeerService {
+                store: router.store().clone(),
+            })
+            .max_decoding_message_size(DECODE_LIMIT_BYTES * 4),
+        );
+    }
     // etcd's plain HTTP paths on the client port, beside gRPC.
     let store = router.store().clone();
-    let routes = http::PATHS.iter().fold(grpc.routes().into_axum_router(), |routes, path| {
+    let mut routes = http::PATHS.iter().fold(grpc.routes().into_axum_router(), |routes, path| {
         let store = store.clone();
         routes.route(path, axum::routing::get(move || std::future::ready(http::answer_path(path, &store))))
     });
+    if store.clustered() {
+        let forwarder = forward::Forwarder::new(store.clone());
+        routes = routes.layer(axum::middleware::from_fn_with_state(forwarder, forward::forward));
+    }
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes.into())

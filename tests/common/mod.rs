@@ -321,6 +321,79 @@ impl Drop for Tessera {
     }
 }
 
+/// N `tessera serve` processes forming one cluster on loopback: peer ports
+/// picked free, client ports chosen by each process, one temp data dir each
+/// (removed on drop, with the processes killed).
+pub struct Cluster {
+    pub nodes: Vec<Option<Tessera>>,
+    dirs: Vec<tempfile::TempDir>,
+    initial_cluster: String,
+}
+
+impl Cluster {
+    /// Starts `n` members (named n1..nN) at once.
+    pub fn start(n: usize) -> Cluster {
+        let ports = free_ports(n);
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("n{}=http://127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let dirs: Vec<tempfile::TempDir> =
+            (0..n).map(|_| tempfile::Builder::new().prefix("tessera-cluster-").tempdir().expect("temp dir")).collect();
+        let starters: Vec<_> = (0..n)
+            .map(|i| {
+                let (dir, ic) = (dirs[i].path().to_path_buf(), initial_cluster.clone());
+                thread::spawn(move || {
+                    Tessera::start_in(&dir, &member_args(i, &ic).iter().map(|s| s.as_str()).collect::<Vec<_>>())
+                })
+            })
+            .collect();
+        let nodes = starters.into_iter().map(|h| Some(h.join().expect("member starts"))).collect();
+        Cluster { nodes, dirs, initial_cluster }
+    }
+
+    /// The client URL of member `i` (0-based); panics if it is down.
+    pub fn endpoint(&self, i: usize) -> String {
+        self.nodes[i].as_ref().expect("member is up").endpoint().to_string()
+    }
+
+    /// The client URLs of the members that are up.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().flatten().map(|t| t.endpoint().to_string()).collect()
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut t) = self.nodes[i].take() {
+            t.kill9();
+        }
+    }
+
+    /// Starts member `i` again on its data dir (a new client port).
+    pub fn restart(&mut self, i: usize) {
+        self.kill9(i);
+        let args = member_args(i, &self.initial_cluster);
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        self.nodes[i] = Some(Tessera::start_in(self.dirs[i].path(), &args));
+    }
+
+    /// Every member's output tail, for failure messages.
+    pub fn logs(&self, max_bytes: usize) -> String {
+        let mut out = String::new();
+        for (i, t) in self.nodes.iter().enumerate() {
+            if let Some(t) = t {
+                out.push_str(&format!("--- n{} ---\n{}\n", i + 1, t.log_tail(max_bytes)));
+            }
+        }
+        out
+    }
+}
+
+fn member_args(i: usize, initial_cluster: &str) -> Vec<String> {
+    vec!["--name".into(), format!("n{}", i + 1), "--initial-cluster".into(), initial_cluster.into()]
+}
+
 // ---------------------------------------------------------------------------
 // etcd
 

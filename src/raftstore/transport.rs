@@ -1,0 +1,126 @@
+//! The store-to-store transport (docs/cluster.md, "Transport"): every raft
+//! message a poll round produced goes to its destination store in one
+//! `RaftBatch`, on one long-lived client stream per destination, opened
+//! again with backoff when it breaks. Messages sent while a link is down are
+//! dropped: raft retransmits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+
+use crate::proto::tesserapb::peer_transport_client::PeerTransportClient;
+use crate::proto::tesserapb::{RaftBatch, RaftEnvelope, StoreInfo};
+
+/// Batches queued for a link that cannot send: past this, new ones are
+/// dropped (raft retransmits; a dead store must not grow our memory).
+const LINK_QUEUE: usize = 1024;
+
+pub struct Transport {
+    me: StoreInfo,
+    links: HashMap<u64, mpsc::Sender<Vec<RaftEnvelope>>>,
+    /// What each store said about itself on its first batch to us.
+    known: Arc<DashMap<u64, StoreInfo>>,
+    /// The links' own runtime: pollers (plain threads) hand batches to it.
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Transport {
+    /// Links to every store in `peers` (store id -> peer URL) but `me`.
+    pub fn start(me: StoreInfo, peers: &[(u64, String)]) -> std::io::Result<Transport> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("peer-transport")
+            .enable_all()
+            .build()?;
+        let mut links = HashMap::new();
+        for (id, url) in peers.iter().filter(|(id, _)| *id != me.store_id) {
+            let (tx, rx) = mpsc::channel(LINK_QUEUE);
+            runtime.spawn(run_link(*id, url.clone(), me.clone(), rx));
+            links.insert(*id, tx);
+        }
+        let known = Arc::new(DashMap::new());
+        known.insert(me.store_id, me.clone());
+        Ok(Transport { me, links, known, _runtime: runtime })
+    }
+
+    pub fn me(&self) -> &StoreInfo {
+        &self.me
+    }
+
+    /// Queues one batch for store `to`; dropped if its link is backed up.
+    pub fn send(&self, to: u64, batch: Vec<RaftEnvelope>) {
+        if let Some(link) = self.links.get(&to) {
+            if link.try_send(batch).is_err() {
+                crate::metrics::METRICS.peer_batches_dropped.inc();
+            }
+        }
+    }
+
+    /// A store introduced itself.
+    pub fn learn(&self, info: StoreInfo) {
+        self.known.insert(info.store_id, info);
+    }
+
+    /// What `store` told us about itself, if it has.
+    pub fn info(&self, store: u64) -> Option<StoreInfo> {
+        self.known.get(&store).map(|i| i.clone())
+    }
+}
+
+async fn run_link(to: u64, url: String, me: StoreInfo, mut rx: mpsc::Receiver<Vec<RaftEnvelope>>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
+            Ok(e) => e.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true),
+            Err(e) => {
+                tracing::error!(store = to, url, "bad peer URL: {e}");
+                return;
+            }
+        };
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(store = to, "peer link down: {e}");
+                // Drop what queued meanwhile (raft retransmits), then wait.
+                while rx.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(64);
+        let mut call = tokio::spawn(async move {
+            PeerTransportClient::new(channel).raft(tokio_stream::wrappers::ReceiverStream::new(stream_rx)).await
+        });
+        // Introduce ourselves at once: a store learns every other store's
+        // client URLs (MemberList) even if no region talks to it.
+        let hello = RaftBatch { from_store: me.store_id, messages: Vec::new(), sender: Some(me.clone()) };
+        let mut first = stream_tx.try_send(hello).is_err().then(|| me.clone());
+        loop {
+            tokio::select! {
+                batch = rx.recv() => {
+                    let Some(mut messages) = batch else { return };
+                    // Everything queued goes in one batch.
+                    while let Ok(more) = rx.try_recv() {
+                        messages.extend(more);
+                    }
+                    let batch = RaftBatch { from_store: me.store_id, messages, sender: first.clone() };
+                    if stream_tx.try_send(batch).is_err() {
+                        crate::metrics::METRICS.peer_batches_dropped.inc();
+                    } else {
+                        first = None;
+                        crate::metrics::METRICS.peer_batches_sent.inc();
+                    }
+                }
+                done = &mut call => {
+                    tracing::debug!(store = to, "peer stream ended: {done:?}");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The leader store's life cycle in a cluster (docs/cluster.md,
+//! "Activation of a leader store" and "The high mark").
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::Router;
+use crate::error::{Error, Result};
+use crate::proto::tesserapb::RaftCommand;
+
+/// Revisions a leader store may hand out beyond the last one before it
+/// must commit a new high mark; a failover voids at most this many.
+pub const HIGH_MARK_WINDOW: u64 = 1_000;
+
+/// How often the store checks whether it should (de)activate.
+const CHECK_EVERY: Duration = Duration::from_millis(20);
+
+impl Router {
+    /// Runs activation and high-mark renewal until the router is dropped
+    /// (clustered stores only; a single store serves from the start).
+    pub fn start_leadership(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let router: Weak<Router> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CHECK_EVERY).await;
+                let Some(router) = router.upgrade() else { return };
+                if let Err(e) = router.leadership_step().await {
+                    tracing::info!("leader store: {e}");
+                }
+            }
+        })
+    }
+
+    async fn leadership_step(&self) -> Result<()> {
+        let store = &self.store;
+        let Some(term) = store.meta_term_if_leading() else {
+            if store.is_serving() {
+                tracing::info!("no longer the leader store");
+                store.set_evaluating(false);
+                store.set_serving(false);
+            }
+            return Ok(());
+        };
+        if store.is_serving() {
+            let seq = &store.sequencer;
+            if seq.limit().saturating_sub(seq.last()) < HIGH_MARK_WINDOW / 2 {
+                self.commit_high_mark(seq.last() + HIGH_MARK_WINDOW).await?;
+            }
+            return Ok(());
+        }
+        if !store.leads_everything() {
+            return Ok(());
+        }
+        // Every revision any earlier leader store handed out is at or below
+        // the committed high mark, and every committed entry is applied here.
+        let last = store.sequencer.limit().max(store.max_applied_revision()).max(1);
+        self.commit_high_mark(last + HIGH_MARK_WINDOW).await?;
+        let (_, records) = store.txn_state()?;
+        store.sequencer.restart(last, records.iter().map(|r| r.revision));
+        store.set_evaluating(true);
+        let recovered = self.recover().await?;
+        for id in store.lessor.ids() {
+            // As etcd on a leader change: every lease gets its full TTL.
+            store.lessor.keep_alive(id);
+        }
+        if store.meta_term_if_leading() != Some(term) {
+            store.set_evaluating(false);
+            return Err(Error::NotLeader { region: store.meta_region });
+        }
+        store.set_serving(true);
+        tracing::info!(term, revision = last, recovered, "this store is the leader store");
+        Ok(())
+    }
+
+    async fn commit_high_mark(&self, mark: u64) -> Result<()> {
+        let meta = self.store.meta_region;
+        let epoch = self.store.peer(meta)?.region.epoch.map_or(0, |e| e.version);
+        let cmd = RaftCommand { high_mark: mark, ..Default::default() };
+        self.store.propose(meta, epoch, cmd).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,277 @@
+//! Three real `tessera serve` processes on loopback forming one cluster
+//! (issue [cluster], docs/cluster.md): any member answers any request,
+//! kill -9 of the leader store loses no acknowledged write, a restarted
+//! member catches up, and etcdctl sees a three-member cluster.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{etcdctl, etcdctl_until, Cluster};
+use etcd_client::{Client, GetOptions};
+
+/// Bound for a cluster to elect and activate its leader store.
+const READY: Duration = Duration::from_secs(30);
+
+async fn connect(endpoint: &str) -> Client {
+    let deadline = Instant::now() + READY;
+    loop {
+        match Client::connect([endpoint], None).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("connecting to {endpoint}: {e}"),
+        }
+    }
+}
+
+/// Waits until a put through `endpoint` succeeds; returns its revision.
+async fn wait_writable(endpoint: &str, key: &str) -> i64 {
+    let mut c = connect(endpoint).await;
+    let deadline = Instant::now() + READY;
+    loop {
+        match c.put(key, "x", None).await {
+            Ok(r) => return r.header().expect("header").revision(),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no write through {endpoint} succeeded within {READY:?}: {e}"),
+        }
+    }
+}
+
+/// The index of the member that is the leader store (by Maintenance Status).
+async fn leader_index(cluster: &Cluster) -> usize {
+    let deadline = Instant::now() + READY;
+    loop {
+        let mut ids = Vec::new();
+        let mut leader = 0;
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let Some(node) = node else {
+                ids.push(0);
+                continue;
+            };
+            let mut c = connect(node.endpoint()).await;
+            match c.status().await {
+                Ok(s) => {
+                    ids.push(s.header().expect("header").member_id());
+                    leader = s.leader();
+                    let _ = i;
+                }
+                Err(_) => ids.push(0),
+            }
+        }
+        if let Some(i) = ids.iter().position(|id| *id == leader && leader != 0) {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no leader store within {READY:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Ack {
+    key: String,
+    value: String,
+    revision: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_leader_store_loses_no_acknowledged_write() {
+    let seed: u64 = std::env::var("TESSERA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("seed: {seed}");
+    let run = tokio::time::timeout(Duration::from_secs(240), failover(seed));
+    run.await.expect("cluster failover test timed out");
+}
+
+async fn failover(seed: u64) {
+    let mut cluster = tokio::task::spawn_blocking(|| Cluster::start(3)).await.unwrap();
+    let endpoints = cluster.endpoints();
+    wait_writable(&endpoints[1], "warm-up").await;
+
+    // Writers, each starting on its own member and moving to the next one
+    // when a request fails; each checks its write through another member.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..6usize {
+        let (stop, endpoints) = (stop.clone(), endpoints.clone());
+        writers.push(tokio::spawn(async move {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (w as u64) << 32);
+            let mut at = w % endpoints.len();
+            let mut client = connect(&endpoints[at]).await;
+            let mut acks: Vec<Ack> = Vec::new();
+            let mut failures = 0usize;
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let key = format!("w{w}/{:03}", rng.random_range(0..200));
+                let value = format!("{w}-{n}");
+                match client.put(key.as_str(), value.as_str(), None).await {
+                    Ok(r) => {
+                        let revision = r.header().expect("header").revision();
+                        if let Some(prev) = acks.last() {
+                            assert!(
+                                revision > prev.revision,
+                                "writer {w}: revision {revision} after {}",
+                                prev.revision
+                            );
+                        }
+                        acks.push(Ack { key, value, revision });
+                    }
+                    Err(_) => {
+                        // Outcome unknown (the member may have died with it):
+                        // the key is not checked unless a later write acks.
+                        failures += 1;
+                        at = (at + 1) % endpoints.len();
+                        client = match Client::connect([endpoints[at].as_str()], None).await {
+                            Ok(c) => c,
+                            Err(_) => continue,
+                        };
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            (acks, failures)
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leader = leader_index(&cluster).await;
+    println!("killing n{} (the leader store)", leader + 1);
+    cluster.kill9(leader);
+    let killed = Instant::now();
+    let survivor = cluster.endpoint((leader + 1) % 3);
+    wait_writable(&survivor, "after-kill").await;
+    println!("first write after kill -9 of the leader store: {} ms", killed.elapsed().as_millis());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let restarted = tokio::task::spawn_blocking(move || {
+        cluster.restart(leader);
+        cluster
+    });
+    let cluster = restarted.await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all: Vec<Ack> = Vec::new();
+    for (w, h) in writers.into_iter().enumerate() {
+        let (acks, failures) = h.await.unwrap();
+        println!("writer {w}: {} acknowledged, {failures} failed", acks.len());
+        assert!(acks.len() > 20, "writer {w} made no progress: {} acks", acks.len());
+        all.extend(acks);
+    }
+
+    // One global revision: no two acknowledged writes share one.
+    let mut revisions: Vec<i64> = all.iter().map(|a| a.revision).collect();
+    revisions.sort();
+    let before = revisions.len();
+    revisions.dedup();
+    assert_eq!(before, revisions.len(), "two acknowledged writes share a revision");
+
+    // The newest acknowledged value of every key, read linearizably through
+    // every member, the restarted one included.
+    let mut newest: HashMap<String, Ack> = HashMap::new();
+    for a in all {
+        if newest.get(&a.key).is_none_or(|n| n.revision < a.revision) {
+            newest.insert(a.key.clone(), a);
+        }
+    }
+    for endpoint in cluster.endpoints() {
+        let mut c = connect(&endpoint).await;
+        let deadline = Instant::now() + READY;
+        let got = loop {
+            match c.get("w", Some(GetOptions::new().with_prefix())).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "reading through {endpoint}: {e}\n{}", cluster.logs(4096));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let have: HashMap<String, (String, i64)> = got
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key_str().unwrap().to_string(), (kv.value_str().unwrap().to_string(), kv.mod_revision())))
+            .collect();
+        for (key, ack) in &newest {
+            let (value, rev) = have.get(key).unwrap_or_else(|| panic!("{key} lost (acked at {})", ack.revision));
+            // A later write with an unknown outcome may have landed on top.
+            assert!(*rev >= ack.revision, "{key}: mod revision {rev} below the acknowledged {}", ack.revision);
+            if *rev == ack.revision {
+                assert_eq!(value, &ack.value, "{key} at {rev}");
+            }
+        }
+    }
+
+    // The restarted member caught up: its own data hashes like the others'.
+    let revision = wait_writable(&cluster.endpoint(0), "final").await;
+    let deadline = Instant::now() + READY;
+    loop {
+        let mut hashes = Vec::new();
+        for endpoint in cluster.endpoints() {
+            let mut c = connect(&endpoint).await;
+            hashes.push(c.hash_kv(revision).await.map(|h| h.hash()).ok());
+        }
+        if hashes.iter().all(|h| h.is_some() && *h == hashes[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "members' data differ at {revision}: {hashes:?}\n{}", cluster.logs(4096));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn etcdctl_sees_one_cluster_of_three_members() {
+    let cluster = Cluster::start(3);
+    let all = cluster.endpoints().join(",");
+    let (a, b, c) = (cluster.endpoint(0), cluster.endpoint(1), cluster.endpoint(2));
+    tokio::runtime::Runtime::new().unwrap().block_on(wait_writable(&b, "warm-up"));
+
+    // Every member lists all three with their client URLs (each learns the
+    // others' URLs when their links connect).
+    let deadline = Instant::now() + READY;
+    for endpoint in [&a, &b, &c] {
+        loop {
+            let (out, err, code) = etcdctl(endpoint, &["member", "list"], None);
+            assert_eq!(code, 0, "member list: {err}");
+            let lines: Vec<&str> = out.lines().collect();
+            if lines.len() == 3 && [&a, &b, &c].iter().all(|url| out.contains(url.as_str())) {
+                for (i, line) in lines.iter().enumerate() {
+                    assert!(line.contains(&format!(", started, n{}, http://127.0.0.1:", i + 1)), "{out}");
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "member list through {endpoint}:\n{out}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // endpoint status --cluster: three rows, exactly one leader.
+    let (out, err, code) = etcdctl(&a, &["endpoint", "status", "--cluster", "-w", "json"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("\"Endpoint\"").count(), 3, "{out}");
+    let leader = out.split("\"leader\":").nth(1).and_then(|s| s.split(',').next()).expect("a leader field");
+    assert_eq!(out.matches(&format!("\"member_id\":{leader},")).count(), 1, "one member is the leader: {out}");
+
+    // put through one member, get and watch through the others.
+    let (out, err, code) = etcdctl(&b, &["put", "greeting", "hello"], None);
+    assert_eq!((out.trim(), code), ("OK", 0), "{err}");
+    let (out, err, code) = etcdctl(&c, &["get", "greeting"], None);
+    assert_eq!((out.as_str(), code), ("greeting\nhello\n", 0), "{err}");
+    let (out, _, code) = etcdctl(&all, &["get", "greeting", "--print-value-only"], None);
+    assert_eq!((out.as_str(), code), ("hello\n", 0));
+    let watcher = std::thread::spawn({
+        let a = a.clone();
+        move || etcdctl_until(&a, &["watch", "greeting", "--rev", "1"], "bye")
+    });
+    let (_, err, code) = etcdctl(&c, &["put", "greeting", "bye"], None);
+    assert_eq!(code, 0, "{err}");
+    let (out, _, _) = watcher.join().unwrap();
+    assert!(out.starts_with("PUT\ngreeting\nhello\nPUT\ngreeting\nbye"), "{out}");
+}
