@@ -102,7 +102,7 @@ fn probe_indices(n: usize, below: u64) -> Vec<u64> {
 
 fn router_lookup(c: &mut Criterion) {
     let splits: Vec<Vec<u8>> = (1..ROUTER_REGIONS).map(region_key).collect();
-    let table = RoutingTable::new(initial_regions(&splits, 1));
+    let table = RoutingTable::new(initial_regions(&splits, &[1]));
     assert_eq!(table.len() as u64, ROUTER_REGIONS);
 
     // `key{i}x` lies inside region i + 1 (region 1 is ["", key00000001)).

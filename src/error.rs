@@ -92,6 +92,15 @@ pub enum Error {
     /// Admin: leadership can only move to a store with a peer of the region.
     #[error("tessera: store {store} has no peer of region {region}")]
     NoPeerOnStore { store: u64, region: u64 },
+    /// Admin on a cluster: region leaders follow the leader store (docs/cluster.md).
+    #[error(
+        "tessera: region leaders follow the leader store (store {leader}); move them all with etcdctl move-leader"
+    )]
+    LeadersFollowLeaderStore { leader: u64 },
+    /// Admin on a cluster: a merge must first catch up the target's
+    /// followers with the source's log, which is not built yet.
+    #[error("tessera: merging regions is not supported yet on a cluster of several stores")]
+    ClusterMerge,
     #[error("etcdserver: request timed out")]
     Timeout,
     #[error("etcdserver: server stopped")]
@@ -153,6 +162,7 @@ impl From<Error> for Status {
             | Error::Stopped => Code::Unavailable,
             Error::NoSuchRegion { .. } => Code::NotFound,
             Error::KeyOutsideRegion { .. } | Error::NoPeerOnStore { .. } | Error::SplitWhere => Code::InvalidArgument,
+            Error::LeadersFollowLeaderStore { .. } | Error::ClusterMerge => Code::FailedPrecondition,
             Error::NoMiddleKey { .. } | Error::NotAdjacent { .. } | Error::RegionBusy { .. } => {
                 Code::FailedPrecondition
             }

@@ -39,6 +39,8 @@ pub enum PeerMsg {
     Command { cmd: RaftCommand, epoch_version: u64, cb: CommandCallback },
     /// Physically compact the region's history below `revision`.
     Compact { revision: u64, cb: DoneCallback },
+    /// Hand leadership to the peer on store `to` (its lease ends now).
+    TransferLeader { to: u64 },
     /// A raft message from this region's peer on another store.
     Raft(Box<raft::prelude::Message>),
     /// The region was merged away: stop, and answer everything with
@@ -53,7 +55,11 @@ impl PeerMsg {
             PeerMsg::Write { cb, .. } => drop(cb.send(Err(err))),
             PeerMsg::Command { cb, .. } => drop(cb.send(Err(err))),
             PeerMsg::ReadIndex { cb } | PeerMsg::Compact { cb, .. } => drop(cb.send(Err(err))),
-            PeerMsg::Tick | PeerMsg::Campaign | PeerMsg::Destroy | PeerMsg::Raft(_) => {}
+            PeerMsg::Tick
+            | PeerMsg::Campaign
+            | PeerMsg::Destroy
+            | PeerMsg::Raft(_)
+            | PeerMsg::TransferLeader { .. } => {}
         }
     }
 }

@@ -274,6 +274,12 @@ impl PeerFsm {
                 PeerMsg::Compact { revision, cb } => self.on_compact(revision, cb),
                 PeerMsg::Command { cmd, epoch_version, cb } => self.on_command(cmd, epoch_version, cb),
                 PeerMsg::Destroy => self.destroy(),
+                PeerMsg::TransferLeader { to } => {
+                    if self.is_leader() && to != self.store.store_id {
+                        self.shared.lease.expire();
+                        self.raft.transfer_leader(to);
+                    }
+                }
                 PeerMsg::Raft(m) => {
                     if let Err(e) = self.raft.step(*m) {
                         tracing::debug!(region = self.region.id, "raft message refused: {e}");

@@ -99,6 +99,9 @@ fn send_messages(transport: &Transport, messages: Vec<(u64, raft::prelude::Messa
     use protobuf::Message as _;
     let mut by_store: HashMap<u64, Vec<RaftEnvelope>> = HashMap::new();
     for (region_id, m) in messages {
+        if !transport.allows(m.to, region_id, &m) {
+            continue;
+        }
         let Ok(bytes) = m.write_to_bytes() else { continue };
         by_store.entry(m.to).or_default().push(RaftEnvelope { region_id, message: bytes });
     }

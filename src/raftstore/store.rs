@@ -341,6 +341,22 @@ impl Store {
         self.context.serving.store(on, Ordering::Release);
     }
 
+    /// Makes store `to` the leader store: the meta group's leadership moves
+    /// there and every region leader follows it. Waits (bounded) until this
+    /// store sees it.
+    pub async fn move_leader_store(&self, to: u64) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.leader_store() != to {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout);
+            }
+            let meta = self.peer(self.meta_region)?;
+            let _ = meta.mailbox.send(PeerMsg::TransferLeader { to });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// A raft message from another store for `region` (dropped if the region
     /// is not here: a split not applied yet; raft retransmits).
     pub fn deliver(&self, region: u64, msg: raft::prelude::Message) {

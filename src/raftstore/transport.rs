@@ -18,8 +18,13 @@ use crate::proto::tesserapb::{RaftBatch, RaftEnvelope, StoreInfo};
 /// dropped (raft retransmits; a dead store must not grow our memory).
 const LINK_QUEUE: usize = 1024;
 
+/// Decides whether a raft message (to store, region, message) may leave:
+/// tests partition, isolate and drop by message type with it.
+pub type Filter = Arc<dyn Fn(u64, u64, &raft::prelude::Message) -> bool + Send + Sync>;
+
 pub struct Transport {
     me: StoreInfo,
+    filter: parking_lot::RwLock<Option<Filter>>,
     links: HashMap<u64, mpsc::Sender<Vec<RaftEnvelope>>>,
     /// What each store said about itself on its first batch to us.
     known: Arc<DashMap<u64, StoreInfo>>,
@@ -43,11 +48,21 @@ impl Transport {
         }
         let known = Arc::new(DashMap::new());
         known.insert(me.store_id, me.clone());
-        Ok(Transport { me, links, known, _runtime: runtime })
+        Ok(Transport { me, filter: Default::default(), links, known, _runtime: runtime })
     }
 
     pub fn me(&self) -> &StoreInfo {
         &self.me
+    }
+
+    /// Installs (or with `None` removes) a filter on outgoing messages.
+    pub fn set_filter(&self, filter: Option<Filter>) {
+        *self.filter.write() = filter;
+    }
+
+    /// Whether the filter (if any) lets this message go.
+    pub fn allows(&self, to: u64, region: u64, msg: &raft::prelude::Message) -> bool {
+        self.filter.read().as_ref().is_none_or(|f| f(to, region, msg))
     }
 
     /// Queues one batch for store `to`; dropped if its link is backed up.

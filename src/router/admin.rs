@@ -134,6 +134,9 @@ impl Router {
     /// Merges `right` into its left neighbour `left`; returns the merged
     /// region (left's id).
     pub async fn merge(&self, left: u64, right: u64) -> Result<Region> {
+        if self.store.clustered() {
+            return Err(Error::ClusterMerge);
+        }
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let (l, r) = (self.admin_region(left)?, self.admin_region(right)?);
@@ -190,7 +193,12 @@ impl Router {
         if !r.peers.iter().any(|p| p.store_id == to_store) {
             return Err(Error::NoPeerOnStore { store: to_store, region });
         }
-        // Every peer lives on this store (single node): it leads already.
+        // Region leaders live on the leader store (this one: the call was
+        // forwarded here): it leads already, or leadership is on its way.
+        let leader = if self.store.clustered() { self.store.leader_store() } else { self.store.store_id };
+        if to_store != leader {
+            return Err(Error::LeadersFollowLeaderStore { leader });
+        }
         Ok(r)
     }
 }

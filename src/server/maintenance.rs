@@ -125,14 +125,21 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    /// One store leads everything: moving the leadership to itself is a
-    /// no-op, to anyone else etcd's "bad leader transferee".
+    /// Moving the leadership to the leader store itself is a no-op; to
+    /// another member it moves the leader store (docs/cluster.md); to
+    /// anyone else etcd's "bad leader transferee".
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Reply<MoveLeaderResponse> {
         let header = self.router.current_header();
-        if request.into_inner().target_id != header.member_id {
-            return Err(crate::error::Error::BadLeaderTransferee.into());
+        let target = request.into_inner().target_id;
+        let store = self.router.store();
+        if target != header.member_id {
+            let to = store.members.iter().map(|m| m.store_id).find(|&s| store.member_id_of(s) == target);
+            let Some(to) = to.filter(|_| store.clustered()) else {
+                return Err(crate::error::Error::BadLeaderTransferee.into());
+            };
+            store.move_leader_store(to).await?;
         }
-        Ok(Response::new(MoveLeaderResponse { header: Some(header) }))
+        Ok(Response::new(MoveLeaderResponse { header: Some(self.router.current_header()) }))
     }
 
     async fn downgrade(&self, _r: Request<DowngradeRequest>) -> Reply<DowngradeResponse> {

@@ -120,3 +120,5 @@ impl Drop for InProc {
         self.store.shutdown();
     }
 }
+
+pub mod cluster;
