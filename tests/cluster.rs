@@ -1,13 +1,14 @@
 //! Three real `tessera serve` processes on loopback forming one cluster
 //! (issue [cluster], docs/cluster.md): any member answers any request,
-//! kill -9 of the leader store loses no acknowledged write, a restarted
+//! kill -9 of the leader store loses no acknowledged write and no read
+//! through any member goes back in time, a restarted
 //! member catches up, and etcdctl sees a three-member cluster.
 
 mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{etcdctl, etcdctl_until, Cluster};
@@ -96,11 +97,13 @@ async fn failover(seed: u64) {
     wait_writable(&endpoints[1], "warm-up").await;
 
     // Writers, each starting on its own member and moving to the next one
-    // when a request fails; each checks its write through another member.
+    // when a request fails. `acked` is the model readers check against: the
+    // highest acknowledged revision of every key.
     let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..6usize {
-        let (stop, endpoints) = (stop.clone(), endpoints.clone());
+        let (stop, endpoints, acked) = (stop.clone(), endpoints.clone(), acked.clone());
         writers.push(tokio::spawn(async move {
             use rand::{Rng, SeedableRng};
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (w as u64) << 32);
@@ -123,6 +126,10 @@ async fn failover(seed: u64) {
                                 prev.revision
                             );
                         }
+                        let mut model = acked.lock().unwrap();
+                        let newest = model.entry(key.clone()).or_default();
+                        *newest = (*newest).max(revision);
+                        drop(model);
                         acks.push(Ack { key, value, revision });
                     }
                     Err(_) => {
@@ -139,6 +146,44 @@ async fn failover(seed: u64) {
                 }
             }
             (acks, failures)
+        }));
+    }
+
+    // Readers on every member: a linearizable read never returns a key
+    // older than a write acknowledged before the read started.
+    let mut readers = Vec::new();
+    for r in 0..3usize {
+        let (stop, endpoints, acked) = (stop.clone(), endpoints.clone(), acked.clone());
+        readers.push(tokio::spawn(async move {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xeade ^ (r as u64) << 40);
+            let mut at = r;
+            let mut client = connect(&endpoints[at]).await;
+            let (mut checked, mut failures) = (0usize, 0usize);
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("w{}/{:03}", rng.random_range(0..6), rng.random_range(0..200));
+                let floor = acked.lock().unwrap().get(&key).copied().unwrap_or(0);
+                match client.get(key.as_str(), None).await {
+                    Ok(got) => {
+                        let rev = got.kvs().first().map_or(0, |kv| kv.mod_revision());
+                        assert!(
+                            rev >= floor,
+                            "reader {r} via {}: {key} at {rev}, acknowledged at {floor}",
+                            endpoints[at]
+                        );
+                        checked += 1;
+                    }
+                    Err(_) => {
+                        failures += 1;
+                        at = (at + 1) % endpoints.len();
+                        if let Ok(c) = Client::connect([endpoints[at].as_str()], None).await {
+                            client = c;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            (checked, failures)
         }));
     }
 
@@ -159,6 +204,11 @@ async fn failover(seed: u64) {
     let cluster = restarted.await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
+    for (r, h) in readers.into_iter().enumerate() {
+        let (checked, failures) = h.await.unwrap();
+        println!("reader {r}: {checked} reads checked, {failures} failed");
+        assert!(checked > 20, "reader {r} made no progress");
+    }
     let mut all: Vec<Ack> = Vec::new();
     for (w, h) in writers.into_iter().enumerate() {
         let (acks, failures) = h.await.unwrap();

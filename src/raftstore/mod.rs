@@ -23,6 +23,7 @@ mod poller;
 pub mod storage;
 mod store;
 pub mod transport;
+pub mod wire;
 
 pub use store::{member_id, ClusterMember, PeerHandle, Store, StoreConfig};
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Receiver;
 use prost::Message as _;
-use raft::prelude::{Entry, EntryType, Ready};
+use raft::prelude::{Entry, EntryType, MessageType, Ready};
 use raft::{RawNode, StateRole};
 use rocksdb::WriteBatch;
 
@@ -134,16 +134,19 @@ pub struct PeerFsm {
     /// Merged away: every message is answered with `RegionNotFound`.
     destroyed: bool,
     /// Lease rounds (ReadIndex rounds that renew the leader lease) raft has
-    /// not answered yet: context -> send time.
+    /// not answered yet: round -> send time.
     lease_rounds: HashMap<u64, Instant>,
-    /// Ticks since the last lease round was sent.
-    ticks_since_lease_round: usize,
+    /// The last lease round sent (rounds are the store's, see
+    /// [`StoreContext::lease_round`]).
+    last_lease_round: u64,
     /// The applied index at which a log truncation was last proposed.
     truncate_proposed: u64,
 }
 
 /// A lease round's ReadIndex context: this tag, then the round's number
-/// (a client read's context is its 8-byte number).
+/// (a client read's context is its 8-byte number). Every region leader of a
+/// store sends round N in the same tick with the same context, so their
+/// heartbeats travel as one group (docs/cluster.md, "Store heartbeats").
 const LEASE_ROUND: u8 = b'L';
 
 /// What every peer of a store shares.
@@ -176,6 +179,16 @@ pub struct StoreContext {
     pub serving: AtomicBool,
     /// Links to the other stores of a cluster (none on a single store).
     pub transport: Option<Arc<super::transport::Transport>>,
+    /// Ticks of the store timer so far: every region leader starts lease
+    /// round `ticks / heartbeat_ticks` in the same tick.
+    pub ticks: AtomicU64,
+}
+
+impl StoreContext {
+    /// The lease round this store's region leaders are in.
+    pub fn lease_round(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed) / self.raft.heartbeat_ticks as u64
+    }
 }
 
 impl crate::raftstore::batch::Fsm for PeerFsm {
@@ -227,7 +240,7 @@ impl PeerFsm {
             admin_pending: false,
             destroyed: false,
             lease_rounds: HashMap::new(),
-            ticks_since_lease_round: 0,
+            last_lease_round: 0,
             truncate_proposed: 0,
         })
     }
@@ -317,18 +330,17 @@ impl PeerFsm {
     /// A leader with other voters renews its lease once per heartbeat
     /// interval: a ReadIndex round whose send time is remembered; raft
     /// answers it once a quorum acknowledged (docs/cluster.md, "Leader
-    /// leases").
+    /// leases"). Its heartbeats are the region's only ones (see
+    /// [`Self::outgoing`]).
     fn send_lease_round(&mut self) {
-        self.ticks_since_lease_round += 1;
-        if self.ticks_since_lease_round < self.store.raft.heartbeat_ticks || !self.can_evaluate() {
+        let round = self.store.lease_round();
+        if round <= self.last_lease_round || !self.can_evaluate() {
             return;
         }
-        self.ticks_since_lease_round = 0;
+        self.last_lease_round = round;
         let now = Instant::now();
-        // Rounds raft dropped (it answers none before its term's first commit).
+        // Rounds never answered (a follower down, messages lost).
         self.lease_rounds.retain(|_, sent| now.duration_since(*sent) < Duration::from_secs(5));
-        let round = self.next_read_ctx;
-        self.next_read_ctx += 1;
         let mut ctx = vec![LEASE_ROUND];
         ctx.extend_from_slice(&round.to_be_bytes());
         self.raft.read_index(ctx);
@@ -576,14 +588,29 @@ impl PeerFsm {
         Ok(entries.len())
     }
 
+    /// Queues raft's messages for the poller to send after this round (one
+    /// batch per store). A leader whose lease rounds run sends no plain
+    /// heartbeats: the rounds' heartbeats, one per heartbeat interval, do
+    /// all they do (reset election timers, carry the commit index, bring
+    /// back answers that resume replication and keep check_quorum content).
+    fn outgoing(&self, messages: Vec<raft::prelude::Message>, ctx: &mut ApplyContext) {
+        let rounds_run = self.can_evaluate() && !self.single_voter();
+        let region = self.region.id;
+        ctx.messages.extend(
+            messages
+                .into_iter()
+                .filter(|m| !(rounds_run && m.get_msg_type() == MessageType::MsgHeartbeat && m.context.is_empty()))
+                .map(|m| (region, m)),
+        );
+    }
+
     /// Step 2 (after the synced write): advances raft, applies what
     /// committed into `ctx`, and queues the answers.
     pub fn on_persisted(&mut self, ctx: &mut ApplyContext) -> Result<()> {
         let Some(mut rd) = self.ready.take() else { return Ok(()) };
         // Sent by the poller after this round (one batch per store).
-        let region = self.region.id;
-        ctx.messages.extend(rd.take_messages().into_iter().map(|m| (region, m)));
-        ctx.messages.extend(rd.take_persisted_messages().into_iter().map(|m| (region, m)));
+        self.outgoing(rd.take_messages(), ctx);
+        self.outgoing(rd.take_persisted_messages(), ctx);
         let read_states = rd.take_read_states();
         let committed = rd.take_committed_entries();
         self.apply(committed, ctx)?;
@@ -594,7 +621,7 @@ impl PeerFsm {
             storage::save_hard_state(&self.engine, self.region.id, &hs, &mut ctx.wb)?;
             self.raft.mut_store().wl().set_hardstate(hs);
         }
-        ctx.messages.extend(light.take_messages().into_iter().map(|m| (region, m)));
+        self.outgoing(light.take_messages(), ctx);
         self.apply(light.take_committed_entries(), ctx)?;
         self.raft.advance_apply();
         for rs in read_states {

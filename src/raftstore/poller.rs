@@ -1,6 +1,5 @@
 //! One poll round of the raftstore (see the module doc for the threads).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +10,6 @@ use super::peer::{ApplyContext, PeerFsm};
 use super::transport::Transport;
 use crate::engine::Engine;
 use crate::metrics::METRICS;
-use crate::proto::tesserapb::RaftEnvelope;
 use crate::region::mvcc::MvccReader;
 use crate::sequencer::Sequencer;
 
@@ -89,24 +87,7 @@ impl PollHandler<PeerFsm> for RaftPoller {
             ack();
         }
         if let Some(t) = &self.transport {
-            send_messages(t, std::mem::take(&mut ctx.messages));
+            t.send_round(std::mem::take(&mut ctx.messages));
         }
-    }
-}
-
-/// One batch per destination store for everything the round produced.
-fn send_messages(transport: &Transport, messages: Vec<(u64, raft::prelude::Message)>) {
-    use protobuf::Message as _;
-    let mut by_store: HashMap<u64, Vec<RaftEnvelope>> = HashMap::new();
-    for (region_id, m) in messages {
-        if !transport.allows(m.to, region_id, &m) {
-            continue;
-        }
-        let Ok(bytes) = m.write_to_bytes() else { continue };
-        by_store.entry(m.to).or_default().push(RaftEnvelope { region_id, message: bytes });
-    }
-    for (to, batch) in by_store {
-        METRICS.peer_messages_sent.add(batch.len() as u64);
-        transport.send(to, batch);
     }
 }

@@ -178,6 +178,7 @@ impl Store {
             evaluating: AtomicBool::new(!clustered),
             serving: AtomicBool::new(!clustered),
             transport,
+            ticks: AtomicU64::new(0),
         });
         for (region, peer) in loaded {
             // A single voter leads at once; several wait for an election.
@@ -579,6 +580,7 @@ fn start_timer(store: &Arc<Store>, interval: Duration) -> JoinHandle<()> {
             if store.stop.load(Ordering::Acquire) {
                 return;
             }
+            store.context.ticks.fetch_add(1, Ordering::Relaxed);
             for p in store.context.peers.iter() {
                 if p.shared.awake.load(Ordering::Relaxed) {
                     let _ = p.mailbox.send(PeerMsg::Tick);

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use crate::proto::tesserapb::peer_transport_client::PeerTransportClient;
-use crate::proto::tesserapb::{RaftBatch, RaftEnvelope, StoreInfo};
+use crate::proto::tesserapb::{RaftBatch, StoreInfo};
 
 /// Batches queued for a link that cannot send: past this, new ones are
 /// dropped (raft retransmits; a dead store must not grow our memory).
@@ -25,7 +25,7 @@ pub type Filter = Arc<dyn Fn(u64, u64, &raft::prelude::Message) -> bool + Send +
 pub struct Transport {
     me: StoreInfo,
     filter: parking_lot::RwLock<Option<Filter>>,
-    links: HashMap<u64, mpsc::Sender<Vec<RaftEnvelope>>>,
+    links: HashMap<u64, mpsc::Sender<RaftBatch>>,
     /// What each store said about itself on its first batch to us.
     known: Arc<DashMap<u64, StoreInfo>>,
     /// The links' own runtime: pollers (plain threads) hand batches to it.
@@ -65,8 +65,18 @@ impl Transport {
         self.filter.read().as_ref().is_none_or(|f| f(to, region, msg))
     }
 
+    /// Sends what a poll round produced: one batch per destination store
+    /// (docs/cluster.md, "Store heartbeats").
+    pub fn send_round(&self, messages: Vec<(u64, raft::prelude::Message)>) {
+        let messages = messages.into_iter().filter(|(region, m)| self.allows(m.to, *region, m)).collect();
+        for (to, batch) in super::wire::pack(self.me.store_id, messages) {
+            crate::metrics::METRICS.peer_messages_sent.add(super::wire::message_count(&batch) as u64);
+            self.send(to, batch);
+        }
+    }
+
     /// Queues one batch for store `to`; dropped if its link is backed up.
-    pub fn send(&self, to: u64, batch: Vec<RaftEnvelope>) {
+    fn send(&self, to: u64, batch: RaftBatch) {
         if let Some(link) = self.links.get(&to) {
             if link.try_send(batch).is_err() {
                 crate::metrics::METRICS.peer_batches_dropped.inc();
@@ -85,7 +95,7 @@ impl Transport {
     }
 }
 
-async fn run_link(to: u64, url: String, me: StoreInfo, mut rx: mpsc::Receiver<Vec<RaftEnvelope>>) {
+async fn run_link(to: u64, url: String, me: StoreInfo, mut rx: mpsc::Receiver<RaftBatch>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
@@ -113,17 +123,18 @@ async fn run_link(to: u64, url: String, me: StoreInfo, mut rx: mpsc::Receiver<Ve
         });
         // Introduce ourselves at once: a store learns every other store's
         // client URLs (MemberList) even if no region talks to it.
-        let hello = RaftBatch { from_store: me.store_id, messages: Vec::new(), sender: Some(me.clone()) };
+        let hello = RaftBatch { from_store: me.store_id, sender: Some(me.clone()), ..Default::default() };
         let mut first = stream_tx.try_send(hello).is_err().then(|| me.clone());
         loop {
             tokio::select! {
                 batch = rx.recv() => {
-                    let Some(mut messages) = batch else { return };
+                    let Some(mut batch) = batch else { return };
                     // Everything queued goes in one batch.
                     while let Ok(more) = rx.try_recv() {
-                        messages.extend(more);
+                        batch.messages.extend(more.messages);
+                        batch.heartbeats.extend(more.heartbeats);
                     }
-                    let batch = RaftBatch { from_store: me.store_id, messages, sender: first.clone() };
+                    batch.sender = first.clone();
                     if stream_tx.try_send(batch).is_err() {
                         crate::metrics::METRICS.peer_batches_dropped.inc();
                     } else {

@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 
-use protobuf::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Reply;
 use crate::proto::tesserapb::peer_transport_server::PeerTransport;
 use crate::proto::tesserapb::{RaftBatch, RaftDone};
-use crate::raftstore::Store;
+use crate::raftstore::{wire, Store};
 
 pub struct PeerService {
     pub store: Arc<Store>,
@@ -19,14 +18,14 @@ pub struct PeerService {
 impl PeerTransport for PeerService {
     async fn raft(&self, request: Request<Streaming<RaftBatch>>) -> Reply<RaftDone> {
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
-            if let (Some(info), Some(t)) = (batch.sender, self.store.transport()) {
+        while let Some(mut batch) = stream.message().await? {
+            if let (Some(info), Some(t)) = (batch.sender.take(), self.store.transport()) {
                 t.learn(info);
             }
-            for env in batch.messages {
-                let msg = raft::prelude::Message::parse_from_bytes(&env.message)
-                    .map_err(|e| Status::invalid_argument(format!("tessera: bad raft message: {e}")))?;
-                self.store.deliver(env.region_id, msg);
+            let messages = wire::unpack(self.store.store_id, batch)
+                .map_err(|e| Status::invalid_argument(format!("tessera: {e}")))?;
+            for (region, msg) in messages {
+                self.store.deliver(region, msg);
             }
         }
         Ok(Response::new(RaftDone {}))

@@ -1,0 +1,59 @@
+#!/bin/bash
+# Idle cost of a 3-node cluster on this machine (issue [cluster]): starts
+# three `tessera serve` processes on loopback with REGIONS regions (default
+# 1000), waits until the cluster serves, lets it settle, then samples each
+# store's /metrics and CPU time over SECONDS seconds (default 30) and prints,
+# per store: peer batches sent per second (what went on the wire), raft
+# messages sent per second (what one message per region heartbeat would
+# cost), and CPU percent of one core.
+#   scripts/cluster-idle.sh [BINARY]
+set -eu
+bin=${1:-${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}/release/tessera}
+regions=${REGIONS:-1000}
+seconds=${SECONDS_TO_SAMPLE:-30}
+base=${BASE_PORT:-31379}
+dir=$(mktemp -d /tmp/tessera-idle-XXXX)
+split=$(seq -f "k%05g" 1 $((regions - 1)) | paste -sd,)
+cluster="n1=http://127.0.0.1:$((base + 1)),n2=http://127.0.0.1:$((base + 11)),n3=http://127.0.0.1:$((base + 21))"
+pids=()
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+for i in 1 2 3; do
+  client=$((base + (i - 1) * 10))
+  "$bin" serve --name "n$i" --data-dir "$dir/n$i" --initial-cluster "$cluster" \
+    --listen-client-urls "http://127.0.0.1:$client" --initial-split-keys "$split" \
+    > "$dir/n$i.log" 2>&1 &
+  pids+=($!)
+done
+echo "3 stores, $regions regions; waiting for the cluster to serve" >&2
+deadline=$((SECONDS + 120))
+until etcdctl --endpoints "127.0.0.1:$base" put idle-check x > /dev/null 2>&1; do
+  [ $SECONDS -lt $deadline ] || { echo "cluster did not serve within 120 s" >&2; tail -20 "$dir"/n*.log >&2; exit 1; }
+  sleep 0.5
+done
+sleep 5
+metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
+cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+declare -A b0 m0 c0
+for i in 1 2 3; do
+  port=$((base + (i - 1) * 10))
+  b0[$i]=$(metric $port tessera_peer_batches_sent_total)
+  m0[$i]=$(metric $port tessera_peer_messages_sent_total)
+  c0[$i]=$(cpu "${pids[$((i - 1))]}")
+done
+sleep "$seconds"
+hz=$(getconf CLK_TCK)
+printf "%-6s %14s %18s %8s\n" store "batches/s" "raft messages/s" "CPU %"
+for i in 1 2 3; do
+  port=$((base + (i - 1) * 10))
+  b=$(metric $port tessera_peer_batches_sent_total)
+  m=$(metric $port tessera_peer_messages_sent_total)
+  c=$(cpu "${pids[$((i - 1))]}")
+  awk -v s="n$i" -v b=$((b - b0[$i])) -v m=$((m - m0[$i])) -v c=$((c - c0[$i])) -v t="$seconds" -v hz="$hz" \
+    'BEGIN { printf "%-6s %14.1f %18.1f %8.1f\n", s, b / t, m / t, 100 * c / hz / t }'
+done
+etcdctl --endpoints "127.0.0.1:$base,127.0.0.1:$((base + 10)),127.0.0.1:$((base + 20))" endpoint status -w table
