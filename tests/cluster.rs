@@ -325,3 +325,82 @@ fn etcdctl_sees_one_cluster_of_three_members() {
     let (out, _, _) = watcher.join().unwrap();
     assert!(out.starts_with("PUT\ngreeting\nhello\nPUT\ngreeting\nbye"), "{out}");
 }
+
+/// `tessera admin` against `endpoint`; its stdout, or a panic with stderr.
+fn admin(endpoint: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("admin")
+        .args(["--endpoints", endpoint.trim_start_matches("http://")])
+        .args(args)
+        .output()
+        .expect("run tessera admin");
+    assert!(out.status.success(), "tessera admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Splits through one member while writers work through every member: no
+/// writer sees an error, the new regions have peers on all three stores
+/// and get a leader with a valid lease, and every member holds the same
+/// data after. (Merges are refused on a cluster: docs/cluster.md.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn splits_on_a_cluster_are_invisible_to_clients() {
+    let run = async {
+        let cluster = tokio::task::spawn_blocking(|| Cluster::start(3)).await.unwrap();
+        let endpoints = cluster.endpoints();
+        wait_writable(&endpoints[0], "warm-up").await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..3usize {
+            let (stop, endpoint) = (stop.clone(), endpoints[w].clone());
+            writers.push(tokio::spawn(async move {
+                let mut client = connect(&endpoint).await;
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    // Keys over the whole keyspace, so every split region is written.
+                    let key = format!("{}{w}-{n}", (b'a' + (n % 26) as u8) as char);
+                    let put = client.put(key.as_str(), "v", None).await;
+                    put.unwrap_or_else(|e| panic!("writer {w} through {endpoint}: {key}: {e}"));
+                    n += 1;
+                }
+                n
+            }));
+        }
+        let regions_before = admin(&endpoints[1], &["regions", "--json"]).matches("\"start_key\"").count();
+        for (i, key) in ["d", "k", "q", "w"].iter().enumerate() {
+            admin(&endpoints[i % 3], &["split", "--key", key]);
+        }
+        // Every region led, with a valid lease, on all three stores' peers.
+        let deadline = Instant::now() + READY;
+        loop {
+            let json = admin(&endpoints[2], &["regions", "--json"]);
+            let regions = json.matches("\"start_key\"").count();
+            if regions == regions_before + 4 && json.matches("\"lease_valid\":true").count() == regions {
+                assert_eq!(json.matches("\"store_id\":").count(), 3 * regions, "a peer on every store: {json}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "regions not all led after the splits: {json}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::Relaxed);
+        for (w, h) in writers.into_iter().enumerate() {
+            let n = h.await.unwrap();
+            println!("writer {w}: {n} puts, none failed");
+            assert!(n > 10, "writer {w} made no progress");
+        }
+        let revision = wait_writable(&endpoints[0], "final").await;
+        let deadline = Instant::now() + READY;
+        loop {
+            let mut hashes = Vec::new();
+            for endpoint in &endpoints {
+                hashes.push(connect(endpoint).await.hash_kv(revision).await.map(|h| h.hash()).ok());
+            }
+            if hashes.iter().all(|h| h.is_some() && *h == hashes[0]) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "members differ at {revision}: {hashes:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), run).await.expect("cluster split test timed out");
+}

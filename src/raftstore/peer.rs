@@ -182,6 +182,9 @@ pub struct StoreContext {
     /// Ticks of the store timer so far: every region leader starts lease
     /// round `ticks / heartbeat_ticks` in the same tick.
     pub ticks: AtomicU64,
+    /// Vote requests for regions a split will create here (see
+    /// `StoreContext::deliver`), with their arrival time.
+    pub early_votes: parking_lot::Mutex<HashMap<u64, Vec<(Instant, raft::prelude::Message)>>>,
 }
 
 impl StoreContext {

@@ -179,6 +179,7 @@ impl Store {
             serving: AtomicBool::new(!clustered),
             transport,
             ticks: AtomicU64::new(0),
+            early_votes: Default::default(),
         });
         for (region, peer) in loaded {
             // A single voter leads at once; several wait for an election.
@@ -358,13 +359,10 @@ impl Store {
         Ok(())
     }
 
-    /// A raft message from another store for `region` (dropped if the region
-    /// is not here: a split not applied yet; raft retransmits).
+    /// A raft message from another store for `region`.
     pub fn deliver(&self, region: u64, msg: raft::prelude::Message) {
         crate::metrics::METRICS.peer_messages_received.inc();
-        if let Some(p) = self.context.peers.get(&region) {
-            let _ = p.mailbox.send(PeerMsg::Raft(Box::new(msg)));
-        }
+        self.context.deliver(region, msg);
     }
 
     /// Waits (bounded) until every region leads with a valid lease.
@@ -570,6 +568,12 @@ fn random_id() -> u64 {
     h.finish().max(1)
 }
 
+/// Vote requests kept for regions not created here yet: for how long, for
+/// how many regions, how many each (see [`StoreContext::deliver`]).
+const EARLY_VOTE_TTL: Duration = Duration::from_secs(3);
+const EARLY_VOTE_REGIONS: usize = 1024;
+const EARLY_VOTES_PER_REGION: usize = 8;
+
 fn start_timer(store: &Arc<Store>, interval: Duration) -> JoinHandle<()> {
     let store = Arc::downgrade(store);
     std::thread::Builder::new()
@@ -602,9 +606,45 @@ impl StoreContext {
             let _ = mailbox.send(PeerMsg::Campaign);
         }
         self.next_region_id.fetch_max(region.id + 1, Ordering::AcqRel);
-        self.peers.insert(region.id, PeerHandle { region: Arc::new(region), shared, mailbox });
+        let id = region.id;
+        self.peers.insert(id, PeerHandle { region: Arc::new(region), shared, mailbox: mailbox.clone() });
         self.regions_version.fetch_add(1, Ordering::AcqRel);
+        for (_, m) in self.early_votes.lock().remove(&id).unwrap_or_default() {
+            let _ = mailbox.send(PeerMsg::Raft(Box::new(m)));
+        }
         Ok(())
+    }
+
+    /// A raft message for `region`. A region not here yet is one whose
+    /// split this store has not applied yet: its vote requests wait for it
+    /// (the leader store's new peer campaigns the moment it applied the
+    /// split, and a lost vote would cost it an election timeout); anything
+    /// else is dropped, raft retransmits.
+    pub fn deliver(&self, region: u64, msg: raft::prelude::Message) {
+        use raft::prelude::MessageType::{MsgRequestPreVote, MsgRequestVote};
+        if let Some(p) = self.peers.get(&region) {
+            let _ = p.mailbox.send(PeerMsg::Raft(Box::new(msg)));
+            return;
+        }
+        if !matches!(msg.get_msg_type(), MsgRequestPreVote | MsgRequestVote) {
+            return;
+        }
+        let mut early = self.early_votes.lock();
+        // Checked again under the lock add_peer drains it with.
+        if let Some(p) = self.peers.get(&region) {
+            let _ = p.mailbox.send(PeerMsg::Raft(Box::new(msg)));
+            return;
+        }
+        let now = Instant::now();
+        early.retain(|_, votes| {
+            votes.retain(|(at, _)| now.duration_since(*at) < EARLY_VOTE_TTL);
+            !votes.is_empty()
+        });
+        if early.len() < EARLY_VOTE_REGIONS {
+            let votes = early.entry(region).or_default();
+            votes.truncate(EARLY_VOTES_PER_REGION - 1);
+            votes.push((now, msg));
+        }
     }
 
     /// A region's new shape (its peer already applied it).

@@ -5,14 +5,21 @@
 # store's /metrics and CPU time over SECONDS seconds (default 30) and prints,
 # per store: peer batches sent per second (what went on the wire), raft
 # messages sent per second (what one message per region heartbeat would
-# cost), and CPU percent of one core.
-#   scripts/cluster-idle.sh [BINARY]
+# cost), and CPU percent of one core. Then it runs each `tessera bench`
+# workload given (quoted, default "range --consistency l" and "put") for
+# 10 s against all three endpoints, with the leader store's share of
+# linearizable reads served on the lease fast path. Then it kills the leader store with
+# kill -9 and prints how long until a survivor reports every region led
+# with a valid lease again (`tessera admin regions`).
+#   scripts/cluster-measure.sh [BINARY] [WORKLOAD...]
 set -eu
 bin=${1:-${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}/release/tessera}
+shift || true
+[ $# -gt 0 ] || set -- "range --consistency l" "put"
 regions=${REGIONS:-1000}
 seconds=${SECONDS_TO_SAMPLE:-30}
 base=${BASE_PORT:-31379}
-dir=$(mktemp -d /tmp/tessera-idle-XXXX)
+dir=$(mktemp -d /tmp/tessera-measure-XXXX)
 split=$(seq -f "k%05g" 1 $((regions - 1)) | paste -sd,)
 cluster="n1=http://127.0.0.1:$((base + 1)),n2=http://127.0.0.1:$((base + 11)),n3=http://127.0.0.1:$((base + 21))"
 pids=()
@@ -56,4 +63,30 @@ for i in 1 2 3; do
   awk -v s="n$i" -v b=$((b - b0[$i])) -v m=$((m - m0[$i])) -v c=$((c - c0[$i])) -v t="$seconds" -v hz="$hz" \
     'BEGIN { printf "%-6s %14.1f %18.1f %8.1f\n", s, b / t, m / t, 100 * c / hz / t }'
 done
-etcdctl --endpoints "127.0.0.1:$base,127.0.0.1:$((base + 10)),127.0.0.1:$((base + 20))" endpoint status -w table
+all="127.0.0.1:$base,127.0.0.1:$((base + 10)),127.0.0.1:$((base + 20))"
+etcdctl --endpoints "$all" endpoint status -w table
+
+leader=$(etcdctl --endpoints "$all" endpoint status -w json |
+  python3 -c 'import json,sys; s=json.load(sys.stdin); print([i for i,e in enumerate(s) if e["Status"]["leader"]==e["Status"]["header"]["member_id"]][0])')
+lport=$((base + leader * 10))
+urls="http://127.0.0.1:$base,http://127.0.0.1:$((base + 10)),http://127.0.0.1:$((base + 20))"
+for w in "$@"; do
+  f0=$(metric $lport tessera_lease_fast_path_reads_total)
+  r0=$(metric $lport tessera_read_index_reads_total)
+  echo "== bench $w (10 s, endpoints of all three stores)"
+  # shellcheck disable=SC2086
+  "$bin" bench $w --endpoints "$urls" --duration 10s 2>/dev/null | grep '^{'
+  f=$(( $(metric $lport tessera_lease_fast_path_reads_total) - f0 ))
+  r=$(( $(metric $lport tessera_read_index_reads_total) - r0 ))
+  [ $((f + r)) -eq 0 ] || echo "linearizable reads on the lease fast path: $f of $((f + r)) ($((100 * f / (f + r)))%)"
+done
+survivor=$((base + ((leader + 1) % 3) * 10))
+echo "kill -9 of n$((leader + 1)) (the leader store)"
+start=$(date +%s%N)
+kill -9 "${pids[$leader]}"
+deadline=$((SECONDS + 60))
+until [ "$("$bin" admin regions --json --endpoints "127.0.0.1:$survivor" 2>/dev/null | grep -o '"lease_valid":true' | wc -l)" -eq "$regions" ]; do
+  [ $SECONDS -lt $deadline ] || { echo "regions not all led within 60 s" >&2; exit 1; }
+  sleep 0.05
+done
+echo "all $regions regions led with valid leases $(( ($(date +%s%N) - start) / 1000000 )) ms after kill -9"
