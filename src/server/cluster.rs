@@ -24,7 +24,7 @@ pub struct ClusterService {
     pub member: MemberInfo,
 }
 
-fn single_node(method: &str) -> Status {
+fn fixed_members(method: &str) -> Status {
     Status::failed_precondition(format!(
         "tessera: {method}: membership changes are not supported yet; a cluster's members are fixed by --initial-cluster"
     ))
@@ -60,15 +60,15 @@ impl Cluster for ClusterService {
         Ok(Response::new(MemberListResponse { header: Some(header), members }))
     }
     async fn member_add(&self, _r: Request<MemberAddRequest>) -> Reply<MemberAddResponse> {
-        Err(single_node("MemberAdd"))
+        Err(fixed_members("MemberAdd"))
     }
     async fn member_remove(&self, _r: Request<MemberRemoveRequest>) -> Reply<MemberRemoveResponse> {
-        Err(single_node("MemberRemove"))
+        Err(fixed_members("MemberRemove"))
     }
     async fn member_update(&self, _r: Request<MemberUpdateRequest>) -> Reply<MemberUpdateResponse> {
-        Err(single_node("MemberUpdate"))
+        Err(fixed_members("MemberUpdate"))
     }
     async fn member_promote(&self, _r: Request<MemberPromoteRequest>) -> Reply<MemberPromoteResponse> {
-        Err(single_node("MemberPromote"))
+        Err(fixed_members("MemberPromote"))
     }
 }
