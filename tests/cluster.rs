@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{etcdctl, etcdctl_until, Cluster};
+use common::{admin, etcdctl, etcdctl_until, Cluster};
 use etcd_client::{Client, GetOptions};
 
 /// Bound for a cluster to elect and activate its leader store.
@@ -324,18 +324,6 @@ fn etcdctl_sees_one_cluster_of_three_members() {
     assert_eq!(code, 0, "{err}");
     let (out, _, _) = watcher.join().unwrap();
     assert!(out.starts_with("PUT\ngreeting\nhello\nPUT\ngreeting\nbye"), "{out}");
-}
-
-/// `tessera admin` against `endpoint`; its stdout, or a panic with stderr.
-fn admin(endpoint: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .arg("admin")
-        .args(["--endpoints", endpoint.trim_start_matches("http://")])
-        .args(args)
-        .output()
-        .expect("run tessera admin");
-    assert!(out.status.success(), "tessera admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8")
 }
 
 /// Splits through one member while writers work through every member: no

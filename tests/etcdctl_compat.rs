@@ -155,17 +155,6 @@ fn admin(cmdline: &str) -> Step {
     Step::Admin { args: split_words(cmdline) }
 }
 
-/// Runs `tessera admin` against the tessera under test; it must succeed.
-fn run_admin(endpoint: &str, args: &[String]) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .arg("admin")
-        .args(["--endpoints", endpoint.trim_start_matches("http://")])
-        .args(args)
-        .output()
-        .expect("run tessera admin");
-    assert!(out.status.success(), "tessera admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn mark(name: &'static str, key: &'static str) -> Step {
     Step::Mark { name, key }
 }
@@ -440,7 +429,7 @@ fn compare_with_etcd(scenarios: Vec<Scenario>) {
                 );
             }
             if let Step::Admin { args } = step {
-                run_admin(&sides[1].endpoint, args);
+                common::admin(&sides[1].endpoint, args);
                 continue;
             }
             let mask = match step {

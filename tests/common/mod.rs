@@ -390,6 +390,20 @@ impl Cluster {
     }
 }
 
+/// Runs `tessera admin ARGS` against `endpoint` (a client URL); it must
+/// succeed. Returns its stdout.
+pub fn admin(endpoint: &str, args: &[impl AsRef<std::ffi::OsStr>]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("admin")
+        .args(["--endpoints", endpoint.trim_start_matches("http://")])
+        .args(args)
+        .output()
+        .expect("run tessera admin");
+    let args: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+    assert!(out.status.success(), "tessera admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("tessera admin prints UTF-8")
+}
+
 fn member_args(i: usize, initial_cluster: &str) -> Vec<String> {
     vec!["--name".into(), format!("n{}", i + 1), "--initial-cluster".into(), initial_cluster.into()]
 }
