@@ -12,6 +12,7 @@ use tessera::bench::plot;
 use tessera::bench::report::parse_hgrm;
 use tessera::bench::workloads::Workload;
 use tessera::raftstore::{member_id, ClusterMember, Store, StoreConfig};
+use tessera::router::auto_split::AutoSplit;
 use tessera::router::Router;
 use tessera::server::{self, Limits, MemberInfo, ServerConfig};
 use tokio::net::TcpListener;
@@ -129,6 +130,19 @@ struct ServeArgs {
     /// regions (k1,k2 gives three regions). Ignored once the data dir exists.
     #[arg(long, value_delimiter = ',')]
     initial_split_keys: Vec<String>,
+    /// Regions split by themselves past --region-max-bytes or
+    /// --region-max-keys (docs/design.md, "Auto-split"); false turns it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    auto_split: bool,
+    /// Live bytes (keys + values) past which a region splits (TiKV's 144 MiB).
+    #[arg(long, default_value_t = AutoSplit::default().max_bytes)]
+    region_max_bytes: u64,
+    /// Live keys past which a region splits (TiKV's 1,440,000).
+    #[arg(long, default_value_t = AutoSplit::default().max_keys)]
+    region_max_keys: u64,
+    /// How often regions written since the last look are looked at.
+    #[arg(long, default_value = "10s", value_parser = tessera::bench::parse_duration)]
+    split_check_interval: Duration,
     /// Raft poller threads (default: half the cores, at least one).
     #[arg(long)]
     pollers: Option<usize>,
@@ -337,6 +351,13 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
         None
     };
     let _expiry = router.start_lease_expiry();
+    let _auto_split = args.auto_split.then(|| {
+        router.start_auto_split(AutoSplit {
+            max_bytes: args.region_max_bytes,
+            max_keys: args.region_max_keys,
+            interval: args.split_check_interval,
+        })
+    });
     let Listeners { client, bound, advertise, peer } = listeners;
     let client_listeners = client.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?;
     let peer_listeners = peer.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?;

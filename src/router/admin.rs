@@ -51,7 +51,7 @@ impl Router {
 
     /// Runs `f` on a reader of the store's current data, off the async
     /// workers (it may scan a whole region).
-    async fn scan_blocking<T: Send + 'static>(
+    pub(super) async fn scan_blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&MvccReader) -> Result<T> + Send + 'static,
     ) -> Result<T> {
