@@ -97,10 +97,10 @@ pub enum Error {
         "tessera: region leaders follow the leader store (store {leader}); move them all with etcdctl move-leader"
     )]
     LeadersFollowLeaderStore { leader: u64 },
-    /// Admin on a cluster: a merge must first catch up the target's
-    /// followers with the source's log, which is not built yet.
-    #[error("tessera: merging regions is not supported yet on a cluster of several stores")]
-    ClusterMerge,
+    /// A merge rolled back: a peer of its source did not apply the prepare
+    /// in time (its store down or cut off).
+    #[error("tessera: merge rolled back: a peer of region {region} did not catch up (a store down or cut off?)")]
+    MergeCatchUp { region: u64 },
     #[error("etcdserver: request timed out")]
     Timeout,
     #[error("etcdserver: server stopped")]
@@ -162,7 +162,8 @@ impl From<Error> for Status {
             | Error::Stopped => Code::Unavailable,
             Error::NoSuchRegion { .. } => Code::NotFound,
             Error::KeyOutsideRegion { .. } | Error::NoPeerOnStore { .. } | Error::SplitWhere => Code::InvalidArgument,
-            Error::LeadersFollowLeaderStore { .. } | Error::ClusterMerge => Code::FailedPrecondition,
+            Error::LeadersFollowLeaderStore { .. } => Code::FailedPrecondition,
+            Error::MergeCatchUp { .. } => Code::Unavailable,
             Error::NoMiddleKey { .. } | Error::NotAdjacent { .. } | Error::RegionBusy { .. } => {
                 Code::FailedPrecondition
             }

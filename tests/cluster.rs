@@ -329,7 +329,7 @@ fn etcdctl_sees_one_cluster_of_three_members() {
 /// Splits through one member while writers work through every member: no
 /// writer sees an error, the new regions have peers on all three stores
 /// and get a leader with a valid lease, and every member holds the same
-/// data after. (Merges are refused on a cluster: docs/cluster.md.)
+/// data after. (Merges on a cluster: tests/cluster_merge.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn splits_on_a_cluster_are_invisible_to_clients() {
     let run = async {

@@ -41,6 +41,9 @@ pub enum PeerMsg {
     Compact { revision: u64, cb: DoneCallback },
     /// Hand leadership to the peer on store `to` (its lease ends now).
     TransferLeader { to: u64 },
+    /// Whether every other voter has applied all this leader has applied
+    /// (a merge's source, before the target may commit the merge).
+    CaughtUp { cb: CommandCallback },
     /// A raft message from this region's peer on another store.
     Raft(Box<raft::prelude::Message>),
     /// The region was merged away: stop, and answer everything with
@@ -53,7 +56,7 @@ impl PeerMsg {
     pub fn fail(self, err: crate::error::Error) {
         match self {
             PeerMsg::Write { cb, .. } => drop(cb.send(Err(err))),
-            PeerMsg::Command { cb, .. } => drop(cb.send(Err(err))),
+            PeerMsg::Command { cb, .. } | PeerMsg::CaughtUp { cb } => drop(cb.send(Err(err))),
             PeerMsg::ReadIndex { cb } | PeerMsg::Compact { cb, .. } => drop(cb.send(Err(err))),
             PeerMsg::Tick
             | PeerMsg::Campaign

@@ -290,6 +290,9 @@ impl PeerFsm {
                 PeerMsg::Compact { revision, cb } => self.on_compact(revision, cb),
                 PeerMsg::Command { cmd, epoch_version, cb } => self.on_command(cmd, epoch_version, cb),
                 PeerMsg::Destroy => self.destroy(),
+                PeerMsg::CaughtUp { cb } => {
+                    let _ = cb.send(self.caught_up());
+                }
                 PeerMsg::TransferLeader { to } => {
                     if self.is_leader() && to != self.store.store_id {
                         self.shared.lease.expire();
@@ -363,6 +366,19 @@ impl PeerFsm {
         }
         self.shared.lease.expire();
         self.raft.transfer_leader(target);
+    }
+
+    /// Whether every other voter reported a commit index at least this
+    /// leader's applied index. A follower applies what it learns committed
+    /// in the same poll round, before that round's messages (which carry
+    /// its commit index back) leave, so it has also applied it.
+    fn caught_up(&self) -> Result<bool> {
+        if !self.is_leader() {
+            return Err(Error::NotLeader { region: self.region.id });
+        }
+        let applied = self.apply_state.applied_index;
+        let me = self.raft.raft.id;
+        Ok(self.raft.raft.prs().iter().all(|(id, pr)| *id == me || pr.committed_index >= applied))
     }
 
     /// Whether this peer may propose for a request routed by region

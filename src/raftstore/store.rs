@@ -393,6 +393,11 @@ impl Store {
         rx.await.map_err(|_| Error::Stopped)?
     }
 
+    /// Whether every peer of `region` has applied all its leader (here) has.
+    pub async fn caught_up(&self, region: u64) -> Result<bool> {
+        self.ask(region, |cb| PeerMsg::CaughtUp { cb }).await
+    }
+
     /// Evaluates and commits a write in `region` (one attempt).
     pub async fn write(&self, region: u64, epoch_version: u64, req: WriteRequest) -> Result<WriteOutcome> {
         self.ask(region, |cb| PeerMsg::Write { req, epoch_version, cb }).await

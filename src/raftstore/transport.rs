@@ -29,7 +29,9 @@ pub struct Transport {
     /// What each store said about itself on its first batch to us.
     known: Arc<DashMap<u64, StoreInfo>>,
     /// The links' own runtime: pollers (plain threads) hand batches to it.
-    _runtime: tokio::runtime::Runtime,
+    /// Shut down in the background on drop: the last owner may be a task of
+    /// another runtime, where a blocking shutdown is not allowed.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Transport {
@@ -48,7 +50,7 @@ impl Transport {
         }
         let known = Arc::new(DashMap::new());
         known.insert(me.store_id, me.clone());
-        Ok(Transport { me, filter: Default::default(), links, known, _runtime: runtime })
+        Ok(Transport { me, filter: Default::default(), links, known, runtime: Some(runtime) })
     }
 
     pub fn me(&self) -> &StoreInfo {
@@ -92,6 +94,14 @@ impl Transport {
     /// What `store` told us about itself, if it has.
     pub fn info(&self, store: u64) -> Option<StoreInfo> {
         self.known.get(&store).map(|i| i.clone())
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

@@ -7,10 +7,14 @@
 //! Merge, of `right` into `left`:
 //! 1. prepare through right's log: right takes no more writes (its epoch
 //!    bumps, it refuses everything but a rollback);
-//! 2. commit through left's log, naming right as prepared: left takes over
+//! 2. once every peer of right applied the prepare (every store: a target
+//!    peer commits only a source its own store has prepared), commit
+//!    through left's log, naming right as prepared: left takes over
 //!    right's range, right's peer and Raft state go;
-//! 3. if the commit cannot happen before the deadline, roll back through
-//!    right's log: it serves again (epoch bumped once more).
+//! 3. if right's peers do not catch up in time, or the commit cannot happen
+//!    before the deadline (then only after an empty entry of left's log
+//!    applied, so that a commit in flight has applied or never will), roll
+//!    back through right's log: it serves again (epoch bumped once more).
 //!    A restart rolls back any merge it finds prepared and not committed.
 
 use std::time::{Duration, Instant};
@@ -24,6 +28,10 @@ use super::Router;
 
 /// Pause between attempts of an admin step that found its region busy.
 const BUSY_BACKOFF: Duration = Duration::from_millis(20);
+
+/// How long a merge waits for every peer of its source to apply the
+/// prepare before it rolls back (a store down or cut off).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn version(region: &Region) -> u64 {
     region.epoch.as_ref().map_or(0, |e| e.version)
@@ -106,7 +114,7 @@ impl Router {
                         split: Some(SplitCommand { split_key: key.clone(), new_region_id }),
                         ..Default::default()
                     };
-                    match self.store.propose(owner.id, version(&owner), cmd).await {
+                    match self.propose(owner.id, version(&owner), cmd).await {
                         Ok(true) => return Ok((self.admin_region(owner.id)?, self.admin_region(new_region_id)?)),
                         Ok(false) => Err(Error::RegionBusy { region: owner.id }),
                         Err(e) => Err(e),
@@ -134,15 +142,14 @@ impl Router {
     /// Merges `right` into its left neighbour `left`; returns the merged
     /// region (left's id).
     pub async fn merge(&self, left: u64, right: u64) -> Result<Region> {
-        if self.store.clustered() {
-            return Err(Error::ClusterMerge);
-        }
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let (l, r) = (self.admin_region(left)?, self.admin_region(right)?);
             if left == right || l.end_key.is_empty() || l.end_key != r.start_key {
                 return Err(Error::NotAdjacent { left, right });
             }
+            // Not bounded: a prepare whose outcome is unknown must be waited
+            // for (a rollback proposed meanwhile would carry a stale epoch).
             let attempt = match self.store.propose(right, version(&r), merge(Step::Prepare(left))).await {
                 Ok(true) => break,
                 Ok(false) => Err(Error::RegionBusy { region: right }),
@@ -150,18 +157,68 @@ impl Router {
             };
             self.admin_backoff(attempt, deadline).await?;
         }
+        // Every store's target peer commits only a source its store has
+        // prepared: every source peer must have applied the prepare first.
+        if let Err(e) = self.wait_caught_up(right, deadline.min(Instant::now() + CATCH_UP_TIMEOUT)).await {
+            self.rollback_merge(right).await?;
+            return Err(e);
+        }
         let source = self.admin_region(right)?;
         loop {
             let target = self.admin_region(left)?;
-            let attempt = match self.store.propose(left, version(&target), merge(Step::Commit(source.clone()))).await {
+            let attempt = match self.propose(left, version(&target), merge(Step::Commit(source.clone()))).await {
                 Ok(true) => return self.admin_region(left),
                 Ok(false) => Err(Error::RegionBusy { region: left }),
                 Err(e) => Err(e),
             };
             if let Err(e) = self.admin_backoff(attempt, deadline).await {
+                // A commit whose outcome is unknown may still apply; once a
+                // later entry of the target's log applied, it has or never
+                // will. Only then may the source serve again.
+                self.barrier(left).await?;
+                if self.admin_region(right).is_err() {
+                    return self.admin_region(left);
+                }
                 self.rollback_merge(right).await?;
                 return Err(e);
             }
+        }
+    }
+
+    /// Proposes an admin step, bounded: a leader cut off keeps its proposals
+    /// pending (they may still commit), and the operator gets an answer.
+    async fn propose(&self, region: u64, epoch_version: u64, cmd: RaftCommand) -> Result<bool> {
+        tokio::time::timeout(self.request_timeout, self.store.propose(region, epoch_version, cmd))
+            .await
+            .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// Waits until every peer of `region` has applied what its leader has.
+    async fn wait_caught_up(&self, region: u64, deadline: Instant) -> Result<()> {
+        loop {
+            let attempt = match self.store.caught_up(region).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => Err(Error::RegionBusy { region }),
+                Err(e) => Err(e),
+            };
+            if Instant::now() > deadline {
+                return Err(Error::MergeCatchUp { region });
+            }
+            self.admin_backoff(attempt, deadline).await.map_err(|_| Error::MergeCatchUp { region })?;
+        }
+    }
+
+    /// Applies an empty command through `region`'s log (retried until it
+    /// does or the request deadline passes).
+    async fn barrier(&self, region: u64) -> Result<()> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let r = self.admin_region(region)?;
+            let attempt = self.propose(region, version(&r), RaftCommand::default()).await.map(|_| ());
+            if attempt.is_ok() {
+                return Ok(());
+            }
+            self.admin_backoff(attempt, deadline).await?;
         }
     }
 
@@ -173,7 +230,7 @@ impl Router {
             if r.merging_into == 0 {
                 return Ok(());
             }
-            let attempt = self.store.propose(source, version(&r), merge(Step::Rollback(true))).await.map(|_| ());
+            let attempt = self.propose(source, version(&r), merge(Step::Rollback(true))).await.map(|_| ());
             self.admin_backoff(attempt, deadline).await?;
             tracing::info!(region = source, "merge rolled back");
         }
