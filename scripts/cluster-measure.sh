@@ -19,35 +19,23 @@ shift || true
 regions=${REGIONS:-1000}
 seconds=${SECONDS_TO_SAMPLE:-30}
 base=${BASE_PORT:-31379}
-dir=$(mktemp -d /tmp/tessera-measure-XXXX)
+prefix=tessera-measure
+source "$(dirname "$0")/three-members.sh"
 split=$(seq -f "k%05g" 1 $((regions - 1)) | paste -sd,)
-cluster="n1=http://127.0.0.1:$((base + 1)),n2=http://127.0.0.1:$((base + 11)),n3=http://127.0.0.1:$((base + 21))"
-pids=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
 for i in 1 2 3; do
-  client=$((base + (i - 1) * 10))
-  "$bin" serve --name "n$i" --data-dir "$dir/n$i" --initial-cluster "$cluster" \
-    --listen-client-urls "http://127.0.0.1:$client" --initial-split-keys "$split" \
+  "$bin" serve --name "n$i" --data-dir "$dir/n$i" --initial-cluster "$(initial_cluster n)" \
+    --listen-client-urls "http://127.0.0.1:$(client_port $i)" --initial-split-keys "$split" \
     > "$dir/n$i.log" 2>&1 &
   pids+=($!)
 done
 echo "3 stores, $regions regions; waiting for the cluster to serve" >&2
-deadline=$((SECONDS + 120))
-until etcdctl --endpoints "127.0.0.1:$base" put idle-check x > /dev/null 2>&1; do
-  [ $SECONDS -lt $deadline ] || { echo "cluster did not serve within 120 s" >&2; tail -20 "$dir"/n*.log >&2; exit 1; }
-  sleep 0.5
-done
+wait_serving 120
 sleep 5
 metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 declare -A b0 m0 c0
 for i in 1 2 3; do
-  port=$((base + (i - 1) * 10))
+  port=$(client_port $i)
   b0[$i]=$(metric $port tessera_peer_batches_sent_total)
   m0[$i]=$(metric $port tessera_peer_messages_sent_total)
   c0[$i]=$(cpu "${pids[$((i - 1))]}")
@@ -56,31 +44,28 @@ sleep "$seconds"
 hz=$(getconf CLK_TCK)
 printf "%-6s %14s %18s %8s\n" store "batches/s" "raft messages/s" "CPU %"
 for i in 1 2 3; do
-  port=$((base + (i - 1) * 10))
+  port=$(client_port $i)
   b=$(metric $port tessera_peer_batches_sent_total)
   m=$(metric $port tessera_peer_messages_sent_total)
   c=$(cpu "${pids[$((i - 1))]}")
   awk -v s="n$i" -v b=$((b - b0[$i])) -v m=$((m - m0[$i])) -v c=$((c - c0[$i])) -v t="$seconds" -v hz="$hz" \
     'BEGIN { printf "%-6s %14.1f %18.1f %8.1f\n", s, b / t, m / t, 100 * c / hz / t }'
 done
-all="127.0.0.1:$base,127.0.0.1:$((base + 10)),127.0.0.1:$((base + 20))"
 etcdctl --endpoints "$all" endpoint status -w table
 
 leader=$(etcdctl --endpoints "$all" endpoint status -w json |
   python3 -c 'import json,sys; s=json.load(sys.stdin); print([i for i,e in enumerate(s) if e["Status"]["leader"]==e["Status"]["header"]["member_id"]][0])')
-lport=$((base + leader * 10))
-urls="http://127.0.0.1:$base,http://127.0.0.1:$((base + 10)),http://127.0.0.1:$((base + 20))"
+lport=$(client_port $((leader + 1)))
 for w in "$@"; do
   f0=$(metric $lport tessera_lease_fast_path_reads_total)
   r0=$(metric $lport tessera_read_index_reads_total)
   echo "== bench $w (10 s, endpoints of all three stores)"
-  # shellcheck disable=SC2086
-  "$bin" bench $w --endpoints "$urls" --duration 10s 2>/dev/null | grep '^{'
+  bench "$w"
   f=$(( $(metric $lport tessera_lease_fast_path_reads_total) - f0 ))
   r=$(( $(metric $lport tessera_read_index_reads_total) - r0 ))
   [ $((f + r)) -eq 0 ] || echo "linearizable reads on the lease fast path: $f of $((f + r)) ($((100 * f / (f + r)))%)"
 done
-survivor=$((base + ((leader + 1) % 3) * 10))
+survivor=$(client_port $(((leader + 1) % 3 + 1)))
 echo "kill -9 of n$((leader + 1)) (the leader store)"
 start=$(date +%s%N)
 kill -9 "${pids[$leader]}"

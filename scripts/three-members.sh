@@ -1,0 +1,36 @@
+# Shared by scripts/cluster-measure.sh and scripts/etcd-cluster-bench.sh:
+# three members on loopback, member i (1-3) with its client port at
+# base + 10 (i - 1) and its peer port one above. Source it after setting
+# `base` and `prefix` (the temp dir's name); it sets `dir`, `pids`, the
+# endpoint lists `all` (host:port) and `urls` (http://), and cleans up on exit.
+dir=$(mktemp -d "/tmp/$prefix-XXXX")
+pids=()
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+all="127.0.0.1:$base,127.0.0.1:$((base + 10)),127.0.0.1:$((base + 20))"
+urls="http://127.0.0.1:$base,http://127.0.0.1:$((base + 10)),http://127.0.0.1:$((base + 20))"
+
+client_port() { echo $((base + ($1 - 1) * 10)); }
+peer_url() { echo "http://127.0.0.1:$((base + ($1 - 1) * 10 + 1))"; }
+# NAME1=peer-url,NAME2=...,NAME3=... for names with the given prefix letter.
+initial_cluster() { echo "$1""1=$(peer_url 1),$1""2=$(peer_url 2),$1""3=$(peer_url 3)"; }
+
+# Waits until a put through any member succeeds (at most $1 seconds).
+wait_serving() {
+  local deadline=$((SECONDS + $1))
+  until etcdctl --endpoints "$all" put ready x > /dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { echo "not serving within $1 s" >&2; tail -20 "$dir"/*.log >&2; exit 1; }
+    sleep 0.5
+  done
+}
+
+# Runs `tessera bench WORKLOAD` for 10 s against all three members; prints
+# its one-line JSON result.
+bench() {
+  # shellcheck disable=SC2086
+  "$bin" bench $1 --endpoints "$urls" --duration 10s 2>/dev/null | grep '^{'
+}
