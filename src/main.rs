@@ -143,6 +143,10 @@ struct ServeArgs {
     /// How often regions written since the last look are looked at.
     #[arg(long, default_value = "10s", value_parser = tessera::bench::parse_duration)]
     split_check_interval: Duration,
+    /// Also merge neighbours holding together under half of both thresholds
+    /// (one pair per look; with --auto-split).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    auto_merge: bool,
     /// Raft poller threads (default: half the cores, at least one).
     #[arg(long)]
     pollers: Option<usize>,
@@ -356,6 +360,7 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
             max_bytes: args.region_max_bytes,
             max_keys: args.region_max_keys,
             interval: args.split_check_interval,
+            merge: args.auto_merge,
         })
     });
     let Listeners { client, bound, advertise, peer } = listeners;

@@ -115,3 +115,45 @@ async fn regions_split_by_themselves_under_writes_and_a_watch() {
     };
     tokio::time::timeout(Duration::from_secs(180), run).await.expect("auto-split test timed out");
 }
+
+/// With --auto-merge, neighbours that hold little merge back (one pair per
+/// look) and the data stays; a keyspace that grows splits again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_neighbours_merge_back_when_asked() {
+    let max_keys = MAX_KEYS.to_string();
+    let node =
+        Tessera::start(&["--region-max-keys", &max_keys, "--split-check-interval", "100ms", "--auto-merge", "true"]);
+    let endpoint = node.endpoint().to_string();
+    let run = async {
+        let mut client = Client::connect([endpoint.as_str()], None).await.unwrap();
+        let keys = ["a", "c", "n", "u", "z"];
+        for k in keys {
+            client.put(k, k, None).await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while regions(&endpoint).0 > 1 {
+            assert!(Instant::now() < deadline, "small regions did not merge: {:?}", regions(&endpoint));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let got = client.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
+        let have: Vec<&str> = got.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+        assert_eq!(have, keys);
+
+        for i in 0..3 * MAX_KEYS {
+            client.put(format!("g/{i:03}"), "v", None).await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (n, most) = regions(&endpoint);
+            if n >= 3 && most <= MAX_KEYS {
+                println!("{n} regions after growing, at most {most} keys each");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the grown keyspace did not split: {n} regions, {most} keys at most");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let count = client.get("", Some(GetOptions::new().with_all_keys().with_count_only())).await.unwrap().count();
+        assert_eq!(count as usize, keys.len() + 3 * MAX_KEYS);
+    };
+    tokio::time::timeout(Duration::from_secs(180), run).await.expect("auto-merge test timed out");
+}

@@ -8,12 +8,18 @@
 //! over `max_keys` live keys or `max_bytes` live bytes is split where the
 //! first half of the threshold ends; the right part is looked at again next
 //! time and splits again if it is still too big.
+//!
+//! With `merge` on (off by default), each look also merges one pair of
+//! neighbours whose live keys and bytes together are under half of both
+//! thresholds, so a merged region is far from splitting again, and a split's
+//! halves (each at least half a threshold) never qualify.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::admin::RegionStats;
 use super::Router;
 use crate::error::Result;
 use crate::proto::tesserapb::Region;
@@ -28,13 +34,15 @@ pub struct AutoSplit {
     pub max_keys: u64,
     /// How often regions are looked at.
     pub interval: Duration,
+    /// Merge small neighbours back (see the module doc).
+    pub merge: bool,
 }
 
 impl Default for AutoSplit {
     /// TiKV's region-max-size and region-max-keys (144 MiB, 1,440,000
     /// keys); looked at every 10 s, as TiKV's split check tick.
     fn default() -> Self {
-        AutoSplit { max_bytes: 144 << 20, max_keys: 1_440_000, interval: Duration::from_secs(10) }
+        AutoSplit { max_bytes: 144 << 20, max_keys: 1_440_000, interval: Duration::from_secs(10), merge: false }
     }
 }
 
@@ -75,9 +83,51 @@ impl Router {
                         Err(e) => tracing::warn!(region = region.id, "auto-split check: {e}"),
                     }
                 }
+                if cfg.merge {
+                    router.merge_one_small_pair(&cfg).await;
+                }
             }
         })
     }
+
+    /// Merges the first pair of neighbours (in key order) that together
+    /// hold under half of both thresholds.
+    async fn merge_one_small_pair(&self, cfg: &AutoSplit) {
+        let (max_keys, max_bytes) = (cfg.max_keys / 2, cfg.max_bytes / 2);
+        let mut regions = self.store().regions();
+        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        let mut previous: Option<(u64, RegionStats)> = None;
+        for region in regions {
+            let r = region.clone();
+            let stats = self.scan_blocking(move |reader| bounded_stats(reader, &r, max_keys, max_bytes)).await;
+            let Ok(stats) = stats else { return };
+            if let Some((left, l)) = previous.take() {
+                if l.keys + stats.keys < max_keys && l.bytes + stats.bytes < max_bytes {
+                    match self.merge(left, region.id).await {
+                        Ok(merged) => {
+                            tracing::info!(region = merged.id, merged_away = region.id, "small regions merged")
+                        }
+                        Err(e) => tracing::debug!(left, right = region.id, "auto-merge deferred: {e}"),
+                    }
+                    return;
+                }
+            }
+            previous = Some((region.id, stats));
+        }
+    }
+}
+
+/// Live keys and bytes of `region`, counted only up to the caps (a region
+/// over them is reported at them).
+fn bounded_stats(reader: &MvccReader, region: &Region, max_keys: u64, max_bytes: u64) -> Result<RegionStats> {
+    let end = (!region.end_key.is_empty()).then_some(&region.end_key[..]);
+    let mut stats = RegionStats::default();
+    reader.visit_live(&region.start_key, end, u64::MAX, |k, v| {
+        stats.keys += 1;
+        stats.bytes += (k.len() + v.len()) as u64;
+        Ok(stats.keys < max_keys && stats.bytes < max_bytes)
+    })?;
+    Ok(stats)
 }
 
 /// Where `region` should split, if it is over a threshold: the first live
@@ -114,7 +164,7 @@ mod tests {
     use super::*;
 
     fn cfg(max_keys: u64, max_bytes: u64) -> AutoSplit {
-        AutoSplit { max_keys, max_bytes, interval: Duration::from_secs(1) }
+        AutoSplit { max_keys, max_bytes, interval: Duration::from_secs(1), merge: false }
     }
 
     /// split_point over live keys with values of the given lengths, written
