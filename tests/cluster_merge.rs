@@ -1,9 +1,9 @@
-//! Merges on a three-store cluster in this process (issue [split-merge],
+//! Splits and merges on a three-store cluster in this process (issue [split-merge],
 //! docs/design.md "Split and merge"): with every store up a merge commits
 //! on every store; with a follower cut off it rolls back, both regions
-//! serve on, and after the follower is back it commits. Writers through two
-//! members see no error throughout, and every store ends with the same
-//! regions and the same data.
+//! serve on, and after the follower is back it commits; a split made while
+//! a follower is cut off reaches it when it is back. Writers see no error,
+//! and every store ends with the same regions and the same data.
 
 mod inproc;
 
@@ -167,6 +167,36 @@ async fn a_leader_store_lost_mid_merge_leaves_one_outcome_everywhere() {
         cluster.heal();
         stores_agree(&cluster, outcome).await;
         let got = c.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
+        let values: Vec<&str> =
+            got.kvs().iter().filter(|kv| kv.key() != b"sync").map(|kv| kv.value_str().unwrap()).collect();
+        assert_eq!(values, ["after"; 4]);
+    })
+    .await;
+}
+
+/// A follower cut off during a split: the split commits on the other two,
+/// both parts serve, and the follower, back, applies it from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_split_with_a_follower_cut_off_reaches_it_when_it_is_back() {
+    inproc::bounded(async {
+        let cluster = InProcCluster::start(3, &[]).await;
+        let l = cluster.leader().await;
+        let follower = (l + 1) % 3;
+        let mut c = Client::connect([cluster.members[l].endpoint.as_str()], None).await.unwrap();
+        for k in ["a", "f", "p", "x"] {
+            c.put(k, "before", None).await.unwrap();
+        }
+        cluster.isolate(follower);
+        let (left, right) = cluster.members[l].router.split(Some(b"m".to_vec()), None).await.expect("split");
+        assert_eq!((left.end_key.as_slice(), right.start_key.as_slice()), (&b"m"[..], &b"m"[..]));
+        for k in ["a", "f", "p", "x"] {
+            c.put(k, "after", None).await.unwrap_or_else(|e| panic!("put {k} after the split: {e}"));
+        }
+        assert_eq!(cluster.members[follower].store.regions().len(), 1, "the cut-off follower applied nothing");
+        cluster.heal();
+        stores_agree(&cluster, 2).await;
+        let mut f = Client::connect([cluster.members[follower].endpoint.as_str()], None).await.unwrap();
+        let got = f.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
         let values: Vec<&str> =
             got.kvs().iter().filter(|kv| kv.key() != b"sync").map(|kv| kv.value_str().unwrap()).collect();
         assert_eq!(values, ["after"; 4]);
