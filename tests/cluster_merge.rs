@@ -15,27 +15,6 @@ use etcd_client::{Client, GetOptions};
 use inproc::cluster::InProcCluster;
 use tessera::error::Error;
 
-/// Waits (bounded) until every store has `want` regions and the same data.
-async fn stores_agree(cluster: &InProcCluster, want: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let l = cluster.leader().await;
-    let mut c = Client::connect([cluster.members[l].endpoint.as_str()], None).await.unwrap();
-    let revision = c.put("sync", "", None).await.unwrap().header().unwrap().revision();
-    loop {
-        let regions: Vec<usize> = cluster.members.iter().map(|m| m.store.regions().len()).collect();
-        let mut hashes = Vec::new();
-        for m in &cluster.members {
-            let mut c = Client::connect([m.endpoint.as_str()], None).await.unwrap();
-            hashes.push(c.hash_kv(revision).await.map(|h| h.hash()).ok());
-        }
-        if regions.iter().all(|n| *n == want) && hashes.iter().all(|h| h.is_some() && *h == hashes[0]) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "stores disagree: regions {regions:?}, hashes at {revision}: {hashes:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn merges_commit_on_every_store_or_roll_back() {
     inproc::bounded(async {
@@ -71,11 +50,11 @@ async fn merges_commit_on_every_store_or_roll_back() {
         let (left, right) = (ids(&cluster)[0], ids(&cluster)[1]);
         let merged = router.merge(left, right).await.expect("merge with every store up");
         assert!(merged.end_key.is_empty() && merged.start_key.is_empty(), "{merged:?}");
-        stores_agree(&cluster, 1).await;
+        cluster.wait_agree(1).await;
 
         // 2. A follower cut off: the merge rolls back, both regions serve.
         let (_, right) = router.split(Some(b"m".to_vec()), None).await.expect("split");
-        stores_agree(&cluster, 2).await;
+        cluster.wait_agree(2).await;
         cluster.isolate(follower);
         let started = Instant::now();
         match router.merge(left, right.id).await {
@@ -106,7 +85,7 @@ async fn merges_commit_on_every_store_or_roll_back() {
                 newest.insert(k, v);
             }
         }
-        stores_agree(&cluster, 1).await;
+        cluster.wait_agree(1).await;
         let mut c = Client::connect([cluster.members[follower].endpoint.as_str()], None).await.unwrap();
         let got = c.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
         for (k, v) in &newest {
@@ -165,7 +144,7 @@ async fn a_leader_store_lost_mid_merge_leaves_one_outcome_everywhere() {
         }
         let _ = tokio::time::timeout(Duration::from_secs(30), merging).await.expect("the old merge call returns");
         cluster.heal();
-        stores_agree(&cluster, outcome).await;
+        cluster.wait_agree(outcome).await;
         let got = c.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
         let values: Vec<&str> =
             got.kvs().iter().filter(|kv| kv.key() != b"sync").map(|kv| kv.value_str().unwrap()).collect();
@@ -194,7 +173,7 @@ async fn a_split_with_a_follower_cut_off_reaches_it_when_it_is_back() {
         }
         assert_eq!(cluster.members[follower].store.regions().len(), 1, "the cut-off follower applied nothing");
         cluster.heal();
-        stores_agree(&cluster, 2).await;
+        cluster.wait_agree(2).await;
         let mut f = Client::connect([cluster.members[follower].endpoint.as_str()], None).await.unwrap();
         let got = f.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
         let values: Vec<&str> =

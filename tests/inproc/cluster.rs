@@ -107,6 +107,28 @@ impl InProcCluster {
         }
     }
 
+    /// Waits (bounded) until every store has `regions` regions and the same
+    /// data (HashKV, answered by each member itself).
+    pub async fn wait_agree(&self, regions: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let l = self.leader().await;
+        let mut c = etcd_client::Client::connect([self.members[l].endpoint.as_str()], None).await.unwrap();
+        let revision = c.put("sync", "", None).await.unwrap().header().unwrap().revision();
+        loop {
+            let counts: Vec<usize> = self.members.iter().map(|m| m.store.regions().len()).collect();
+            let mut hashes = Vec::new();
+            for m in &self.members {
+                let mut c = etcd_client::Client::connect([m.endpoint.as_str()], None).await.unwrap();
+                hashes.push(c.hash_kv(revision).await.map(|h| h.hash()).ok());
+            }
+            if counts.iter().all(|n| *n == regions) && hashes.iter().all(|h| h.is_some() && *h == hashes[0]) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "stores disagree: regions {counts:?}, hashes at {revision}: {hashes:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Removes every filter.
     pub fn heal(&self) {
         for m in &self.members {
