@@ -122,14 +122,7 @@ async fn a_leader_store_lost_mid_merge_leaves_one_outcome_everywhere() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         cluster.isolate(old);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let new = loop {
-            if let Some(i) = (0..3).find(|&i| i != old && cluster.members[i].store.is_serving()) {
-                break i;
-            }
-            assert!(Instant::now() < deadline, "no new leader store");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let new = cluster.leader_other_than(old).await;
         // The prepared source does not stay prepared on the new leader store.
         let deadline = Instant::now() + Duration::from_secs(30);
         while cluster.members[new].store.peer(right).is_ok_and(|p| p.region.merging_into != 0) {

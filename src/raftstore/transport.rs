@@ -62,15 +62,14 @@ impl Transport {
         *self.filter.write() = filter;
     }
 
-    /// Whether the filter (if any) lets this message go.
-    pub fn allows(&self, to: u64, region: u64, msg: &raft::prelude::Message) -> bool {
-        self.filter.read().as_ref().is_none_or(|f| f(to, region, msg))
-    }
-
     /// Sends what a poll round produced: one batch per destination store
     /// (docs/cluster.md, "Store heartbeats").
     pub fn send_round(&self, messages: Vec<(u64, raft::prelude::Message)>) {
-        let messages = messages.into_iter().filter(|(region, m)| self.allows(m.to, *region, m)).collect();
+        let filter = self.filter.read().clone();
+        let messages = match filter {
+            Some(allows) => messages.into_iter().filter(|(region, m)| allows(m.to, *region, m)).collect(),
+            None => messages,
+        };
         for (to, batch) in super::wire::pack(self.me.store_id, messages) {
             crate::metrics::METRICS.peer_messages_sent.add(super::wire::message_count(&batch) as u64);
             self.send(to, batch);

@@ -17,6 +17,10 @@ use crate::proto::tesserapb::{Heartbeats, RaftBatch, RaftEnvelope};
 /// store (the sender of every message).
 pub fn pack(from: u64, messages: Vec<(u64, Message)>) -> HashMap<u64, RaftBatch> {
     let mut batches: HashMap<u64, RaftBatch> = HashMap::new();
+    // (destination, answer?, context) -> its group's place in the batch:
+    // every ReadIndex of a client read has its own context, so there may be
+    // many groups.
+    let mut groups: HashMap<(u64, bool, bytes::Bytes), usize> = HashMap::new();
     for (region_id, m) in messages {
         let batch = batches.entry(m.to).or_insert_with(|| RaftBatch { from_store: from, ..Default::default() });
         let response = match m.get_msg_type() {
@@ -29,13 +33,11 @@ pub fn pack(from: u64, messages: Vec<(u64, Message)>) -> HashMap<u64, RaftBatch>
                 continue;
             }
         };
-        let group = match batch.heartbeats.iter().position(|g| g.response == response && g.context == m.context) {
-            Some(i) => &mut batch.heartbeats[i],
-            None => {
-                batch.heartbeats.push(Heartbeats { response, context: m.context.to_vec(), ..Default::default() });
-                batch.heartbeats.last_mut().expect("just pushed")
-            }
-        };
+        let i = *groups.entry((m.to, response, m.context.clone())).or_insert_with(|| {
+            batch.heartbeats.push(Heartbeats { response, context: m.context.to_vec(), ..Default::default() });
+            batch.heartbeats.len() - 1
+        });
+        let group = &mut batch.heartbeats[i];
         group.region_ids.push(region_id);
         group.terms.push(m.term);
         group.commits.push(m.commit);

@@ -42,7 +42,7 @@ fn merge(step: Step) -> RaftCommand {
 }
 
 /// Live keys and their bytes (key + value) in a region.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct RegionStats {
     pub keys: u64,
     pub bytes: u64,
@@ -77,7 +77,7 @@ impl Router {
             let Ok(peer) = self.store.peer(region.id) else { continue };
             let leads = peer.shared.is_leader.load(std::sync::atomic::Ordering::Acquire);
             let r = region.clone();
-            let stats = self.scan_blocking(move |reader| region_stats(reader, &r)).await?;
+            let stats = self.scan_blocking(move |reader| region_stats(reader, &r, u64::MAX, u64::MAX)).await?;
             out.push(RegionInfo {
                 region: Some(region),
                 leader_store: if leads { self.store.store_id } else { 0 },
@@ -196,15 +196,12 @@ impl Router {
     /// Waits until every peer of `region` has applied what its leader has.
     async fn wait_caught_up(&self, region: u64, deadline: Instant) -> Result<()> {
         loop {
-            let attempt = match self.store.caught_up(region).await {
+            match self.store.caught_up(region).await {
                 Ok(true) => return Ok(()),
-                Ok(false) => Err(Error::RegionBusy { region }),
-                Err(e) => Err(e),
-            };
-            if Instant::now() > deadline {
-                return Err(Error::MergeCatchUp { region });
+                Err(e) if !e.is_retryable() => return Err(e),
+                Ok(false) | Err(_) if Instant::now() > deadline => return Err(Error::MergeCatchUp { region }),
+                Ok(false) | Err(_) => tokio::time::sleep(BUSY_BACKOFF).await,
             }
-            self.admin_backoff(attempt, deadline).await.map_err(|_| Error::MergeCatchUp { region })?;
         }
     }
 
@@ -260,14 +257,15 @@ impl Router {
     }
 }
 
-/// Live keys and bytes (key + value) of `region` at the newest revision.
-pub fn region_stats(reader: &MvccReader, region: &Region) -> Result<RegionStats> {
+/// Live keys and bytes (key + value) of `region` at the newest revision,
+/// counted until either reaches its cap (`u64::MAX`: the whole region).
+pub fn region_stats(reader: &MvccReader, region: &Region, max_keys: u64, max_bytes: u64) -> Result<RegionStats> {
     let mut stats = RegionStats::default();
     let end = (!region.end_key.is_empty()).then_some(&region.end_key[..]);
     reader.visit_live(&region.start_key, end, u64::MAX, |k, v| {
         stats.keys += 1;
         stats.bytes += (k.len() + v.len()) as u64;
-        Ok(true)
+        Ok(stats.keys < max_keys && stats.bytes < max_bytes)
     })?;
     Ok(stats)
 }
@@ -275,7 +273,7 @@ pub fn region_stats(reader: &MvccReader, region: &Region) -> Result<RegionStats>
 /// The live key in the middle of `region`, which a split there leaves half
 /// the keys on each side of.
 fn middle_key(reader: &MvccReader, region: &Region) -> Result<Vec<u8>> {
-    let stats = region_stats(reader, region)?;
+    let stats = region_stats(reader, region, u64::MAX, u64::MAX)?;
     if stats.keys < 2 {
         return Err(Error::NoMiddleKey { region: region.id });
     }

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::admin::RegionStats;
+use super::admin::{region_stats, RegionStats};
 use super::Router;
 use crate::error::Result;
 use crate::proto::tesserapb::Region;
@@ -53,6 +53,8 @@ impl Router {
         tokio::spawn(async move {
             // Region id -> applied index when last found small enough.
             let mut looked: HashMap<u64, u64> = HashMap::new();
+            // Region id -> (applied index, capped size) for auto-merge.
+            let mut sizes: HashMap<u64, (u64, RegionStats)> = HashMap::new();
             loop {
                 tokio::time::sleep(cfg.interval).await;
                 let Some(router) = router.upgrade() else { return };
@@ -84,23 +86,34 @@ impl Router {
                     }
                 }
                 if cfg.merge {
-                    router.merge_one_small_pair(&cfg).await;
+                    router.merge_one_small_pair(&cfg, &mut sizes).await;
                 }
             }
         })
     }
 
     /// Merges the first pair of neighbours (in key order) that together
-    /// hold under half of both thresholds.
-    async fn merge_one_small_pair(&self, cfg: &AutoSplit) {
+    /// hold under half of both thresholds. A region is scanned again only
+    /// when it applied something since its size was taken (`sizes`).
+    async fn merge_one_small_pair(&self, cfg: &AutoSplit, sizes: &mut HashMap<u64, (u64, RegionStats)>) {
         let (max_keys, max_bytes) = (cfg.max_keys / 2, cfg.max_bytes / 2);
         let mut regions = self.store().regions();
         regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        sizes.retain(|id, _| regions.iter().any(|r| r.id == *id));
         let mut previous: Option<(u64, RegionStats)> = None;
         for region in regions {
-            let r = region.clone();
-            let stats = self.scan_blocking(move |reader| bounded_stats(reader, &r, max_keys, max_bytes)).await;
-            let Ok(stats) = stats else { return };
+            let Ok(peer) = self.store().peer(region.id) else { return };
+            let applied = peer.shared.applied_index.load(Ordering::Relaxed);
+            let stats = match sizes.get(&region.id) {
+                Some((at, stats)) if *at == applied => *stats,
+                _ => {
+                    let r = region.clone();
+                    let scanned = self.scan_blocking(move |reader| region_stats(reader, &r, max_keys, max_bytes));
+                    let Ok(stats) = scanned.await else { return };
+                    sizes.insert(region.id, (applied, stats));
+                    stats
+                }
+            };
             if let Some((left, l)) = previous.take() {
                 if l.keys + stats.keys < max_keys && l.bytes + stats.bytes < max_bytes {
                     match self.merge(left, region.id).await {
@@ -115,19 +128,6 @@ impl Router {
             previous = Some((region.id, stats));
         }
     }
-}
-
-/// Live keys and bytes of `region`, counted only up to the caps (a region
-/// over them is reported at them).
-fn bounded_stats(reader: &MvccReader, region: &Region, max_keys: u64, max_bytes: u64) -> Result<RegionStats> {
-    let end = (!region.end_key.is_empty()).then_some(&region.end_key[..]);
-    let mut stats = RegionStats::default();
-    reader.visit_live(&region.start_key, end, u64::MAX, |k, v| {
-        stats.keys += 1;
-        stats.bytes += (k.len() + v.len()) as u64;
-        Ok(stats.keys < max_keys && stats.bytes < max_bytes)
-    })?;
-    Ok(stats)
 }
 
 /// Where `region` should split, if it is over a threshold: the first live

@@ -86,9 +86,15 @@ impl InProcCluster {
 
     /// Waits (bounded) for a leader store that serves; its index.
     pub async fn leader(&self) -> usize {
+        self.leader_other_than(usize::MAX).await
+    }
+
+    /// Waits (bounded) for a member other than `old` to serve as the leader
+    /// store; its index.
+    pub async fn leader_other_than(&self, old: usize) -> usize {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(i) = self.members.iter().position(|m| m.store.is_serving()) {
+            if let Some(i) = (0..self.members.len()).find(|&i| i != old && self.members[i].store.is_serving()) {
                 return i;
             }
             assert!(Instant::now() < deadline, "no leader store within 30 s");
