@@ -4,7 +4,10 @@
 //!
 //! Points: `txn-after-lock`, `txn-after-primary`, `txn-after-secondary`
 //! (once per secondary region), `txn-before-forget` (src/router/txn.rs);
-//! `lease-after-revoke` (src/router/lease.rs).
+//! `lease-after-revoke` (src/router/lease.rs); `merge-after-prepare`
+//! (src/router/admin.rs: every source peer applied the prepare, the commit
+//! is not proposed yet); `merge-commit-apply` (src/raftstore/peer/admin.rs:
+//! the target's leader applies a committed merge commit).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -163,6 +163,7 @@ impl Router {
             self.rollback_merge(right).await?;
             return Err(e);
         }
+        crate::failpoint::hit("merge-after-prepare");
         let source = self.admin_region(right)?;
         loop {
             let target = self.admin_region(left)?;

@@ -333,6 +333,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members (named n1..nN) at once.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, |_| Vec::new())
+    }
+
+    /// Starts `n` members, member `i` with `extra(i)` added to its
+    /// arguments (a restart leaves them out).
+    pub fn start_with(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Cluster {
         let ports = free_ports(n);
         let initial_cluster = ports
             .iter()
@@ -345,9 +351,9 @@ impl Cluster {
         let starters: Vec<_> = (0..n)
             .map(|i| {
                 let (dir, ic) = (dirs[i].path().to_path_buf(), initial_cluster.clone());
-                thread::spawn(move || {
-                    Tessera::start_in(&dir, &member_args(i, &ic).iter().map(|s| s.as_str()).collect::<Vec<_>>())
-                })
+                let mut args = member_args(i, &ic);
+                args.extend(extra(i));
+                thread::spawn(move || Tessera::start_in(&dir, &args.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
             })
             .collect();
         let nodes = starters.into_iter().map(|h| Some(h.join().expect("member starts"))).collect();

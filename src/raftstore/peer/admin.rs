@@ -121,6 +121,9 @@ impl PeerFsm {
             me.epoch.as_ref().map_or(0, |e| e.version).max(source.epoch.as_ref().map_or(0, |e| e.version)) + 1;
         let conf_ver = me.epoch.as_ref().map_or(0, |e| e.conf_ver);
         let merged = Region { start_key, end_key, epoch: Some(RegionEpoch { version, conf_ver }), ..me.clone() };
+        if self.is_leader() {
+            crate::failpoint::hit("merge-commit-apply");
+        }
         let theirs = storage::load_apply_state(&self.engine, source.id)?;
         self.apply_state.max_revision = self.apply_state.max_revision.max(theirs.max_revision);
         self.apply_state.compacted_revision = self.apply_state.compacted_revision.max(theirs.compacted_revision);
