@@ -147,6 +147,11 @@ struct ServeArgs {
     /// (one pair per look; with --auto-split).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     auto_merge: bool,
+    /// Applied raft log entries a region keeps; past four times this, a
+    /// member that lags further catches up by a snapshot (docs/cluster.md,
+    /// "Snapshots").
+    #[arg(long, default_value_t = tessera::raftstore::RaftConfig::default().log_gc_threshold)]
+    raft_log_gc_threshold: u64,
     /// Raft poller threads (default: half the cores, at least one).
     #[arg(long)]
     pollers: Option<usize>,
@@ -255,6 +260,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         if args.advertise_client_urls.is_empty() { bound.clone() } else { args.advertise_client_urls.clone() };
     let members = cluster_members(&args)?;
     let mut cfg = StoreConfig::new(&args.data_dir);
+    cfg.raft.log_gc_threshold = args.raft_log_gc_threshold.max(1);
     cfg.initial_split_keys = args.initial_split_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     if let Some(p) = args.pollers {
         cfg.pollers = p;

@@ -392,3 +392,108 @@ async fn splits_on_a_cluster_are_invisible_to_clients() {
     };
     tokio::time::timeout(Duration::from_secs(120), run).await.expect("cluster split test timed out");
 }
+
+/// Issue [cluster], "catch-up by snapshot": a member is down while the
+/// others write, split a region, grant leases, and truncate their logs
+/// past where it stopped (`--raft-log-gc-threshold 20`). Restarted, it
+/// gets the regions it had as snapshots and the region the split created
+/// from one too; its data then hashes like the others', and as the leader
+/// store it serves every key and lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_down_while_logs_are_truncated_catches_up_by_snapshot() {
+    let run = async {
+        let short_logs = |_| vec!["--raft-log-gc-threshold".to_string(), "20".to_string()];
+        let mut cluster = tokio::task::spawn_blocking(move || Cluster::start_with(3, short_logs)).await.unwrap();
+        wait_writable(&cluster.endpoint(0), "warm-up").await;
+        let leader = leader_index(&cluster).await;
+        let down = (leader + 1) % 3;
+        cluster.kill9(down);
+        println!("n{} down; n{} leads", down + 1, leader + 1);
+
+        let endpoint = cluster.endpoint(leader);
+        let mut c = connect(&endpoint).await;
+        let mut expected: HashMap<String, String> = HashMap::new();
+        for round in 0..2 {
+            if round == 1 {
+                admin(&endpoint, &["split", "--key", "d"]);
+            }
+            // After the split, enough that the parent's log is truncated past it.
+            for i in 0..200 + 300 * round {
+                // Every region gets writes: a.., c.., e.. (the split's new region), n.., u...
+                let key = format!("{}{round}-{i:03}", ["a", "c", "e", "n", "u"][i % 5]);
+                c.put(key.as_str(), format!("v{i}"), None).await.unwrap();
+                expected.insert(key, format!("v{i}"));
+            }
+        }
+        for i in 0..100 {
+            let key = format!("e1-{:03}", i * 2);
+            c.delete(key.as_str(), None).await.unwrap();
+            expected.remove(&key);
+        }
+        // Leases (the meta group's log) past its truncation point too.
+        let mut leases = Vec::new();
+        for _ in 0..100 {
+            leases.push(c.lease_grant(600, None).await.unwrap().id());
+        }
+        let opts = etcd_client::PutOptions::new().with_lease(leases[7]);
+        c.put("leased", "yes", Some(opts)).await.unwrap();
+        expected.insert("leased".into(), "yes".into());
+        let revision = wait_writable(&endpoint, "before-restart").await;
+        expected.insert("before-restart".into(), "x".into());
+
+        let restarted = tokio::task::spawn_blocking(move || {
+            cluster.restart(down);
+            cluster
+        });
+        let mut cluster = restarted.await.unwrap();
+        let deadline = Instant::now() + READY;
+        loop {
+            let mut hashes = Vec::new();
+            for endpoint in cluster.endpoints() {
+                hashes.push(connect(&endpoint).await.hash_kv(revision).await.map(|h| h.hash()).ok());
+            }
+            if hashes.iter().all(|h| h.is_some() && *h == hashes[0]) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "n{} did not catch up: {hashes:?}\n{}", down + 1, cluster.logs(8192));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Its log says how (read until the lines arrive through the pipe).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = cluster.nodes[down].as_ref().unwrap().log_tail(1 << 20);
+            if log.contains("restored from a snapshot") && log.contains("region created from a snapshot") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no snapshot restored and created regions on n{}:\n{log}", down + 1);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // The caught-up member leads and serves what the others wrote.
+        let back = cluster.endpoint(down);
+        let mut c = connect(&back).await;
+        let me = c.status().await.unwrap().header().unwrap().member_id();
+        let deadline = Instant::now() + READY;
+        while c.status().await.map(|s| s.leader()).unwrap_or(0) != me {
+            assert!(Instant::now() < deadline, "n{} did not become the leader store", down + 1);
+            let _ = c.move_leader(me).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cluster.kill9(leader);
+        wait_writable(&back, "after").await;
+        expected.insert("after".into(), "x".into());
+        let got = c.get("", Some(GetOptions::new().with_from_key())).await.unwrap();
+        let got: HashMap<String, String> = got
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key_str().unwrap().to_string(), kv.value_str().unwrap().to_string()))
+            .filter(|(k, _)| k != "warm-up" && k != "final")
+            .collect();
+        assert_eq!(got, expected, "the data through n{}", down + 1);
+        let ttl = c.lease_time_to_live(leases[7], Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys())).await;
+        let ttl = ttl.expect("the lease survives");
+        assert!(ttl.ttl() > 0 && ttl.keys() == [b"leased".to_vec()], "lease through n{}: {ttl:?}", down + 1);
+        assert!(c.lease_time_to_live(leases[99], None).await.unwrap().ttl() > 0);
+    };
+    tokio::time::timeout(Duration::from_secs(180), run).await.expect("snapshot catch-up test timed out");
+}

@@ -47,6 +47,18 @@ impl Lessor {
     /// Loads the persisted leases and rebuilds the key index from the
     /// newest version of every key.
     pub fn load(engine: &Engine) -> Result<Lessor> {
+        let leases = Lessor::load_leases(engine)?;
+        let reader = MvccReader::new(&engine.db, engine.mvcc(), None);
+        let mut attached: HashMap<i64, BTreeSet<Vec<u8>>> = HashMap::new();
+        for kv in reader.scan(b"", None, u64::MAX, ScanOptions::default())?.kvs {
+            if kv.lease != 0 {
+                attached.entry(kv.lease).or_default().insert(kv.key);
+            }
+        }
+        Ok(Lessor { leases: Mutex::new(leases), attached: Mutex::new(attached) })
+    }
+
+    fn load_leases(engine: &Engine) -> Result<HashMap<i64, Lease>> {
         let now = Instant::now();
         let mut leases = HashMap::new();
         for item in engine.db.prefix_iterator_cf(engine.meta(), [keys::LEASE_PREFIX]) {
@@ -57,14 +69,32 @@ impl Lessor {
             let r = LeaseRecord::decode(&v[..]).map_err(|e| Error::Storage(format!("corrupt lease: {e}")))?;
             leases.insert(r.id, Lease { ttl: r.ttl, expiry: deadline(now, r.ttl) });
         }
+        Ok(leases)
+    }
+
+    /// Reads the leases again from the engine (after the meta group was
+    /// restored from a snapshot); each gets its full TTL.
+    pub fn reload_leases(&self, engine: &Engine) -> Result<()> {
+        let fresh = Lessor::load_leases(engine)?;
+        *self.leases.lock() = fresh;
+        Ok(())
+    }
+
+    /// Rebuilds the key index of `region`'s keys from the engine (after
+    /// the region was restored from a snapshot).
+    pub fn reattach(&self, engine: &Engine, region: &crate::proto::tesserapb::Region) -> Result<()> {
+        let end = (!region.end_key.is_empty()).then_some(&region.end_key[..]);
         let reader = MvccReader::new(&engine.db, engine.mvcc(), None);
-        let mut attached: HashMap<i64, BTreeSet<Vec<u8>>> = HashMap::new();
-        for kv in reader.scan(b"", None, u64::MAX, ScanOptions::default())?.kvs {
-            if kv.lease != 0 {
-                attached.entry(kv.lease).or_default().insert(kv.key);
-            }
+        let kvs = reader.scan(&region.start_key, end, u64::MAX, ScanOptions::default())?.kvs;
+        let mut attached = self.attached.lock();
+        for keys in attached.values_mut() {
+            keys.retain(|k| !crate::region::contains(region, k));
         }
-        Ok(Lessor { leases: Mutex::new(leases), attached: Mutex::new(attached) })
+        attached.retain(|_, keys| !keys.is_empty());
+        for kv in kvs.into_iter().filter(|kv| kv.lease != 0) {
+            attached.entry(kv.lease).or_default().insert(kv.key);
+        }
+        Ok(())
     }
 
     pub fn exists(&self, id: i64) -> bool {

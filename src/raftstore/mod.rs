@@ -17,9 +17,11 @@
 //! replays them. A later synced write makes them durable too (one WAL).
 
 pub mod batch;
+mod missing;
 pub mod msg;
 pub mod peer;
 mod poller;
+pub mod snap;
 pub mod storage;
 mod store;
 pub mod transport;

@@ -46,6 +46,9 @@ pub enum PeerMsg {
     CaughtUp { cb: CommandCallback },
     /// A raft message from this region's peer on another store.
     Raft(Box<raft::prelude::Message>),
+    /// The transport finished sending a snapshot of this region to store
+    /// `to` (`ok`), or gave up.
+    SnapshotSent { to: u64, ok: bool },
     /// The region was merged away: stop, and answer everything with
     /// `RegionNotFound` (the router retries on its new table).
     Destroy,
@@ -62,6 +65,7 @@ impl PeerMsg {
             | PeerMsg::Campaign
             | PeerMsg::Destroy
             | PeerMsg::Raft(_)
+            | PeerMsg::SnapshotSent { .. }
             | PeerMsg::TransferLeader { .. } => {}
         }
     }

@@ -23,6 +23,7 @@ use super::storage;
 use super::RaftConfig;
 
 mod admin;
+mod restore;
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
 use crate::lease::LeaderLease;
@@ -141,6 +142,9 @@ pub struct PeerFsm {
     last_lease_round: u64,
     /// The applied index at which a log truncation was last proposed.
     truncate_proposed: u64,
+    /// Restored from a snapshot in this round: the region's new shape and
+    /// the merge sources it took over (the store is told once written).
+    restored: Option<(Region, Vec<u64>)>,
 }
 
 /// A lease round's ReadIndex context: this tag, then the round's number
@@ -148,6 +152,12 @@ pub struct PeerFsm {
 /// store sends round N in the same tick with the same context, so their
 /// heartbeats travel as one group (docs/cluster.md, "Store heartbeats").
 const LEASE_ROUND: u8 = b'L';
+
+/// A region's log is truncated up to what every voter has once that is a
+/// threshold long (`RaftConfig::log_gc_threshold`); when a voter lags so
+/// far that the log is this many thresholds long, it is truncated anyway,
+/// leaving one threshold, and the voter catches up by a snapshot.
+const LOG_MAX_THRESHOLDS: u64 = 4;
 
 /// What every peer of a store shares.
 pub struct StoreContext {
@@ -185,6 +195,10 @@ pub struct StoreContext {
     /// Vote requests for regions a split will create here (see
     /// `StoreContext::deliver`), with their arrival time.
     pub early_votes: parking_lot::Mutex<HashMap<u64, Vec<(Instant, raft::prelude::Message)>>>,
+    /// Regions other stores talk about that this one lacks, since when.
+    pub missing: parking_lot::Mutex<HashMap<u64, Instant>>,
+    /// Held while a region's peer is created (by a split or a snapshot).
+    pub creating: parking_lot::Mutex<()>,
 }
 
 impl StoreContext {
@@ -245,6 +259,7 @@ impl PeerFsm {
             lease_rounds: HashMap::new(),
             last_lease_round: 0,
             truncate_proposed: 0,
+            restored: None,
         })
     }
 
@@ -299,7 +314,14 @@ impl PeerFsm {
                         self.raft.transfer_leader(to);
                     }
                 }
+                PeerMsg::SnapshotSent { to, ok } => {
+                    let status = if ok { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+                    self.raft.report_snapshot(to, status);
+                }
                 PeerMsg::Raft(m) => {
+                    if m.get_msg_type() == MessageType::MsgSnapshot && !self.may_restore(&m) {
+                        continue;
+                    }
                     if let Err(e) = self.raft.step(*m) {
                         tracing::debug!(region = self.region.id, "raft message refused: {e}");
                     }
@@ -587,8 +609,8 @@ impl PeerFsm {
         }
         let mut rd = self.raft.ready();
         if !rd.snapshot().is_empty() {
-            // Snapshots arrive only from other stores (the cluster issue).
-            tracing::error!(region = self.region.id, "ignoring an unexpected raft snapshot");
+            let snapshot = rd.snapshot().clone();
+            self.restore(&snapshot, wb)?;
         }
         let entries = rd.take_entries();
         storage::append(&self.engine, self.raft.store(), self.region.id, &entries, wb)?;
@@ -626,6 +648,9 @@ impl PeerFsm {
     /// Step 2 (after the synced write): advances raft, applies what
     /// committed into `ctx`, and queues the answers.
     pub fn on_persisted(&mut self, ctx: &mut ApplyContext) -> Result<()> {
+        if let Some((region, sources)) = self.restored.take() {
+            self.after_restore(region, sources, ctx);
+        }
         let Some(mut rd) = self.ready.take() else { return Ok(()) };
         // Sent by the poller after this round (one batch per store).
         self.outgoing(rd.take_messages(), ctx);
@@ -895,15 +920,17 @@ impl PeerFsm {
             return;
         }
         let everyone = self.raft.raft.prs().iter().map(|(_, pr)| pr.matched).min().unwrap_or(0).min(applied);
-        if everyone < self.truncated.index + self.log_gc_threshold {
+        let threshold = self.log_gc_threshold;
+        let to = if everyone >= self.truncated.index + threshold {
+            everyone
+        } else if applied >= self.truncated.index + LOG_MAX_THRESHOLDS * threshold {
+            // A voter lags far behind (down, or cut off): it will get a snapshot.
+            applied - threshold
+        } else {
             return;
-        }
-        let cmd = RaftCommand {
-            region_id: self.region.id,
-            epoch: self.region.epoch,
-            compact_log: everyone,
-            ..Default::default()
         };
+        let cmd =
+            RaftCommand { region_id: self.region.id, epoch: self.region.epoch, compact_log: to, ..Default::default() };
         if self.raft.propose(vec![], cmd.encode_to_vec()).is_ok() {
             self.truncate_proposed = applied;
         }

@@ -23,23 +23,24 @@ pub fn conf_state(region: &Region) -> ConfState {
     cs
 }
 
-/// raft-rs's `MemStorage`, except that it never makes a raft snapshot:
-/// `MemStorage` would make one without the region's data, and a follower
-/// restoring it would skip entries. Snapshots are not built yet
-/// (docs/cluster.md), so raft is told "temporarily unavailable" and keeps
-/// waiting; logs are only truncated up to what every voter has.
-pub struct PeerStorage(pub MemStorage);
+/// raft-rs's `MemStorage` as the log, with snapshots of the region's data
+/// built off the pollers ([`super::snap`]); `MemStorage` would make one
+/// without the data.
+pub struct PeerStorage {
+    pub log: MemStorage,
+    pub snapshots: super::snap::Snapshots,
+}
 
 impl std::ops::Deref for PeerStorage {
     type Target = MemStorage;
     fn deref(&self) -> &MemStorage {
-        &self.0
+        &self.log
     }
 }
 
 impl raft::Storage for PeerStorage {
     fn initial_state(&self) -> raft::Result<raft::RaftState> {
-        self.0.initial_state()
+        self.log.initial_state()
     }
     fn entries(
         &self,
@@ -48,19 +49,20 @@ impl raft::Storage for PeerStorage {
         max_size: impl Into<Option<u64>>,
         context: raft::GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        self.0.entries(low, high, max_size, context)
+        self.log.entries(low, high, max_size, context)
     }
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        self.0.term(idx)
+        self.log.term(idx)
     }
     fn first_index(&self) -> raft::Result<u64> {
-        self.0.first_index()
+        self.log.first_index()
     }
     fn last_index(&self) -> raft::Result<u64> {
-        self.0.last_index()
+        self.log.last_index()
     }
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))
+        let first = self.log.first_index()?;
+        self.snapshots.take(first).ok_or(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))
     }
 }
 
@@ -122,7 +124,8 @@ pub fn load(engine: &Engine, region: &Region) -> Result<LoadedPeer> {
     }
     storage.wl().append(&entries).map_err(|e| corrupt("raft log", e))?;
     storage.wl().set_hardstate(hard_state);
-    Ok(LoadedPeer { storage: PeerStorage(storage), apply_state, truncated, unapplied_revisions, split_ids })
+    let storage = PeerStorage { log: storage, snapshots: super::snap::Snapshots::new(engine.clone(), id) };
+    Ok(LoadedPeer { storage, apply_state, truncated, unapplied_revisions, split_ids })
 }
 
 /// Adds `entries` (from a Ready) to `wb`, removing any longer stale suffix
@@ -198,6 +201,16 @@ pub fn init_split_peer(engine: &Engine, region: &Region, parent: &ApplyState, wb
     wb.put_cf(engine.meta(), keys::apply_state(region.id), apply.encode_to_vec());
     wb.put_cf(engine.meta(), keys::region(region.id), region.encode_to_vec());
     Ok(())
+}
+
+/// Writes the Raft and apply state of a peer restored from a snapshot at
+/// `at` (its log starts after it; what it had is dropped).
+pub fn restore(engine: &Engine, region: &Region, apply: &ApplyState, at: &TruncatedState, wb: &mut WriteBatch) {
+    let id = region.id;
+    wb.delete_range_cf(engine.raft(), keys::raft_entry(id, 0), keys::raft_entry(id, u64::MAX));
+    wb.put_cf(engine.raft(), keys::truncated_state(id), at.encode_to_vec());
+    wb.put_cf(engine.meta(), keys::apply_state(id), apply.encode_to_vec());
+    wb.put_cf(engine.meta(), keys::region(id), region.encode_to_vec());
 }
 
 /// Deletes everything a region's peer persisted (a merge's source, once the

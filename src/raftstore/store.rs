@@ -180,7 +180,18 @@ impl Store {
             transport,
             ticks: AtomicU64::new(0),
             early_votes: Default::default(),
+            missing: Default::default(),
+            creating: Default::default(),
         });
+        if let Some(t) = &context.transport {
+            let weak = Arc::downgrade(&context);
+            t.on_snapshot_sent(Arc::new(move |region, to, ok| {
+                let peer = weak.upgrade().and_then(|c| c.peers.get(&region).map(|p| p.mailbox.clone()));
+                if let Some(mailbox) = peer {
+                    let _ = mailbox.send(PeerMsg::SnapshotSent { to, ok });
+                }
+            }));
+        }
         for (region, peer) in loaded {
             // A single voter leads at once; several wait for an election.
             let campaign = region.peers.len() == 1;
@@ -614,24 +625,27 @@ impl StoreContext {
         let id = region.id;
         self.peers.insert(id, PeerHandle { region: Arc::new(region), shared, mailbox: mailbox.clone() });
         self.regions_version.fetch_add(1, Ordering::AcqRel);
+        self.missing.lock().remove(&id);
         for (_, m) in self.early_votes.lock().remove(&id).unwrap_or_default() {
             let _ = mailbox.send(PeerMsg::Raft(Box::new(m)));
         }
         Ok(())
     }
 
-    /// A raft message for `region`. A region not here yet is one whose
-    /// split this store has not applied yet: its vote requests wait for it
-    /// (the leader store's new peer campaigns the moment it applied the
-    /// split, and a lost vote would cost it an election timeout); anything
-    /// else is dropped, raft retransmits.
-    pub fn deliver(&self, region: u64, msg: raft::prelude::Message) {
+    /// A raft message for `region`. A region not here yet is mostly one
+    /// whose split this store has not applied yet: its vote requests wait
+    /// for it (the leader store's new peer campaigns the moment it applied
+    /// the split, and a lost vote would cost it an election timeout). One
+    /// still missing a while later is created from a snapshot (see
+    /// [`StoreContext::missing_region`]).
+    pub fn deliver(self: &Arc<Self>, region: u64, msg: raft::prelude::Message) {
         use raft::prelude::MessageType::{MsgRequestPreVote, MsgRequestVote};
         if let Some(p) = self.peers.get(&region) {
             let _ = p.mailbox.send(PeerMsg::Raft(Box::new(msg)));
             return;
         }
         if !matches!(msg.get_msg_type(), MsgRequestPreVote | MsgRequestVote) {
+            self.missing_region(region, msg);
             return;
         }
         let mut early = self.early_votes.lock();
@@ -663,6 +677,12 @@ impl StoreContext {
     /// After a split applied and persisted: a peer for the right part (its
     /// state was written with the split).
     pub fn split_applied(self: &Arc<Self>, right: Region, campaign: bool) {
+        let _creating = self.creating.lock();
+        if self.peers.contains_key(&right.id) {
+            // Created from a snapshot a moment ago (which wrote over the
+            // state the split wrote).
+            return;
+        }
         let loaded = storage::load(&self.engine, &right);
         if let Err(e) = loaded.and_then(|loaded| self.add_peer(right, loaded, campaign)) {
             // The split is persisted: serving on without the right part would

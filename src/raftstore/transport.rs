@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use crate::proto::tesserapb::peer_transport_client::PeerTransportClient;
-use crate::proto::tesserapb::{RaftBatch, StoreInfo};
+use crate::proto::tesserapb::{RaftBatch, SnapshotChunk, StoreInfo};
 
 /// Batches queued for a link that cannot send: past this, new ones are
 /// dropped (raft retransmits; a dead store must not grow our memory).
@@ -22,10 +22,20 @@ const LINK_QUEUE: usize = 1024;
 /// tests partition, isolate and drop by message type with it.
 pub type Filter = Arc<dyn Fn(u64, u64, &raft::prelude::Message) -> bool + Send + Sync>;
 
+/// Told when a snapshot (region, to store) was sent (`true`) or not.
+pub type SnapshotReport = Arc<dyn Fn(u64, u64, bool) + Send + Sync>;
+
+/// A snapshot travels in pieces of this size.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// A snapshot not delivered within this is given up (raft sends another).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+
 pub struct Transport {
     me: StoreInfo,
     filter: parking_lot::RwLock<Option<Filter>>,
     links: HashMap<u64, mpsc::Sender<RaftBatch>>,
+    urls: HashMap<u64, String>,
+    snapshot_sent: std::sync::OnceLock<SnapshotReport>,
     /// What each store said about itself on its first batch to us.
     known: Arc<DashMap<u64, StoreInfo>>,
     /// The links' own runtime: pollers (plain threads) hand batches to it.
@@ -42,15 +52,22 @@ impl Transport {
             .thread_name("peer-transport")
             .enable_all()
             .build()?;
-        let mut links = HashMap::new();
+        let (mut links, mut urls) = (HashMap::new(), HashMap::new());
         for (id, url) in peers.iter().filter(|(id, _)| *id != me.store_id) {
             let (tx, rx) = mpsc::channel(LINK_QUEUE);
             runtime.spawn(run_link(*id, url.clone(), me.clone(), rx));
             links.insert(*id, tx);
+            urls.insert(*id, url.clone());
         }
         let known = Arc::new(DashMap::new());
         known.insert(me.store_id, me.clone());
-        Ok(Transport { me, filter: Default::default(), links, known, runtime: Some(runtime) })
+        let snapshot_sent = Default::default();
+        Ok(Transport { me, filter: Default::default(), links, urls, snapshot_sent, known, runtime: Some(runtime) })
+    }
+
+    /// Sets who is told how each snapshot sending ended (once).
+    pub fn on_snapshot_sent(&self, report: SnapshotReport) {
+        let _ = self.snapshot_sent.set(report);
     }
 
     pub fn me(&self) -> &StoreInfo {
@@ -70,6 +87,11 @@ impl Transport {
             Some(allows) => messages.into_iter().filter(|(region, m)| allows(m.to, *region, m)).collect(),
             None => messages,
         };
+        let (snapshots, messages): (Vec<_>, Vec<_>) =
+            messages.into_iter().partition(|(_, m)| m.get_msg_type() == raft::prelude::MessageType::MsgSnapshot);
+        for (region, m) in snapshots {
+            self.send_snapshot(region, m);
+        }
         for (to, batch) in super::wire::pack(self.me.store_id, messages) {
             crate::metrics::METRICS.peer_messages_sent.add(super::wire::message_count(&batch) as u64);
             self.send(to, batch);
@@ -83,6 +105,38 @@ impl Transport {
                 crate::metrics::METRICS.peer_batches_dropped.inc();
             }
         }
+    }
+
+    /// Streams a snapshot to its store on a call of its own, then reports.
+    fn send_snapshot(&self, region: u64, m: raft::prelude::Message) {
+        let (to, from) = (m.to, self.me.store_id);
+        let report = self.snapshot_sent.get().cloned();
+        let (Some(url), Some(runtime)) = (self.urls.get(&to).cloned(), self.runtime.as_ref()) else {
+            if let Some(report) = report {
+                report(region, to, false);
+            }
+            return;
+        };
+        runtime.spawn(async move {
+            let sent = tokio::time::timeout(SNAPSHOT_TIMEOUT, stream_snapshot(url, from, region, m)).await;
+            let ok = match sent {
+                Ok(Ok(bytes)) => {
+                    tracing::info!(region, to, bytes, "snapshot sent");
+                    true
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(region, to, "sending a snapshot: {e}");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(region, to, "sending a snapshot timed out");
+                    false
+                }
+            };
+            if let Some(report) = report {
+                report(region, to, ok);
+            }
+        });
     }
 
     /// A store introduced itself.
@@ -158,4 +212,19 @@ async fn run_link(to: u64, url: String, me: StoreInfo, mut rx: mpsc::Receiver<Ra
             }
         }
     }
+}
+
+/// Sends one snapshot message in chunks; returns its size.
+async fn stream_snapshot(url: String, from: u64, region: u64, m: raft::prelude::Message) -> Result<usize, String> {
+    use protobuf::Message as _;
+    let bytes = m.write_to_bytes().map_err(|e| e.to_string())?;
+    let size = bytes.len();
+    let chunks: Vec<SnapshotChunk> = bytes
+        .chunks(SNAPSHOT_CHUNK)
+        .map(|data| SnapshotChunk { from_store: from, region_id: region, data: data.to_vec() })
+        .collect();
+    let endpoint = tonic::transport::Endpoint::from_shared(url).map_err(|e| e.to_string())?;
+    let channel = endpoint.connect_timeout(Duration::from_secs(1)).connect().await.map_err(|e| e.to_string())?;
+    PeerTransportClient::new(channel).snapshot(tokio_stream::iter(chunks)).await.map_err(|e| e.to_string())?;
+    Ok(size)
 }

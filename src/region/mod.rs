@@ -16,6 +16,16 @@ pub fn contains(region: &Region, key: &[u8]) -> bool {
     key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
+/// Whether two regions' key ranges share a key (the meta group owns no
+/// user key).
+pub fn overlaps(a: &Region, b: &Region) -> bool {
+    if a.meta || b.meta {
+        return false;
+    }
+    let before_end = |key: &[u8], r: &Region| r.end_key.is_empty() || key < r.end_key.as_slice();
+    before_end(&a.start_key, b) && before_end(&b.start_key, a)
+}
+
 /// Builds the regions of a fresh single-store keyspace cut at `split_keys`
 /// (sorted, deduplicated, empty keys dropped), ids from 1.
 pub fn initial_regions(split_keys: &[Vec<u8>], stores: &[u64]) -> Vec<Region> {

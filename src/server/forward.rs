@@ -34,6 +34,7 @@ const LOCAL: &[&str] = &[
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
     "/tesserapb.PeerTransport/Raft",
+    "/tesserapb.PeerTransport/Snapshot",
     "/health",
     "/version",
     "/metrics",

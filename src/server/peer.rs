@@ -7,8 +7,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Reply;
 use crate::proto::tesserapb::peer_transport_server::PeerTransport;
-use crate::proto::tesserapb::{RaftBatch, RaftDone};
+use crate::proto::tesserapb::{RaftBatch, RaftDone, SnapshotChunk};
 use crate::raftstore::{wire, Store};
+
+/// The largest snapshot message taken (a region of `--region-max-bytes`
+/// with all its history is far below).
+const MAX_SNAPSHOT: usize = 4 << 30;
 
 pub struct PeerService {
     pub store: Arc<Store>,
@@ -28,6 +32,30 @@ impl PeerTransport for PeerService {
                 self.store.deliver(region, msg);
             }
         }
+        Ok(Response::new(RaftDone {}))
+    }
+
+    async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Reply<RaftDone> {
+        use protobuf::Message as _;
+        let mut stream = request.into_inner();
+        let (mut bytes, mut region) = (Vec::new(), 0);
+        while let Some(chunk) = stream.message().await? {
+            region = chunk.region_id;
+            bytes.extend_from_slice(&chunk.data);
+            if bytes.len() > MAX_SNAPSHOT {
+                return Err(Status::resource_exhausted("tessera: snapshot too large"));
+            }
+        }
+        let msg = raft::prelude::Message::parse_from_bytes(&bytes)
+            .map_err(|e| Status::invalid_argument(format!("tessera: bad snapshot message: {e}")))?;
+        if msg.to != self.store.store_id {
+            return Err(Status::invalid_argument(format!("tessera: a snapshot for store {}", msg.to)));
+        }
+        // Creating a region from it writes (and syncs) its data.
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.deliver(region, msg))
+            .await
+            .map_err(|e| Status::internal(format!("tessera: {e}")))?;
         Ok(Response::new(RaftDone {}))
     }
 }

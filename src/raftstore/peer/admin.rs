@@ -5,7 +5,7 @@
 
 use prost::Message as _;
 
-use super::{ApplyContext, PeerFsm, PendingKind};
+use super::{ApplyContext, PeerFsm};
 use crate::engine::keys;
 use crate::error::{Error, Result};
 use crate::proto::tesserapb::merge_command::Step;
@@ -139,14 +139,7 @@ impl PeerFsm {
         self.destroyed = true;
         self.shared.lease.expire();
         let region = self.region.id;
-        for p in self.pending.drain(..) {
-            let err = Error::RegionNotFound;
-            match p.kind {
-                PendingKind::Write { cb, .. } | PendingKind::Wait { cb, .. } => drop(cb.send(Err(err))),
-                PendingKind::Compact { cb } => drop(cb.send(Err(err))),
-                PendingKind::Command { cb, .. } => drop(cb.send(Err(err))),
-            }
-        }
+        self.fail_pending(u64::MAX, || Error::RegionNotFound);
         for (cb, _) in self.reads.drain().map(|(_, v)| v) {
             let _ = cb.send(Err(Error::RegionNotFound));
         }
