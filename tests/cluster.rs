@@ -430,6 +430,10 @@ async fn a_member_down_while_logs_are_truncated_catches_up_by_snapshot() {
             c.delete(key.as_str(), None).await.unwrap();
             expected.remove(&key);
         }
+        // History compacted while it is away: it learns that by snapshot.
+        let compacted = c.put("compact-here", "x", None).await.unwrap().header().unwrap().revision();
+        expected.insert("compact-here".into(), "x".into());
+        c.compact(compacted, None).await.unwrap();
         // Leases (the meta group's log) past its truncation point too.
         let mut leases = Vec::new();
         for _ in 0..100 {
@@ -490,6 +494,8 @@ async fn a_member_down_while_logs_are_truncated_catches_up_by_snapshot() {
             .filter(|(k, _)| k != "warm-up" && k != "final")
             .collect();
         assert_eq!(got, expected, "the data through n{}", down + 1);
+        let old = c.get("a0-000", Some(GetOptions::new().with_revision(compacted - 1))).await;
+        assert!(format!("{old:?}").contains("compacted"), "a read below the compaction: {old:?}");
         let ttl = c.lease_time_to_live(leases[7], Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys())).await;
         let ttl = ttl.expect("the lease survives");
         assert!(ttl.ttl() > 0 && ttl.keys() == [b"leased".to_vec()], "lease through n{}: {ttl:?}", down + 1);

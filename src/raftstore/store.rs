@@ -339,6 +339,16 @@ impl Store {
         p.shared.leading.load(Ordering::Acquire).then(|| p.shared.term.load(Ordering::Acquire))
     }
 
+    /// The highest compaction any region here applied (or took with a
+    /// snapshot): a new leader store refuses reads below it.
+    pub fn max_applied_compaction(&self) -> Result<u64> {
+        let mut max = 0;
+        for p in self.context.peers.iter() {
+            max = max.max(storage::load_apply_state(&self.engine, p.region.id)?.compacted_revision);
+        }
+        Ok(max)
+    }
+
     /// The highest revision applied by any region here.
     pub fn max_applied_revision(&self) -> u64 {
         self.context.peers.iter().map(|p| p.shared.max_revision.load(Ordering::Acquire)).max().unwrap_or(0)

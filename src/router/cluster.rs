@@ -57,6 +57,12 @@ impl Router {
         self.commit_high_mark(last + HIGH_MARK_WINDOW).await?;
         let (_, records) = store.txn_state()?;
         store.sequencer.restart(last, records.iter().map(|r| r.revision));
+        // The compaction the last leader store recorded reached this one
+        // through the regions' logs (or snapshots).
+        let compacted = store.max_applied_compaction()? as i64;
+        if compacted > 0 && compacted > store.sequencer.compacted() {
+            store.set_compacted(compacted)?;
+        }
         store.set_evaluating(true);
         let recovered = self.recover().await?;
         for id in store.lessor.ids() {
