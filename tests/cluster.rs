@@ -450,6 +450,7 @@ async fn a_member_down_while_logs_are_truncated_catches_up_by_snapshot() {
             cluster
         });
         let mut cluster = restarted.await.unwrap();
+        let back_at = Instant::now();
         let deadline = Instant::now() + READY;
         loop {
             let mut hashes = Vec::new();
@@ -457,6 +458,7 @@ async fn a_member_down_while_logs_are_truncated_catches_up_by_snapshot() {
                 hashes.push(connect(&endpoint).await.hash_kv(revision).await.map(|h| h.hash()).ok());
             }
             if hashes.iter().all(|h| h.is_some() && *h == hashes[0]) {
+                println!("n{} caught up {} ms after it was serving again", down + 1, back_at.elapsed().as_millis());
                 break;
             }
             assert!(Instant::now() < deadline, "n{} did not catch up: {hashes:?}\n{}", down + 1, cluster.logs(8192));

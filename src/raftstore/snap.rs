@@ -6,7 +6,8 @@
 //! records, and for the meta group its leases and high mark.
 //!
 //! Generated off the pollers: raft asks for one, is told "temporarily
-//! unavailable" while a thread builds it, and gets it the next time it asks.
+//! unavailable" while the builder thread makes it, and gets it the next
+//! time it asks.
 
 use std::sync::Arc;
 
@@ -55,24 +56,41 @@ impl Snapshots {
             Slot::Built(_) | Slot::Idle | Slot::Failed => {}
         }
         *slot = Slot::Building;
-        let this = self.clone();
-        std::thread::Builder::new()
-            .name("snapshot-build".into())
-            .spawn(move || {
-                let built = build(&this.engine, this.region);
-                let mut slot = this.slot.lock();
-                *slot = match built {
-                    Ok(s) => Slot::Built(s),
-                    Err(e) => {
-                        tracing::error!(region = this.region, "building a snapshot: {e}");
-                        Slot::Failed
-                    }
-                };
-            })
-            .map_err(|e| tracing::error!("spawning a snapshot build: {e}"))
-            .ok();
+        if builder().send(self.clone()).is_err() {
+            *slot = Slot::Failed;
+        }
         None
     }
+
+    fn build_now(&self) {
+        let built = build(&self.engine, self.region);
+        *self.slot.lock() = match built {
+            Ok(s) => Slot::Built(s),
+            Err(e) => {
+                tracing::error!(region = self.region, "building a snapshot: {e}");
+                Slot::Failed
+            }
+        };
+    }
+}
+
+/// The one thread that builds snapshots, one at a time: a store whose
+/// regions all need one at once (a member back after a long absence)
+/// reads its data once per region, not all at the same time.
+fn builder() -> &'static crossbeam::channel::Sender<Snapshots> {
+    static BUILDER: std::sync::OnceLock<crossbeam::channel::Sender<Snapshots>> = std::sync::OnceLock::new();
+    BUILDER.get_or_init(|| {
+        let (tx, rx) = crossbeam::channel::unbounded::<Snapshots>();
+        let spawned = std::thread::Builder::new().name("snapshot-build".into()).spawn(move || {
+            for snapshots in rx {
+                snapshots.build_now();
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("starting the snapshot builder: {e}");
+        }
+        tx
+    })
 }
 
 fn decode_err(what: &str, e: impl std::fmt::Display) -> Error {
