@@ -11,25 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{admin, etcdctl, etcdctl_until, Cluster};
+use common::{admin, connect, etcdctl, etcdctl_until, make_leader_store, Cluster};
 use etcd_client::{Client, GetOptions};
 
-/// Bound for a cluster to elect and activate its leader store.
-const READY: Duration = Duration::from_secs(30);
-
-async fn connect(endpoint: &str) -> Client {
-    let deadline = Instant::now() + READY;
-    loop {
-        match Client::connect([endpoint], None).await {
-            Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("connecting to {endpoint}: {e}"),
-        }
-    }
-}
+const READY: Duration = common::CLUSTER_READY;
 
 /// Waits until a put through `endpoint` succeeds; returns its revision.
 async fn wait_writable(endpoint: &str, key: &str) -> i64 {
@@ -413,8 +398,14 @@ async fn a_member_down_while_logs_are_truncated_catches_up_by_snapshot() {
         let endpoint = cluster.endpoint(leader);
         let mut c = connect(&endpoint).await;
         let mut expected: HashMap<String, String> = HashMap::new();
+        let mut compacted = 0;
         for round in 0..2 {
             if round == 1 {
+                // History compacted while it is away: it learns that by
+                // snapshot, and the events after it come by snapshots too.
+                compacted = c.put("compact-here", "x", None).await.unwrap().header().unwrap().revision();
+                expected.insert("compact-here".into(), "x".into());
+                c.compact(compacted, None).await.unwrap();
                 admin(&endpoint, &["split", "--key", "d"]);
             }
             // After the split, enough that the parent's log is truncated past it.
@@ -430,10 +421,6 @@ async fn a_member_down_while_logs_are_truncated_catches_up_by_snapshot() {
             c.delete(key.as_str(), None).await.unwrap();
             expected.remove(&key);
         }
-        // History compacted while it is away: it learns that by snapshot.
-        let compacted = c.put("compact-here", "x", None).await.unwrap().header().unwrap().revision();
-        expected.insert("compact-here".into(), "x".into());
-        c.compact(compacted, None).await.unwrap();
         // Leases (the meta group's log) past its truncation point too.
         let mut leases = Vec::new();
         for _ in 0..100 {
@@ -444,6 +431,7 @@ async fn a_member_down_while_logs_are_truncated_catches_up_by_snapshot() {
         expected.insert("leased".into(), "yes".into());
         let revision = wait_writable(&endpoint, "before-restart").await;
         expected.insert("before-restart".into(), "x".into());
+        let events = history(&endpoint, compacted, revision).await;
 
         let restarted = tokio::task::spawn_blocking(move || {
             cluster.restart(down);
@@ -477,14 +465,8 @@ async fn a_member_down_while_logs_are_truncated_catches_up_by_snapshot() {
 
         // The caught-up member leads and serves what the others wrote.
         let back = cluster.endpoint(down);
+        make_leader_store(&back).await;
         let mut c = connect(&back).await;
-        let me = c.status().await.unwrap().header().unwrap().member_id();
-        let deadline = Instant::now() + READY;
-        while c.status().await.map(|s| s.leader()).unwrap_or(0) != me {
-            assert!(Instant::now() < deadline, "n{} did not become the leader store", down + 1);
-            let _ = c.move_leader(me).await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         cluster.kill9(leader);
         wait_writable(&back, "after").await;
         expected.insert("after".into(), "x".into());
@@ -496,6 +478,8 @@ async fn a_member_down_while_logs_are_truncated_catches_up_by_snapshot() {
             .filter(|(k, _)| k != "warm-up" && k != "final")
             .collect();
         assert_eq!(got, expected, "the data through n{}", down + 1);
+        // DESIGN invariant 4 on it: the same events, in the same order.
+        assert_eq!(history(&back, compacted, revision).await, events, "the watch history through n{}", down + 1);
         let old = c.get("a0-000", Some(GetOptions::new().with_revision(compacted - 1))).await;
         assert!(format!("{old:?}").contains("compacted"), "a read below the compaction: {old:?}");
         let ttl = c.lease_time_to_live(leases[7], Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys())).await;
@@ -504,4 +488,28 @@ async fn a_member_down_while_logs_are_truncated_catches_up_by_snapshot() {
         assert!(c.lease_time_to_live(leases[99], None).await.unwrap().ttl() > 0);
     };
     tokio::time::timeout(Duration::from_secs(180), run).await.expect("snapshot catch-up test timed out");
+}
+
+/// Every event from revision `from` to `to` through `endpoint`, as
+/// (revision, key, put or delete).
+async fn history(endpoint: &str, from: i64, to: i64) -> Vec<(i64, String, bool)> {
+    let mut c = connect(endpoint).await;
+    let opts = etcd_client::WatchOptions::new().with_from_key().with_start_revision(from);
+    let mut stream = c.watch("", Some(opts)).await.expect("watch");
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|e: &(i64, String, bool)| e.0 < to) {
+        let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("no watch response within 10 s")
+            .expect("watch stream failed")
+            .expect("watch stream ended");
+        assert!(!resp.canceled(), "watch canceled: {}", resp.cancel_reason());
+        for ev in resp.events() {
+            let kv = ev.kv().unwrap();
+            let put = ev.event_type() == etcd_client::EventType::Put;
+            seen.push((kv.mod_revision(), kv.key_str().unwrap().to_string(), put));
+        }
+    }
+    seen.retain(|e| e.0 <= to);
+    seen
 }

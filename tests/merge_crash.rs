@@ -13,14 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{connect, make_leader_store, Cluster, CLUSTER_READY as READY};
 use etcd_client::{Client, EventType, GetOptions, Txn, TxnOp, WatchOptions};
 use rand::{Rng, SeedableRng};
 use tessera::proto::tesserapb::admin_client::AdminClient;
 use tessera::proto::tesserapb::{MergeRequest, RegionsRequest, SplitRequest};
-
-/// Bound for a cluster to elect and activate a leader store.
-const READY: Duration = Duration::from_secs(30);
 
 /// What a write did to which keys (`None`: deleted).
 type Changes = Vec<(String, Option<String>)>;
@@ -37,17 +34,6 @@ async fn leader_store_killed_applying_the_commit_finishes_the_merge() {
 
 fn key(i: usize) -> String {
     format!("k/{i:03}")
-}
-
-async fn connect(endpoint: &str) -> Client {
-    let deadline = Instant::now() + READY;
-    loop {
-        match Client::connect([endpoint], None).await {
-            Ok(c) => return c,
-            Err(e) => assert!(Instant::now() < deadline, "connecting to {endpoint}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Retries `f` (a call through `endpoint`) until it succeeds within READY.
@@ -85,11 +71,10 @@ async fn neighbours_at(endpoint: &str, key: &str) -> (u64, u64) {
     (now[right - 1].0, now[right].0)
 }
 
-/// The member id of the member serving `endpoint`, and the leader it sees.
-async fn member_and_leader(endpoint: &str) -> (u64, u64) {
+/// The leader store the member serving `endpoint` sees.
+async fn leader_seen(endpoint: &str) -> u64 {
     let mut c = connect(endpoint).await;
-    let s = eventually!("status", c.status());
-    (s.header().unwrap().member_id(), s.leader())
+    eventually!("status", c.status()).leader()
 }
 
 async fn crash_mid_merge(failpoint: &'static str, finishes: bool) {
@@ -105,14 +90,8 @@ async fn run(seed: u64, failpoint: &'static str, finishes: bool) {
     let (n1, n2, n3) = (cluster.endpoint(0), cluster.endpoint(1), cluster.endpoint(2));
 
     // n1 (armed) becomes the leader store: it runs the merge.
-    let (n1_id, _) = member_and_leader(&n1).await;
+    let n1_id = make_leader_store(&n1).await;
     let mut c = connect(&n2).await;
-    let deadline = Instant::now() + READY;
-    while member_and_leader(&n2).await.1 != n1_id {
-        assert!(Instant::now() < deadline, "n1 did not become the leader store");
-        let _ = c.move_leader(n1_id).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let start = eventually!("first put", c.put("k/000", "start", None)).header().unwrap().revision();
     let mut admin = AdminClient::connect(n2.clone()).await.unwrap();
     eventually!("split", admin.split(SplitRequest { key: b"k/100".to_vec(), region_id: 0 }));
@@ -209,7 +188,7 @@ async fn run(seed: u64, failpoint: &'static str, finishes: bool) {
     let deadline = Instant::now() + READY;
     let after = loop {
         let now = regions(&n2).await;
-        if now.iter().all(|r| r.3 == 0) && member_and_leader(&n2).await.1 != n1_id {
+        if now.iter().all(|r| r.3 == 0) && leader_seen(&n2).await != n1_id {
             break now;
         }
         assert!(Instant::now() < deadline, "a region stays prepared: {now:?}");

@@ -18,12 +18,9 @@ use rocksdb::WriteBatch;
 use super::peer::StoreContext;
 use super::{snap, storage};
 use crate::error::{Error, Result};
-use crate::proto::tesserapb::TruncatedState;
 
 /// How long a region may be missing before this store asks for a snapshot.
 const MISSING_GRACE: Duration = Duration::from_secs(2);
-/// A region nobody talked about for this long is forgotten (merged away).
-const MISSING_FORGET: Duration = Duration::from_secs(60);
 
 impl StoreContext {
     /// A raft message (not a vote request) for a region this store lacks.
@@ -41,12 +38,11 @@ impl StoreContext {
         }
     }
 
-    /// How long `region` has been missing here (it is now, at the latest).
+    /// How long `region` has been missing here (it is now, at the latest;
+    /// the entry goes when the region's peer is added).
     fn missing_for(&self, region: u64) -> Duration {
         let now = Instant::now();
-        let mut missing = self.missing.lock();
-        missing.retain(|_, since| now.duration_since(*since) < MISSING_FORGET);
-        now.duration_since(*missing.entry(region).or_insert(now))
+        now.duration_since(*self.missing.lock().entry(region).or_insert(now))
     }
 
     /// Answers the leader as a peer whose log is empty would: it then
@@ -71,7 +67,7 @@ impl StoreContext {
     /// Creates the peer of a missing region from its leader's snapshot.
     fn create_from_snapshot(self: &Arc<Self>, id: u64, msg: &Message) -> Result<()> {
         let snapshot = msg.get_snapshot();
-        let (region, apply, rows) = snap::decode(snapshot)?;
+        let region = snap::decode_region(snapshot)?;
         if region.id != id {
             return Err(Error::Storage(format!("a snapshot of region {} sent for region {id}", region.id)));
         }
@@ -81,25 +77,20 @@ impl StoreContext {
             return Ok(());
         }
         if let Some(p) = self.peers.iter().find(|p| crate::region::overlaps(&p.region, &region)) {
-            tracing::info!(
-                region = id,
-                overlaps = p.region.id,
-                "snapshot of a new region waits for an overlapping one"
-            );
+            let overlaps = p.region.id;
+            tracing::info!(region = id, overlaps, "snapshot of a new region waits for an overlapping one");
             return Ok(());
         }
-        let meta = snapshot.get_metadata();
-        let at = TruncatedState { index: meta.index, term: meta.term };
         let mut wb = WriteBatch::default();
-        snap::write_rows(&self.engine, &region, &rows, &mut wb)?;
-        storage::restore(&self.engine, &region, &apply, &at, &mut wb);
+        let installed = snap::install(&self.engine, snapshot, &mut wb)?;
         let mut hs = HardState::default();
-        hs.term = msg.term.max(meta.term);
-        hs.commit = meta.index;
+        hs.term = msg.term.max(installed.log_start.term);
+        hs.commit = installed.log_start.index;
         storage::save_hard_state(&self.engine, id, &hs, &mut wb)?;
         self.engine.write(wb, true)?;
         self.lessor.reattach(&self.engine, &region)?;
-        tracing::info!(region = id, index = at.index, rows = rows.len(), "region created from a snapshot");
+        let (index, rows) = (installed.log_start.index, installed.rows);
+        tracing::info!(region = id, index, rows, "region created from a snapshot");
         let loaded = storage::load(&self.engine, &region)?;
         self.add_peer(region, loaded, false)
     }

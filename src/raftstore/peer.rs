@@ -142,9 +142,9 @@ pub struct PeerFsm {
     last_lease_round: u64,
     /// The applied index at which a log truncation was last proposed.
     truncate_proposed: u64,
-    /// Restored from a snapshot in this round: the region's new shape and
-    /// the merge sources it took over (the store is told once written).
-    restored: Option<(Region, Vec<u64>)>,
+    /// Restored from a snapshot in this round, taking over these merge
+    /// sources (the store is told once written).
+    restored: Option<Vec<u64>>,
 }
 
 /// A lease round's ReadIndex context: this tag, then the round's number
@@ -648,8 +648,8 @@ impl PeerFsm {
     /// Step 2 (after the synced write): advances raft, applies what
     /// committed into `ctx`, and queues the answers.
     pub fn on_persisted(&mut self, ctx: &mut ApplyContext) -> Result<()> {
-        if let Some((region, sources)) = self.restored.take() {
-            self.after_restore(region, sources, ctx);
+        if let Some(sources) = self.restored.take() {
+            self.after_restore(sources, ctx);
         }
         let Some(mut rd) = self.ready.take() else { return Ok(()) };
         // Sent by the poller after this round (one batch per store).

@@ -18,7 +18,9 @@ use rocksdb::WriteBatch;
 
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
-use crate::proto::tesserapb::{ApplyState, Region, SnapshotCf, SnapshotData, SnapshotHead, SnapshotRow, TxnLock};
+use crate::proto::tesserapb::{
+    ApplyState, Region, SnapshotCf, SnapshotData, SnapshotHead, SnapshotRow, TruncatedState, TxnLock,
+};
 use crate::region::keys as mvcc_keys;
 
 /// A region's snapshot source, shared between its storage (which raft
@@ -34,7 +36,6 @@ enum Slot {
     Idle,
     Building,
     Built(Snapshot),
-    Failed,
 }
 
 impl Snapshots {
@@ -53,11 +54,11 @@ impl Snapshots {
                 return None;
             }
             Slot::Built(s) if s.get_metadata().index + 1 >= first_index => return Some(s),
-            Slot::Built(_) | Slot::Idle | Slot::Failed => {}
+            Slot::Built(_) | Slot::Idle => {}
         }
         *slot = Slot::Building;
         if builder().send(self.clone()).is_err() {
-            *slot = Slot::Failed;
+            *slot = Slot::Idle;
         }
         None
     }
@@ -68,7 +69,7 @@ impl Snapshots {
             Ok(s) => Slot::Built(s),
             Err(e) => {
                 tracing::error!(region = self.region, "building a snapshot: {e}");
-                Slot::Failed
+                Slot::Idle
             }
         };
     }
@@ -113,13 +114,7 @@ pub fn build(engine: &Engine, region_id: u64) -> Result<Snapshot> {
     let mut add = |cf: SnapshotCf, key: &[u8], value: &[u8]| {
         rows.push(SnapshotRow { cf: cf as i32, key: key.to_vec(), value: value.to_vec() })
     };
-    let (lower, upper) = mvcc_bounds(&region);
-    let mut ro = rocksdb::ReadOptions::default();
-    ro.set_iterate_lower_bound(lower.clone());
-    if let Some(upper) = upper {
-        ro.set_iterate_upper_bound(upper);
-    }
-    for item in view.iterator_cf_opt(engine.mvcc(), ro, rocksdb::IteratorMode::Start) {
+    for item in view.iterator_cf_opt(engine.mvcc(), mvcc_rows_of(&region), rocksdb::IteratorMode::Start) {
         let (k, v) = item?;
         add(SnapshotCf::Mvcc, &k, &v);
     }
@@ -153,11 +148,14 @@ pub fn build(engine: &Engine, region_id: u64) -> Result<Snapshot> {
     Ok(snap)
 }
 
-/// The MVCC column family's keys of `region`: `[lower, upper)` (no upper
-/// bound for the last region).
-fn mvcc_bounds(region: &Region) -> (Vec<u8>, Option<Vec<u8>>) {
-    let upper = (!region.end_key.is_empty()).then(|| mvcc_keys::key_prefix(&region.end_key));
-    (mvcc_keys::key_prefix(&region.start_key), upper)
+/// Read options bounding an iterator to `region`'s MVCC rows.
+fn mvcc_rows_of(region: &Region) -> rocksdb::ReadOptions {
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.set_iterate_lower_bound(mvcc_keys::key_prefix(&region.start_key));
+    if !region.end_key.is_empty() {
+        ro.set_iterate_upper_bound(mvcc_keys::key_prefix(&region.end_key));
+    }
+    ro
 }
 
 type Row = std::result::Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>;
@@ -176,13 +174,38 @@ pub fn decode_region(snap: &Snapshot) -> Result<Region> {
     head.region.ok_or_else(|| Error::Storage("corrupt snapshot: no region".into()))
 }
 
-/// A snapshot's data, decoded.
-pub fn decode(snap: &Snapshot) -> Result<(Region, ApplyState, Vec<SnapshotRow>)> {
+/// What a snapshot put in place (see [`install`]).
+pub struct Installed {
+    pub region: Region,
+    pub apply_state: ApplyState,
+    /// Where the restored peer's log starts.
+    pub log_start: TruncatedState,
+    /// The txn locks the region now holds.
+    pub locks: Vec<TxnLock>,
+    /// The meta group's high mark, if the snapshot is of it.
+    pub high_mark: Option<u64>,
+    pub rows: usize,
+}
+
+/// Adds to `wb` everything that replaces this store's copy of a snapshot's
+/// region by the snapshot: its rows (see [`write_rows`]), the region, its
+/// apply state and log start, and its old log dropped.
+pub fn install(engine: &Engine, snap: &Snapshot, wb: &mut WriteBatch) -> Result<Installed> {
     let data = SnapshotData::decode(&snap.data[..]).map_err(|e| decode_err("snapshot", e))?;
-    match (data.region, data.apply_state) {
-        (Some(region), Some(apply)) => Ok((region, apply, data.rows)),
-        _ => Err(Error::Storage("corrupt snapshot: no region or apply state".into())),
-    }
+    let (Some(region), Some(apply_state)) = (data.region, data.apply_state) else {
+        return Err(Error::Storage("corrupt snapshot: no region or apply state".into()));
+    };
+    let meta = snap.get_metadata();
+    let log_start = TruncatedState { index: meta.index, term: meta.term };
+    let locks = write_rows(engine, &region, &data.rows, wb)?;
+    super::storage::restore(engine, &region, &apply_state, &log_start, wb);
+    let high_mark = data
+        .rows
+        .iter()
+        .find(|r| region.meta && r.cf == SnapshotCf::Meta as i32 && r.key == keys::HIGH_MARK)
+        .and_then(|r| r.value.as_slice().try_into().ok())
+        .map(u64::from_be_bytes);
+    Ok(Installed { region, apply_state, log_start, locks, high_mark, rows: data.rows.len() })
 }
 
 /// Adds to `wb` what replaces this store's copy of `region` by the
@@ -191,14 +214,8 @@ pub fn decode(snap: &Snapshot) -> Result<(Region, ApplyState, Vec<SnapshotRow>)>
 /// only added to (their entries are the same on every store, and entries
 /// the leader compacted away are never read below the compacted revision).
 /// Returns the txn locks the region now holds.
-pub fn write_rows(engine: &Engine, region: &Region, rows: &[SnapshotRow], wb: &mut WriteBatch) -> Result<Vec<TxnLock>> {
-    let (lower, upper) = mvcc_bounds(region);
-    let mut ro = rocksdb::ReadOptions::default();
-    ro.set_iterate_lower_bound(lower);
-    if let Some(upper) = upper {
-        ro.set_iterate_upper_bound(upper);
-    }
-    for item in engine.db.iterator_cf_opt(engine.mvcc(), ro, rocksdb::IteratorMode::Start) {
+fn write_rows(engine: &Engine, region: &Region, rows: &[SnapshotRow], wb: &mut WriteBatch) -> Result<Vec<TxnLock>> {
+    for item in engine.db.iterator_cf_opt(engine.mvcc(), mvcc_rows_of(region), rocksdb::IteratorMode::Start) {
         wb.delete_cf(engine.mvcc(), item?.0);
     }
     let mut gone = vec![keys::txn_locks_of(region.id).to_vec()];

@@ -658,3 +658,39 @@ pub fn run_client_checks(interpreter: &str, script: &str, env: &[(&str, &str)]) 
         node.log_tail(8 << 10)
     );
 }
+
+// ---------------------------------------------------------------------------
+// clusters through etcd-client
+
+/// Bound for a cluster to elect and activate a leader store.
+pub const CLUSTER_READY: Duration = Duration::from_secs(30);
+
+/// An etcd-client connection to `endpoint`, retried until CLUSTER_READY.
+pub async fn connect(endpoint: &str) -> etcd_client::Client {
+    let deadline = Instant::now() + CLUSTER_READY;
+    loop {
+        match etcd_client::Client::connect([endpoint], None).await {
+            Ok(c) => return c,
+            Err(e) => assert!(Instant::now() < deadline, "connecting to {endpoint}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Makes the member serving `endpoint` the leader store (MoveLeader until
+/// it says so); returns its member id.
+pub async fn make_leader_store(endpoint: &str) -> u64 {
+    let mut c = connect(endpoint).await;
+    let deadline = Instant::now() + CLUSTER_READY;
+    loop {
+        if let Ok(s) = c.status().await {
+            let me = s.header().expect("header").member_id();
+            if s.leader() == me {
+                return me;
+            }
+            let _ = c.move_leader(me).await;
+        }
+        assert!(Instant::now() < deadline, "{endpoint} did not become the leader store");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

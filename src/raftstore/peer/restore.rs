@@ -8,9 +8,7 @@ use raft::prelude::Snapshot;
 use rocksdb::WriteBatch;
 
 use super::{ApplyContext, PeerFsm, PendingKind};
-use crate::engine::keys;
 use crate::error::{Error, Result};
-use crate::proto::tesserapb::{Region, TruncatedState};
 use crate::raftstore::{snap, storage};
 
 impl PeerFsm {
@@ -42,9 +40,7 @@ impl PeerFsm {
     /// Adds the snapshot raft accepted to this round's persisted write and
     /// takes its state in memory.
     pub(super) fn restore(&mut self, snapshot: &Snapshot, wb: &mut WriteBatch) -> Result<()> {
-        let (region, apply, rows) = snap::decode(snapshot)?;
-        let meta = snapshot.get_metadata();
-        let at = TruncatedState { index: meta.index, term: meta.term };
+        let region = snap::decode_region(snapshot)?;
         let sources: Vec<u64> = self
             .store
             .peers
@@ -55,36 +51,34 @@ impl PeerFsm {
         for source in &sources {
             storage::delete_peer_state(&self.engine, *source, wb);
         }
-        let locks = snap::write_rows(&self.engine, &region, &rows, wb)?;
-        storage::restore(&self.engine, &region, &apply, &at, wb);
+        let installed = snap::install(&self.engine, snapshot, wb)?;
         let mut bare = snapshot.clone();
         bare.data = Default::default();
         self.raft.mut_store().wl().apply_snapshot(bare).map_err(|e| Error::Storage(e.to_string()))?;
-        tracing::info!(region = region.id, index = at.index, rows = rows.len(), "restored from a snapshot");
-        self.apply_state = apply;
-        self.truncated = at;
+        let index = installed.log_start.index;
+        tracing::info!(region = region.id, index, rows = installed.rows, "restored from a snapshot");
+        self.apply_state = installed.apply_state;
+        self.truncated = installed.log_start;
         self.gc = None;
-        self.locks = locks.into_iter().map(|l| (l.txn_id, l.spans)).collect();
+        self.locks = installed.locks.into_iter().map(|l| (l.txn_id, l.spans)).collect();
         self.overlay.clear();
         self.shared.lease.expire();
         // Proposed here as a leader and covered by the snapshot: whether
         // they committed is not known here any more.
-        self.fail_pending(self.apply_state.applied_index, || Error::Timeout);
-        if self.region.meta {
-            let mark = rows.iter().find(|r| r.key == keys::HIGH_MARK).and_then(|r| r.value.as_slice().try_into().ok());
-            if let Some(mark) = mark.map(u64::from_be_bytes) {
-                self.sequencer.raise_limit(mark);
-            }
+        self.fail_pending(index, || Error::Timeout);
+        if let Some(mark) = installed.high_mark {
+            self.sequencer.raise_limit(mark);
         }
-        self.region = region.clone();
-        self.restored = Some((region, sources));
+        self.region = installed.region;
+        self.restored = Some(sources);
         Ok(())
     }
 
     /// Once the restored state is written: the store routes the region's
     /// new shape, drops the merge sources it took over, and the lessor
     /// re-reads what the snapshot replaced.
-    pub(super) fn after_restore(&mut self, region: Region, sources: Vec<u64>, ctx: &mut ApplyContext) {
+    pub(super) fn after_restore(&mut self, sources: Vec<u64>, ctx: &mut ApplyContext) {
+        let region = self.region.clone();
         self.shared.applied_index.store(self.apply_state.applied_index, Ordering::Relaxed);
         self.shared.max_revision.store(self.apply_state.max_revision, Ordering::Release);
         let (store, engine) = (self.store.clone(), self.engine.clone());
