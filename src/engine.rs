@@ -136,6 +136,10 @@ pub mod keys {
     pub const LEASE_PREFIX: u8 = b'e';
     pub const COMPACTED: &[u8] = b"compacted";
     pub const CLUSTER: &[u8] = b"cluster";
+    /// The cluster's members (src/raftstore/members.rs).
+    pub const MEMBERS: &[u8] = b"members";
+    /// This store's id in the cluster.
+    pub const STORE_ID: &[u8] = b"store-id";
     /// The sequencer's high mark (docs/cluster.md), applied from the meta group.
     pub const HIGH_MARK: &[u8] = b"high-mark";
 }

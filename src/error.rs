@@ -101,6 +101,22 @@ pub enum Error {
     /// in time (its store down or cut off).
     #[error("tessera: merge rolled back: a peer of region {region} did not catch up (a store down or cut off?)")]
     MergeCatchUp { region: u64 },
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    /// MemberAdd would leave fewer active voters than the new quorum.
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// MemberRemove would leave fewer active voters than the new quorum.
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    /// A membership change tessera does not make (learners, a single
+    /// store growing, more than 5 members): says what and why.
+    #[error("tessera: {0}")]
+    Membership(String),
     #[error("etcdserver: request timed out")]
     Timeout,
     #[error("etcdserver: server stopped")]
@@ -167,6 +183,10 @@ impl From<Error> for Status {
             Error::NoMiddleKey { .. } | Error::NotAdjacent { .. } | Error::RegionBusy { .. } => {
                 Code::FailedPrecondition
             }
+            Error::MemberNotFound => Code::NotFound,
+            Error::PeerUrlExists | Error::NotEnoughStartedMembers | Error::Membership(_) => Code::FailedPrecondition,
+            Error::MemberBadUrls => Code::InvalidArgument,
+            Error::Unhealthy => Code::Unavailable,
             Error::Storage(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

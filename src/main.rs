@@ -11,7 +11,8 @@ use tessera::bench::compare::{self, CompareArgs};
 use tessera::bench::plot;
 use tessera::bench::report::parse_hgrm;
 use tessera::bench::workloads::Workload;
-use tessera::raftstore::{member_id, ClusterMember, Store, StoreConfig};
+use tessera::proto::tesserapb::StoreMember;
+use tessera::raftstore::{Store, StoreConfig};
 use tessera::router::auto_split::AutoSplit;
 use tessera::router::Router;
 use tessera::server::{self, Limits, MemberInfo, ServerConfig};
@@ -96,7 +97,7 @@ struct ServeArgs {
     #[arg(long, default_value = "")]
     initial_cluster: String,
     /// `new` (bootstrap with --initial-cluster) or `existing` (join a running
-    /// cluster: needs MemberAdd, not built yet).
+    /// cluster after `etcdctl member add`; ignored once the data dir holds a store).
     #[arg(long, default_value = "new")]
     initial_cluster_state: String,
     /// Accepted for etcd compatibility; the cluster id derives from --initial-cluster.
@@ -268,12 +269,27 @@ fn serve(args: ServeArgs) -> Result<()> {
     cfg.name = args.name.clone();
     cfg.client_urls = advertise.clone();
     let peer_listeners = if members.len() > 1 {
-        let me = members.iter().find(|m| m.name == args.name).expect("checked by cluster_members");
+        let me = members.iter().find(|m| m.name == args.name).expect("checked by cluster_members").clone();
         cfg.store_id = me.store_id;
         let listen =
             if args.listen_peer_urls.is_empty() { vec![me.peer_url.clone()] } else { args.listen_peer_urls.clone() };
+        let listeners = bind_all(&listen)?;
+        if args.initial_cluster_state == "existing" && !Store::bootstrapped(&args.data_dir)? {
+            let others: Vec<String> =
+                members.iter().filter(|m| m.name != me.name).map(|m| m.peer_url.clone()).collect();
+            let joined = tokio::runtime::Runtime::new()?
+                .block_on(server::peer::join(&others, &me.peer_url, &me.name))
+                .map_err(|e| anyhow::anyhow!("joining the cluster through {others:?}: {e}"))?;
+            let set = joined.members.unwrap_or_default();
+            let Some(store_id) = set.members.iter().find(|m| m.peer_url == me.peer_url).map(|m| m.store_id) else {
+                bail!("the cluster's members do not include {}", me.peer_url);
+            };
+            tracing::info!(store = store_id, cluster_id = joined.cluster_id, "joining a running cluster");
+            cfg.store_id = store_id;
+            cfg.join = Some((joined.cluster_id, set));
+        }
         cfg.members = members;
-        bind_all(&listen)?
+        listeners
     } else {
         Vec::new()
     };
@@ -308,14 +324,11 @@ fn bind_all(urls: &[String]) -> Result<Vec<std::net::TcpListener>> {
 
 /// The members named by --initial-cluster (store ids by position), checked
 /// against --name and --initial-advertise-peer-urls; empty for a single store.
-fn cluster_members(args: &ServeArgs) -> Result<Vec<ClusterMember>> {
-    if args.initial_cluster_state != "new" {
-        if args.initial_cluster_state == "existing" {
-            bail!("--initial-cluster-state existing: joining a running cluster needs MemberAdd, which tessera does not support yet");
-        }
+fn cluster_members(args: &ServeArgs) -> Result<Vec<StoreMember>> {
+    if !["new", "existing"].contains(&args.initial_cluster_state.as_str()) {
         bail!("--initial-cluster-state must be new or existing, not {:?}", args.initial_cluster_state);
     }
-    let mut members: Vec<ClusterMember> = Vec::new();
+    let mut members: Vec<StoreMember> = Vec::new();
     for (i, entry) in args.initial_cluster.split(',').filter(|e| !e.trim().is_empty()).enumerate() {
         let Some((name, url)) = entry.trim().split_once('=') else {
             bail!("--initial-cluster: expected name=http://host:port, got {entry:?}");
@@ -324,12 +337,16 @@ fn cluster_members(args: &ServeArgs) -> Result<Vec<ClusterMember>> {
         if members.iter().any(|m| m.name == name) {
             bail!("--initial-cluster names {name:?} twice");
         }
-        members.push(ClusterMember { store_id: i as u64 + 1, name: name.to_string(), peer_url: url.to_string() });
+        let (store_id, name, peer_url) = (i as u64 + 1, name.to_string(), url.to_string());
+        members.push(StoreMember { store_id, name, peer_url, member_id: 0 });
     }
     if members.len() > 5 {
         bail!("--initial-cluster: at most 5 members (every region has a peer on every member)");
     }
     if members.len() <= 1 {
+        if args.initial_cluster_state == "existing" {
+            bail!("--initial-cluster-state existing: --initial-cluster must name this member and a running one");
+        }
         return Ok(Vec::new());
     }
     let Some(me) = members.iter().find(|m| m.name == args.name) else {
@@ -347,7 +364,7 @@ fn cluster_members(args: &ServeArgs) -> Result<Vec<ClusterMember>> {
 }
 
 async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result<()> {
-    let member_id = member_id(&args.name, store.cluster_id);
+    let member_id = store.member_id_of(store.store_id);
     let router = Arc::new(Router::new(store.clone(), member_id)?);
     router.alarms.set_quota(args.quota_backend_bytes);
     let _leadership = if store.clustered() {
@@ -373,11 +390,11 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
     let client_listeners = client.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?;
     let peer_listeners = peer.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?;
     let limits = Limits { max_request_bytes: args.max_request_bytes, max_txn_ops: args.max_txn_ops };
-    let peer_urls = store.members.iter().filter(|m| m.store_id == store.store_id && !m.peer_url.is_empty());
+    let peer_urls = store.peer_url_of(store.store_id).filter(|u| !u.is_empty());
     let member = MemberInfo {
         name: args.name.clone(),
         client_urls: advertise.clone(),
-        peer_urls: peer_urls.map(|m| m.peer_url.clone()).collect(),
+        peer_urls: peer_urls.into_iter().collect(),
     };
     let server_cfg = ServerConfig {
         progress_notify_interval: args.experimental_watch_progress_notify_interval,
@@ -415,6 +432,7 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = store.removed() => tracing::warn!("this member was removed from the cluster: shutting down"),
         Some(done) = tasks.join_next() => {
             done??;
             bail!("a listener stopped unexpectedly");

@@ -88,7 +88,7 @@ impl StoreContext {
         hs.commit = installed.log_start.index;
         storage::save_hard_state(&self.engine, id, &hs, &mut wb)?;
         self.engine.write(wb, true)?;
-        self.lessor.reattach(&self.engine, &region)?;
+        self.snapshot_written(&region, installed.high_mark, installed.members);
         let (index, rows) = (installed.log_start.index, installed.rows);
         tracing::info!(region = id, index, rows, "region created from a snapshot");
         let loaded = storage::load(&self.engine, &region)?;

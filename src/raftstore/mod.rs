@@ -17,6 +17,7 @@
 //! replays them. A later synced write makes them durable too (one WAL).
 
 pub mod batch;
+pub mod members;
 mod missing;
 pub mod msg;
 pub mod peer;
@@ -27,7 +28,8 @@ mod store;
 pub mod transport;
 pub mod wire;
 
-pub use store::{member_id, ClusterMember, PeerHandle, Store, StoreConfig};
+pub use members::member_id;
+pub use store::{PeerHandle, Store, StoreConfig};
 
 use std::time::Duration;
 

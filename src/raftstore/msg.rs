@@ -44,6 +44,10 @@ pub enum PeerMsg {
     /// Whether every other voter has applied all this leader has applied
     /// (a merge's source, before the target may commit the merge).
     CaughtUp { cb: CommandCallback },
+    /// Propose a single-step conf change (add or remove a voter; for the
+    /// meta group its context is the new member set); answered with
+    /// whether it applied.
+    ChangePeer { cc: raft::prelude::ConfChange, epoch_version: u64, cb: CommandCallback },
     /// A raft message from this region's peer on another store.
     Raft(Box<raft::prelude::Message>),
     /// The transport finished sending a snapshot of this region to store
@@ -59,7 +63,9 @@ impl PeerMsg {
     pub fn fail(self, err: crate::error::Error) {
         match self {
             PeerMsg::Write { cb, .. } => drop(cb.send(Err(err))),
-            PeerMsg::Command { cb, .. } | PeerMsg::CaughtUp { cb } => drop(cb.send(Err(err))),
+            PeerMsg::Command { cb, .. } | PeerMsg::CaughtUp { cb } | PeerMsg::ChangePeer { cb, .. } => {
+                drop(cb.send(Err(err)))
+            }
             PeerMsg::ReadIndex { cb } | PeerMsg::Compact { cb, .. } => drop(cb.send(Err(err))),
             PeerMsg::Tick
             | PeerMsg::Campaign

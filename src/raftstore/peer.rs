@@ -23,6 +23,7 @@ use super::storage;
 use super::RaftConfig;
 
 mod admin;
+mod conf;
 mod restore;
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
@@ -142,9 +143,9 @@ pub struct PeerFsm {
     last_lease_round: u64,
     /// The applied index at which a log truncation was last proposed.
     truncate_proposed: u64,
-    /// Restored from a snapshot in this round, taking over these merge
-    /// sources (the store is told once written).
-    restored: Option<Vec<u64>>,
+    /// Restored from a snapshot in this round (the store is told once
+    /// written).
+    restored: Option<restore::Restored>,
 }
 
 /// A lease round's ReadIndex context: this tag, then the round's number
@@ -199,6 +200,10 @@ pub struct StoreContext {
     pub missing: parking_lot::Mutex<HashMap<u64, Instant>>,
     /// Held while a region's peer is created (by a split or a snapshot).
     pub creating: parking_lot::Mutex<()>,
+    /// The cluster's members as the meta group here applied them.
+    pub members: parking_lot::RwLock<crate::proto::tesserapb::MemberSet>,
+    /// Notified once this store learns it was removed from the cluster.
+    pub removed: tokio::sync::Notify,
 }
 
 impl StoreContext {
@@ -240,7 +245,12 @@ impl PeerFsm {
             raft,
             rx,
             engine: store.engine.clone(),
-            shared: Arc::new(PeerShared { awake: AtomicBool::new(true), ..Default::default() }),
+            shared: Arc::new(PeerShared {
+                awake: AtomicBool::new(true),
+                applied_index: AtomicU64::new(loaded.apply_state.applied_index),
+                max_revision: AtomicU64::new(loaded.apply_state.max_revision),
+                ..Default::default()
+            }),
             sequencer: store.sequencer.clone(),
             apply_state: loaded.apply_state,
             truncated: loaded.truncated,
@@ -304,6 +314,7 @@ impl PeerFsm {
                 PeerMsg::ReadIndex { cb } => self.on_read_index(cb),
                 PeerMsg::Compact { revision, cb } => self.on_compact(revision, cb),
                 PeerMsg::Command { cmd, epoch_version, cb } => self.on_command(cmd, epoch_version, cb),
+                PeerMsg::ChangePeer { cc, epoch_version, cb } => self.on_change_peer(cc, epoch_version, cb),
                 PeerMsg::Destroy => self.destroy(),
                 PeerMsg::CaughtUp { cb } => {
                     let _ = cb.send(self.caught_up());
@@ -648,8 +659,8 @@ impl PeerFsm {
     /// Step 2 (after the synced write): advances raft, applies what
     /// committed into `ctx`, and queues the answers.
     pub fn on_persisted(&mut self, ctx: &mut ApplyContext) -> Result<()> {
-        if let Some(sources) = self.restored.take() {
-            self.after_restore(sources, ctx);
+        if let Some(restored) = self.restored.take() {
+            self.after_restore(restored, ctx);
         }
         let Some(mut rd) = self.ready.take() else { return Ok(()) };
         // Sent by the poller after this round (one batch per store).
@@ -729,12 +740,18 @@ impl PeerFsm {
             return Ok(());
         }
         for e in &entries {
-            let mut took_effect = true;
-            if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
-                let cmd = RaftCommand::decode(&e.data[..])
-                    .map_err(|err| Error::Storage(format!("corrupt raft command: {err}")))?;
-                took_effect = self.apply_command(cmd, ctx)?;
-            }
+            // An empty entry (a new leader's, or a conf change raft-rs
+            // dropped for another pending one) takes no effect.
+            let took_effect = match e.get_entry_type() {
+                _ if e.data.is_empty() => false,
+                EntryType::EntryNormal => {
+                    let cmd = RaftCommand::decode(&e.data[..])
+                        .map_err(|err| Error::Storage(format!("corrupt raft command: {err}")))?;
+                    self.apply_command(cmd, ctx)?
+                }
+                EntryType::EntryConfChange => self.apply_conf_change(e, ctx)?,
+                EntryType::EntryConfChangeV2 => false,
+            };
             self.apply_state.applied_index = e.index;
             self.apply_state.applied_term = e.term;
             METRICS.applied_entries.inc();

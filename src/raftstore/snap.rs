@@ -19,7 +19,7 @@ use rocksdb::WriteBatch;
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
 use crate::proto::tesserapb::{
-    ApplyState, Region, SnapshotCf, SnapshotData, SnapshotHead, SnapshotRow, TruncatedState, TxnLock,
+    ApplyState, MemberSet, Region, SnapshotCf, SnapshotData, SnapshotHead, SnapshotRow, TruncatedState, TxnLock,
 };
 use crate::region::keys as mvcc_keys;
 
@@ -128,8 +128,10 @@ pub fn build(engine: &Engine, region_id: u64) -> Result<Snapshot> {
     let mut prefixes = vec![keys::txn_locks_of(region_id).to_vec(), vec![keys::RECORD_PREFIX]];
     if region.meta {
         prefixes.push(vec![keys::LEASE_PREFIX]);
-        if let Some(mark) = view.get_cf(engine.meta(), keys::HIGH_MARK)? {
-            add(SnapshotCf::Meta, keys::HIGH_MARK, &mark);
+        for key in [keys::HIGH_MARK, keys::MEMBERS] {
+            if let Some(value) = view.get_cf(engine.meta(), key)? {
+                add(SnapshotCf::Meta, key, &value);
+            }
         }
     }
     for prefix in prefixes {
@@ -182,8 +184,9 @@ pub struct Installed {
     pub log_start: TruncatedState,
     /// The txn locks the region now holds.
     pub locks: Vec<TxnLock>,
-    /// The meta group's high mark, if the snapshot is of it.
+    /// The meta group's high mark and member set, if the snapshot is of it.
     pub high_mark: Option<u64>,
+    pub members: Option<MemberSet>,
     pub rows: usize,
 }
 
@@ -199,13 +202,16 @@ pub fn install(engine: &Engine, snap: &Snapshot, wb: &mut WriteBatch) -> Result<
     let log_start = TruncatedState { index: meta.index, term: meta.term };
     let locks = write_rows(engine, &region, &data.rows, wb)?;
     super::storage::restore(engine, &region, &apply_state, &log_start, wb);
-    let high_mark = data
-        .rows
-        .iter()
-        .find(|r| region.meta && r.cf == SnapshotCf::Meta as i32 && r.key == keys::HIGH_MARK)
-        .and_then(|r| r.value.as_slice().try_into().ok())
-        .map(u64::from_be_bytes);
-    Ok(Installed { region, apply_state, log_start, locks, high_mark, rows: data.rows.len() })
+    let meta_row = |key: &[u8]| {
+        let row = data.rows.iter().find(|r| region.meta && r.cf == SnapshotCf::Meta as i32 && r.key == key);
+        row.map(|r| r.value.clone())
+    };
+    let high_mark = meta_row(keys::HIGH_MARK).and_then(|v| v.try_into().ok()).map(u64::from_be_bytes);
+    let members = match meta_row(keys::MEMBERS) {
+        Some(v) => Some(MemberSet::decode(&v[..]).map_err(|e| decode_err("member set", e))?),
+        None => None,
+    };
+    Ok(Installed { region, apply_state, log_start, locks, high_mark, members, rows: data.rows.len() })
 }
 
 /// Adds to `wb` what replaces this store's copy of `region` by the

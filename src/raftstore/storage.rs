@@ -178,15 +178,18 @@ pub fn truncate(
     storage.wl().compact(to.index).map_err(|e| Error::Storage(e.to_string()))
 }
 
-/// Where the Raft log of a region created by a split starts: its peers all
-/// begin here, at once, with nothing to replicate (the data is already in
-/// the store).
-pub const SPLIT_INIT_INDEX: u64 = 5;
+/// Where the Raft log of a new region (bootstrapped, or created by a split)
+/// starts: its peers all begin here, at once, with nothing to replicate
+/// (the data is already in every store). No log holds the entries before
+/// it, so a store that lacks the region (one added by MemberAdd) always
+/// gets it by a snapshot.
+pub const INIT_INDEX: u64 = 5;
 
-/// Writes the starting Raft and apply state of `region`, new from a split of
-/// a region whose apply state is `parent`.
-pub fn init_split_peer(engine: &Engine, region: &Region, parent: &ApplyState, wb: &mut WriteBatch) -> Result<()> {
-    let init = TruncatedState { index: SPLIT_INIT_INDEX, term: SPLIT_INIT_INDEX };
+/// Writes the starting Raft and apply state of a new `region`: from a
+/// split of a region whose apply state is `parent`, or bootstrapped
+/// (`parent` empty).
+pub fn init_peer(engine: &Engine, region: &Region, parent: &ApplyState, wb: &mut WriteBatch) -> Result<()> {
+    let init = TruncatedState { index: INIT_INDEX, term: INIT_INDEX };
     let mut hs = HardState::default();
     hs.term = init.term;
     hs.commit = init.index;

@@ -22,7 +22,7 @@ use super::{storage, RaftConfig};
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
 use crate::lessor::Lessor;
-use crate::proto::tesserapb::{RaftCommand, Region, StoreInfo, TxnLock, TxnRecord};
+use crate::proto::tesserapb::{ApplyState, MemberSet, RaftCommand, Region, StoreInfo, StoreMember, TxnLock, TxnRecord};
 use crate::region::eval::WriteRequest;
 use crate::sequencer::{Sequencer, NEVER_COMPACTED};
 
@@ -38,20 +38,17 @@ pub struct StoreConfig {
     /// runtime needs the rest: see docs/design.md).
     pub pollers: usize,
     pub raft: RaftConfig,
-    /// Every store of the cluster (`--initial-cluster`); empty for a single
-    /// store. `store_id` must be one of them.
-    pub members: Vec<ClusterMember>,
+    /// Every store of a new cluster (`--initial-cluster`; member ids are
+    /// filled in at bootstrap); empty for a single store. `store_id` must
+    /// be one of them. Ignored once the data dir holds a cluster.
+    pub members: Vec<StoreMember>,
+    /// Joining a running cluster (`--initial-cluster-state existing`): its
+    /// id and members, from a member (this store is in them). Used only
+    /// when the data dir is new.
+    pub join: Option<(u64, MemberSet)>,
     /// What this store tells the others about itself.
     pub name: String,
     pub client_urls: Vec<String>,
-}
-
-/// A member of a cluster, from `--initial-cluster`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterMember {
-    pub store_id: u64,
-    pub name: String,
-    pub peer_url: String,
 }
 
 impl StoreConfig {
@@ -63,6 +60,7 @@ impl StoreConfig {
             pollers: default_pollers(),
             raft: RaftConfig::default(),
             members: Vec::new(),
+            join: None,
             name: "default".into(),
             client_urls: Vec::new(),
         }
@@ -94,8 +92,6 @@ pub struct Store {
     pub cluster_id: u64,
     /// The meta group's region id.
     pub meta_region: u64,
-    /// Every store of the cluster (one entry, this store, on a single node).
-    pub members: Vec<ClusterMember>,
     context: Arc<StoreContext>,
     system: Mutex<Option<BatchSystem<PeerFsm>>>,
     timer: Mutex<Option<JoinHandle<()>>>,
@@ -108,19 +104,15 @@ impl Store {
         cfg.raft.validate().map_err(Error::Storage)?;
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| Error::Storage(format!("{}: {e}", cfg.data_dir.display())))?;
-        let members = if cfg.members.is_empty() {
-            let url = String::new();
-            vec![ClusterMember { store_id: cfg.store_id, name: cfg.name.clone(), peer_url: url }]
-        } else {
-            cfg.members.clone()
-        };
-        if !members.iter().any(|m| m.store_id == cfg.store_id) {
-            return Err(Error::Storage(format!("store {} is not a member of the cluster", cfg.store_id)));
-        }
         let engine = Engine::open(&cfg.data_dir)?;
-        let (regions, cluster_id) = load_or_bootstrap(&engine, &cfg, &members)?;
-        let clustered = members.len() > 1;
-        let meta_region = regions.iter().find(|r| r.meta).map(|r| r.id).expect("bootstrap creates the meta group");
+        let Booted { regions, cluster_id, store_id, members } = load_or_bootstrap(&engine, &cfg)?;
+        if !members.members.iter().any(|m| m.store_id == store_id) {
+            return Err(Error::Storage(format!(
+                "store {store_id} was removed from the cluster; to serve again, add it with etcdctl member add and start it on a new data dir"
+            )));
+        }
+        let clustered = members.members.len() > 1 || cfg.join.is_some();
+        let meta_region = members.meta_region;
         let lessor = Arc::new(Lessor::load(&engine)?);
         let compacted = match engine.db.get_cf(engine.meta(), keys::COMPACTED)? {
             Some(b) => i64::from_be_bytes(
@@ -144,12 +136,17 @@ impl Store {
         let transport = if clustered {
             sequencer.set_limit(load_high_mark(&engine)?);
             let me = StoreInfo {
-                store_id: cfg.store_id,
+                store_id,
                 name: cfg.name.clone(),
                 client_urls: cfg.client_urls.clone(),
-                peer_urls: members.iter().filter(|m| m.store_id == cfg.store_id).map(|m| m.peer_url.clone()).collect(),
+                peer_urls: members
+                    .members
+                    .iter()
+                    .filter(|m| m.store_id == store_id)
+                    .map(|m| m.peer_url.clone())
+                    .collect(),
             };
-            let peers: Vec<(u64, String)> = members.iter().map(|m| (m.store_id, m.peer_url.clone())).collect();
+            let peers = super::members::peer_urls(&members);
             Some(Arc::new(Transport::start(me, &peers).map_err(|e| Error::Storage(format!("peer transport: {e}")))?))
         } else {
             None
@@ -165,7 +162,7 @@ impl Store {
         let context = Arc::new(StoreContext {
             engine: engine.clone(),
             sequencer: sequencer.clone(),
-            store_id: cfg.store_id,
+            store_id,
             raft: cfg.raft.clone(),
             max_term: AtomicU64::new(0),
             lessor: lessor.clone(),
@@ -182,6 +179,8 @@ impl Store {
             early_votes: Default::default(),
             missing: Default::default(),
             creating: Default::default(),
+            members: parking_lot::RwLock::new(members),
+            removed: tokio::sync::Notify::new(),
         });
         if let Some(t) = &context.transport {
             let weak = Arc::downgrade(&context);
@@ -189,6 +188,12 @@ impl Store {
                 let peer = weak.upgrade().and_then(|c| c.peers.get(&region).map(|p| p.mailbox.clone()));
                 if let Some(mailbox) = peer {
                     let _ = mailbox.send(PeerMsg::SnapshotSent { to, ok });
+                }
+            }));
+            let weak = Arc::downgrade(&context);
+            t.on_removed(Arc::new(move || {
+                if let Some(c) = weak.upgrade() {
+                    c.removed.notify_one();
                 }
             }));
         }
@@ -202,10 +207,9 @@ impl Store {
             data_dir: cfg.data_dir.clone(),
             sequencer,
             lessor,
-            store_id: cfg.store_id,
+            store_id,
             cluster_id,
             meta_region,
-            members,
             context,
             system: Mutex::new(Some(system)),
             timer: Mutex::new(None),
@@ -213,6 +217,17 @@ impl Store {
         });
         *store.timer.lock() = Some(start_timer(&store, cfg.raft.tick_interval));
         Ok(store)
+    }
+
+    /// Whether the data dir in `dir` holds a store already (a bootstrap
+    /// or join finished there).
+    pub fn bootstrapped(dir: &std::path::Path) -> Result<bool> {
+        if !dir.join("CURRENT").exists() {
+            return Ok(false);
+        }
+        let engine = Engine::open(dir)?;
+        let found = engine.db.get_cf(engine.meta(), keys::CLUSTER)?.is_some();
+        Ok(found)
     }
 
     /// Every region that owns user keys (not the meta group), ordered by start key.
@@ -293,9 +308,45 @@ impl Store {
         self.context.peers.iter().all(|p| p.shared.leader.load(Ordering::Acquire) != 0)
     }
 
+    /// The cluster's members as this store applied them.
+    pub fn members(&self) -> MemberSet {
+        self.context.members.read().clone()
+    }
+
     /// The member id of store `store_id` (0 if it is no member).
     pub fn member_id_of(&self, store_id: u64) -> u64 {
-        self.members.iter().find(|m| m.store_id == store_id).map_or(0, |m| member_id(&m.name, self.cluster_id))
+        self.context.members.read().members.iter().find(|m| m.store_id == store_id).map_or(0, |m| m.member_id)
+    }
+
+    /// The peer URL of store `store_id`, if it is a member.
+    pub fn peer_url_of(&self, store_id: u64) -> Option<String> {
+        let members = self.context.members.read();
+        members.members.iter().find(|m| m.store_id == store_id).map(|m| m.peer_url.clone())
+    }
+
+    /// Whether `store_id` was a member and was removed.
+    pub fn was_removed(&self, store_id: u64) -> bool {
+        super::members::was_removed(&self.context.members.read(), store_id)
+    }
+
+    /// Resolves once this store has learnt it was removed from the cluster.
+    pub async fn removed(&self) {
+        self.context.removed.notified().await
+    }
+
+    /// The members this store heard from within an election timeout
+    /// (itself included): what a membership change may count on.
+    pub fn active_members(&self) -> Vec<u64> {
+        let within = self.context.raft.tick_interval * self.context.raft.election_ticks as u32;
+        let members = self.context.members.read();
+        let active = |id: u64| id == self.store_id || self.transport().is_some_and(|t| t.active(id, within));
+        members.members.iter().map(|m| m.store_id).filter(|id| active(*id)).collect()
+    }
+
+    /// Proposes a single-step conf change of `region` (one attempt);
+    /// whether it applied.
+    pub async fn change_peer(&self, region: u64, epoch_version: u64, cc: raft::prelude::ConfChange) -> Result<bool> {
+        self.ask(region, |cb| PeerMsg::ChangePeer { cc, epoch_version, cb }).await
     }
 
     /// The newest revision this store knows: the last handed out on the
@@ -506,8 +557,15 @@ impl Store {
     }
 }
 
-fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig, members: &[ClusterMember]) -> Result<(Vec<Region>, u64)> {
-    let stores: Vec<u64> = members.iter().map(|m| m.store_id).collect();
+/// What a data dir holds (or a bootstrap wrote).
+struct Booted {
+    regions: Vec<Region>,
+    cluster_id: u64,
+    store_id: u64,
+    members: MemberSet,
+}
+
+fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig) -> Result<Booted> {
     let mut regions = Vec::new();
     let prefix = [keys::REGION_PREFIX];
     for item in engine.db.prefix_iterator_cf(engine.meta(), prefix) {
@@ -518,56 +576,99 @@ fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig, members: &[ClusterMembe
         regions.push(Region::decode(&v[..]).map_err(|e| Error::Storage(format!("corrupt region: {e}")))?);
     }
     if let Some(b) = engine.db.get_cf(engine.meta(), keys::CLUSTER)? {
-        let id = u64::from_be_bytes(b.as_slice().try_into().map_err(|_| Error::Storage("corrupt cluster id".into()))?);
-        if !regions.is_empty() {
-            if !cfg.initial_split_keys.is_empty() {
-                tracing::info!("data dir already holds {} regions; --initial-split-keys ignored", regions.len());
-            }
-            let mut have: Vec<u64> =
-                regions.first().map(|r| r.peers.iter().map(|p| p.store_id).collect()).unwrap_or_default();
-            have.sort();
-            let mut want = stores.clone();
-            want.sort();
-            if have != want {
-                return Err(Error::Storage(format!(
-                    "the data dir holds a cluster of stores {have:?}, but the members given are stores {want:?}"
-                )));
-            }
-            if !regions.iter().any(|r| r.meta) {
-                // A data dir from before the meta group existed.
-                let meta = crate::region::meta_region(regions.iter().map(|r| r.id).max().unwrap_or(0) + 1, &stores);
-                engine.db.put_cf(engine.meta(), keys::region(meta.id), meta.encode_to_vec())?;
-                regions.push(meta);
-            }
-            return Ok((regions, id));
+        let cluster_id =
+            u64::from_be_bytes(b.as_slice().try_into().map_err(|_| Error::Storage("corrupt cluster id".into()))?);
+        if !cfg.initial_split_keys.is_empty() && !regions.is_empty() {
+            tracing::info!("data dir already holds {} regions; --initial-split-keys ignored", regions.len());
         }
+        let store_id = super::members::load_store_id(engine)?.unwrap_or(cfg.store_id);
+        let members = match super::members::load(engine)? {
+            Some(set) => set,
+            None => members_of_old_data_dir(engine, cfg, &mut regions, cluster_id)?,
+        };
+        return Ok(Booted { regions, cluster_id, store_id, members });
     }
-    let mut regions = crate::region::initial_regions(&cfg.initial_split_keys, &stores);
-    regions.push(crate::region::meta_region(regions.len() as u64 + 1, &stores));
-    // Every member of a new cluster must derive the same id on its own.
-    let cluster_id = if members.len() > 1 { cluster_id_of(members) } else { random_id() };
     let mut wb = rocksdb::WriteBatch::default();
-    for r in &regions {
-        wb.put_cf(engine.meta(), keys::region(r.id), r.encode_to_vec());
-    }
+    let booted = if let Some((cluster_id, members)) = &cfg.join {
+        // Its regions (the meta group's too) arrive as snapshots.
+        Booted { regions: Vec::new(), cluster_id: *cluster_id, store_id: cfg.store_id, members: members.clone() }
+    } else {
+        let initial = initial_members(cfg);
+        let stores: Vec<u64> = initial.iter().map(|m| m.store_id).collect();
+        let mut regions = crate::region::initial_regions(&cfg.initial_split_keys, &stores);
+        let meta = crate::region::meta_region(regions.len() as u64 + 1, &stores);
+        // Every member of a new cluster must derive the same id on its own.
+        let cluster_id = if initial.len() > 1 { cluster_id_of(&initial) } else { random_id() };
+        let members = member_set(initial, cluster_id, meta.id);
+        regions.push(meta);
+        for r in &regions {
+            storage::init_peer(engine, r, &ApplyState::default(), &mut wb)?;
+        }
+        Booted { regions, cluster_id, store_id: cfg.store_id, members }
+    };
+    super::members::write(engine, &booted.members, &mut wb);
+    super::members::write_store_id(engine, booted.store_id, &mut wb);
     // Written last in the same batch: its presence means bootstrap finished.
-    wb.put_cf(engine.meta(), keys::CLUSTER, cluster_id.to_be_bytes());
+    wb.put_cf(engine.meta(), keys::CLUSTER, booted.cluster_id.to_be_bytes());
     engine.write(wb, true)?;
-    tracing::info!(regions = regions.len(), cluster_id, "bootstrapped a new store");
-    Ok((regions, cluster_id))
+    let (regions, cluster_id) = (booted.regions.len(), booted.cluster_id);
+    tracing::info!(regions, cluster_id, store = booted.store_id, "bootstrapped a new store");
+    Ok(booted)
 }
 
-/// A member's id as clients see it (MemberList, headers): from its name and
-/// the cluster id, so every member computes every other's.
-pub fn member_id(name: &str, cluster_id: u64) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (name, cluster_id).hash(&mut h);
-    h.finish()
+/// The members of a data dir written before they were recorded: the stores
+/// its regions have peers on, named by the flags (which must agree).
+fn members_of_old_data_dir(
+    engine: &Engine,
+    cfg: &StoreConfig,
+    regions: &mut Vec<Region>,
+    cluster_id: u64,
+) -> Result<MemberSet> {
+    let initial = initial_members(cfg);
+    let mut want: Vec<u64> = initial.iter().map(|m| m.store_id).collect();
+    want.sort();
+    let mut have: Vec<u64> = regions.first().map(|r| r.peers.iter().map(|p| p.store_id).collect()).unwrap_or_default();
+    have.sort();
+    if have != want {
+        return Err(Error::Storage(format!(
+            "the data dir holds a cluster of stores {have:?}, but the members given are stores {want:?}"
+        )));
+    }
+    if !regions.iter().any(|r| r.meta) {
+        // A data dir from before the meta group existed.
+        let meta = crate::region::meta_region(regions.iter().map(|r| r.id).max().unwrap_or(0) + 1, &want);
+        engine.db.put_cf(engine.meta(), keys::region(meta.id), meta.encode_to_vec())?;
+        regions.push(meta);
+    }
+    let members = member_set(initial, cluster_id, regions.iter().find(|r| r.meta).map_or(0, |r| r.id));
+    let mut wb = rocksdb::WriteBatch::default();
+    super::members::write(engine, &members, &mut wb);
+    super::members::write_store_id(engine, cfg.store_id, &mut wb);
+    engine.write(wb, true)?;
+    Ok(members)
+}
+
+/// The members `--initial-cluster` names (a single store: itself).
+fn initial_members(cfg: &StoreConfig) -> Vec<StoreMember> {
+    if cfg.members.is_empty() {
+        vec![StoreMember { store_id: cfg.store_id, name: cfg.name.clone(), ..Default::default() }]
+    } else {
+        cfg.members.clone()
+    }
+}
+
+/// The bootstrap member set: ids from names and the cluster id.
+fn member_set(initial: Vec<StoreMember>, cluster_id: u64, meta_region: u64) -> MemberSet {
+    let next_store_id = initial.iter().map(|m| m.store_id).max().unwrap_or(0) + 1;
+    let members = initial
+        .into_iter()
+        .map(|m| StoreMember { member_id: super::members::member_id(&m.name, cluster_id), ..m })
+        .collect();
+    MemberSet { members, next_store_id, meta_region }
 }
 
 /// A cluster's id from its members (the same on every member).
-fn cluster_id_of(members: &[ClusterMember]) -> u64 {
+fn cluster_id_of(members: &[StoreMember]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for m in members {
@@ -700,6 +801,41 @@ impl StoreContext {
             tracing::error!("starting the right region of a split: {e}");
             eprintln!("tessera: cannot start the new region of a split ({e}); aborting");
             std::process::abort();
+        }
+    }
+
+    /// After a snapshot of `region` is written here (a peer restored, or a
+    /// region created from one): the lessor re-reads what it replaced; the
+    /// meta group's high mark and member set take effect.
+    pub fn snapshot_written(&self, region: &Region, high_mark: Option<u64>, members: Option<MemberSet>) {
+        let reloaded = if region.meta {
+            self.lessor.reload_leases(&self.engine)
+        } else {
+            self.lessor.reattach(&self.engine, region)
+        };
+        if let Err(e) = reloaded {
+            tracing::error!(region = region.id, "lessor after a snapshot: {e}");
+        }
+        if let Some(mark) = high_mark {
+            self.sequencer.raise_limit(mark);
+        }
+        if let Some(set) = members {
+            self.members_changed(set);
+        }
+    }
+
+    /// A member set the meta group applied (or a snapshot of it brought):
+    /// the transport's links follow it; a set without this store means
+    /// it was removed.
+    pub fn members_changed(&self, set: MemberSet) {
+        if let Some(t) = &self.transport {
+            t.set_links(&super::members::peer_urls(&set));
+        }
+        let removed = !set.members.iter().any(|m| m.store_id == self.store_id);
+        *self.members.write() = set;
+        if removed {
+            tracing::warn!("this store was removed from the cluster");
+            self.removed.notify_one();
         }
     }
 

@@ -4,7 +4,6 @@
 //! again with backoff when it breaks. Messages sent while a link is down are
 //! dropped: raft retransmits.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,14 +29,24 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// A snapshot not delivered within this is given up (raft sends another).
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Told that a member refused this store's messages: it was removed.
+pub type RemovedReport = Arc<dyn Fn() + Send + Sync>;
+
+/// What a member answers a store removed from the cluster.
+pub const REMOVED: &str = "was removed from the cluster";
+
 pub struct Transport {
     me: StoreInfo,
     filter: parking_lot::RwLock<Option<Filter>>,
-    links: HashMap<u64, mpsc::Sender<RaftBatch>>,
-    urls: HashMap<u64, String>,
+    /// One link per other member (changed by membership changes).
+    links: DashMap<u64, mpsc::Sender<RaftBatch>>,
+    urls: DashMap<u64, String>,
     snapshot_sent: std::sync::OnceLock<SnapshotReport>,
+    removed: Arc<std::sync::OnceLock<RemovedReport>>,
     /// What each store said about itself on its first batch to us.
     known: Arc<DashMap<u64, StoreInfo>>,
+    /// When each store's last batch arrived.
+    heard: DashMap<u64, std::time::Instant>,
     /// The links' own runtime: pollers (plain threads) hand batches to it.
     /// Shut down in the background on drop: the last owner may be a task of
     /// another runtime, where a blocking shutdown is not allowed.
@@ -52,17 +61,42 @@ impl Transport {
             .thread_name("peer-transport")
             .enable_all()
             .build()?;
-        let (mut links, mut urls) = (HashMap::new(), HashMap::new());
-        for (id, url) in peers.iter().filter(|(id, _)| *id != me.store_id) {
-            let (tx, rx) = mpsc::channel(LINK_QUEUE);
-            runtime.spawn(run_link(*id, url.clone(), me.clone(), rx));
-            links.insert(*id, tx);
-            urls.insert(*id, url.clone());
-        }
         let known = Arc::new(DashMap::new());
         known.insert(me.store_id, me.clone());
-        let snapshot_sent = Default::default();
-        Ok(Transport { me, filter: Default::default(), links, urls, snapshot_sent, known, runtime: Some(runtime) })
+        let t = Transport {
+            me,
+            filter: Default::default(),
+            links: DashMap::new(),
+            urls: DashMap::new(),
+            snapshot_sent: Default::default(),
+            removed: Default::default(),
+            known,
+            heard: DashMap::new(),
+            runtime: Some(runtime),
+        };
+        t.set_links(peers);
+        Ok(t)
+    }
+
+    /// Links to exactly the stores in `peers` but `me`: new members get
+    /// one, removed members' links close.
+    pub fn set_links(&self, peers: &[(u64, String)]) {
+        let Some(runtime) = &self.runtime else { return };
+        for (id, url) in peers.iter().filter(|(id, _)| *id != self.me.store_id) {
+            if !self.links.contains_key(id) {
+                let (tx, rx) = mpsc::channel(LINK_QUEUE);
+                runtime.spawn(run_link(*id, url.clone(), self.me.clone(), rx, self.removed.clone()));
+                self.links.insert(*id, tx);
+                self.urls.insert(*id, url.clone());
+            }
+        }
+        self.links.retain(|id, _| peers.iter().any(|(p, _)| p == id));
+        self.urls.retain(|id, _| peers.iter().any(|(p, _)| p == id));
+    }
+
+    /// Sets who is told that a member refused us as removed (once).
+    pub fn on_removed(&self, report: RemovedReport) {
+        let _ = self.removed.set(report);
     }
 
     /// Sets who is told how each snapshot sending ended (once).
@@ -117,7 +151,7 @@ impl Transport {
     fn send_snapshot(&self, region: u64, m: raft::prelude::Message) {
         let to = m.to;
         let report = self.snapshot_sent.get().cloned();
-        let (Some(url), Some(runtime)) = (self.urls.get(&to).cloned(), self.runtime.as_ref()) else {
+        let (Some(url), Some(runtime)) = (self.urls.get(&to).map(|u| u.clone()), self.runtime.as_ref()) else {
             if let Some(report) = report {
                 report(region, to, false);
             }
@@ -145,6 +179,16 @@ impl Transport {
         });
     }
 
+    /// A batch from `store` arrived.
+    pub fn heard_from(&self, store: u64) {
+        self.heard.insert(store, std::time::Instant::now());
+    }
+
+    /// Whether a batch from `store` arrived within `within`.
+    pub fn active(&self, store: u64, within: Duration) -> bool {
+        self.heard.get(&store).is_some_and(|at| at.elapsed() < within)
+    }
+
     /// A store introduced itself.
     pub fn learn(&self, info: StoreInfo) {
         self.known.insert(info.store_id, info);
@@ -164,7 +208,13 @@ impl Drop for Transport {
     }
 }
 
-async fn run_link(to: u64, url: String, me: StoreInfo, mut rx: mpsc::Receiver<RaftBatch>) {
+async fn run_link(
+    to: u64,
+    url: String,
+    me: StoreInfo,
+    mut rx: mpsc::Receiver<RaftBatch>,
+    removed: Arc<std::sync::OnceLock<RemovedReport>>,
+) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
@@ -213,6 +263,14 @@ async fn run_link(to: u64, url: String, me: StoreInfo, mut rx: mpsc::Receiver<Ra
                 }
                 done = &mut call => {
                     tracing::debug!(store = to, "peer stream ended: {done:?}");
+                    if let Ok(Err(status)) = &done {
+                        if status.code() == tonic::Code::FailedPrecondition && status.message().contains(REMOVED) {
+                            tracing::warn!(store = to, "{}", status.message());
+                            if let Some(report) = removed.get() {
+                                report();
+                            }
+                        }
+                    }
                     break;
                 }
             }

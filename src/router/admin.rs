@@ -92,6 +92,7 @@ impl Router {
     /// Splits the region owning `key` at `key`, or (no key) region `region`
     /// at its middle key. Returns the left and right parts.
     pub async fn split(&self, key: Option<Vec<u8>>, region: Option<u64>) -> Result<(Region, Region)> {
+        let _admin = self.admin_lock.lock().await;
         let key = match (key, region) {
             (Some(k), _) => k,
             (None, Some(id)) => {
@@ -142,6 +143,7 @@ impl Router {
     /// Merges `right` into its left neighbour `left`; returns the merged
     /// region (left's id).
     pub async fn merge(&self, left: u64, right: u64) -> Result<Region> {
+        let _admin = self.admin_lock.lock().await;
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let (l, r) = (self.admin_region(left)?, self.admin_region(right)?);

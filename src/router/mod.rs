@@ -15,6 +15,7 @@ pub mod alarm;
 pub mod auto_split;
 mod cluster;
 mod lease;
+mod members;
 pub mod table;
 mod txn;
 
@@ -48,6 +49,8 @@ pub struct Router {
     /// How long a request may spend retrying routing errors.
     pub request_timeout: Duration,
     compact_lock: tokio::sync::Mutex<()>,
+    /// Held by a split, a merge or a membership change: one at a time.
+    admin_lock: tokio::sync::Mutex<()>,
     /// The next cross-region txn id.
     txn_ids: AtomicU64,
     pub alarms: alarm::Alarms,
@@ -66,6 +69,7 @@ impl Router {
             member_id,
             request_timeout: Duration::from_secs(10),
             compact_lock: tokio::sync::Mutex::new(()),
+            admin_lock: tokio::sync::Mutex::new(()),
             // Unlikely to repeat an id of an earlier run (txn ids only need to
             // be unique among txns in progress and those a crash left behind).
             txn_ids: AtomicU64::new(unique_id()),

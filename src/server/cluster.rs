@@ -1,5 +1,6 @@
-//! The etcd Cluster service: MemberList shows every store of the cluster;
-//! membership changes are not built yet and say so.
+//! The etcd Cluster service: MemberList shows every member as this store
+//! applied the member set; MemberAdd and MemberRemove change it (served by
+//! the leader store; docs/cluster.md, "Membership changes").
 
 use std::sync::Arc;
 
@@ -7,6 +8,8 @@ use tonic::{Request, Response, Status};
 
 use super::Reply;
 
+use crate::error::Error;
+use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::*;
 use crate::router::Router;
@@ -24,51 +27,94 @@ pub struct ClusterService {
     pub member: MemberInfo,
 }
 
-fn fixed_members(method: &str) -> Status {
-    Status::failed_precondition(format!(
-        "tessera: {method}: membership changes are not supported yet; a cluster's members are fixed by --initial-cluster"
-    ))
+impl ClusterService {
+    /// Every member, in the order they joined. Another member's name and
+    /// client URLs are what it told this store on its first raft batch
+    /// (empty until it has: etcd shows an unstarted member so too).
+    fn members(&self) -> Vec<Member> {
+        let store = self.router.store();
+        let set = store.members();
+        let member = |m: &crate::proto::tesserapb::StoreMember| {
+            if m.store_id == store.store_id {
+                return Member {
+                    id: m.member_id,
+                    name: self.member.name.clone(),
+                    peer_ur_ls: self.member.peer_urls.clone(),
+                    client_ur_ls: self.member.client_urls.clone(),
+                    is_learner: false,
+                };
+            }
+            let info = store.transport().and_then(|t| t.info(m.store_id)).unwrap_or_default();
+            Member {
+                id: m.member_id,
+                name: if m.name.is_empty() { info.name } else { m.name.clone() },
+                peer_ur_ls: vec![m.peer_url.clone()],
+                client_ur_ls: info.client_urls,
+                is_learner: false,
+            }
+        };
+        set.members.iter().map(member).collect()
+    }
+
+    /// MemberRemove of the leader store itself: the leader store moves to
+    /// another member first, which then removes this one.
+    async fn remove_self(&self, req: MemberRemoveRequest) -> Reply<MemberRemoveResponse> {
+        let store = self.router.store();
+        let Some(to) = store.active_members().into_iter().find(|s| *s != store.store_id) else {
+            return Err(Error::Unhealthy.into());
+        };
+        store.move_leader_store(to).await?;
+        let url = store.peer_url_of(to).ok_or(Error::MemberNotFound)?;
+        let mut client = ClusterClient::connect(url)
+            .await
+            .map_err(|e| Status::unavailable(format!("etcdserver: leader changed ({e})")))?;
+        let mut call = Request::new(req);
+        call.metadata_mut().insert(super::forward::FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        client.member_remove(call).await
+    }
+}
+
+fn unsupported(method: &str) -> Status {
+    Error::Membership(format!("{method} is not supported; remove the member and add it again")).into()
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_list(&self, _r: Request<MemberListRequest>) -> Reply<MemberListResponse> {
         let header = self.router.current_header();
-        let store = self.router.store();
-        let me = Member {
-            id: header.member_id,
-            name: self.member.name.clone(),
-            peer_ur_ls: self.member.peer_urls.clone(),
-            client_ur_ls: self.member.client_urls.clone(),
+        Ok(Response::new(MemberListResponse { header: Some(header), members: self.members() }))
+    }
+
+    async fn member_add(&self, request: Request<MemberAddRequest>) -> Reply<MemberAddResponse> {
+        let req = request.into_inner();
+        let (added, _) = self.router.add_member(&req.peer_ur_ls, req.is_learner).await?;
+        let member = Member {
+            id: added.member_id,
+            name: String::new(),
+            peer_ur_ls: vec![added.peer_url],
+            client_ur_ls: Vec::new(),
             is_learner: false,
         };
-        let mut members = vec![me];
-        for m in store.members.iter().filter(|m| m.store_id != store.store_id) {
-            // Client URLs as the member told us on its first raft batch
-            // (empty until it has: etcd shows an unstarted member so too).
-            let info = store.transport().and_then(|t| t.info(m.store_id));
-            members.push(Member {
-                id: store.member_id_of(m.store_id),
-                name: m.name.clone(),
-                peer_ur_ls: vec![m.peer_url.clone()],
-                client_ur_ls: info.map(|i| i.client_urls).unwrap_or_default(),
-                is_learner: false,
-            });
+        let header = self.router.current_header();
+        Ok(Response::new(MemberAddResponse { header: Some(header), member: Some(member), members: self.members() }))
+    }
+
+    async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Reply<MemberRemoveResponse> {
+        let req = request.into_inner();
+        let store = self.router.store();
+        if store.clustered() && req.id == store.member_id_of(store.store_id) {
+            return self.remove_self(req).await;
         }
-        // In --initial-cluster order on every member.
-        members.sort_by_key(|m| store.members.iter().position(|x| x.name == m.name));
-        Ok(Response::new(MemberListResponse { header: Some(header), members }))
+        self.router.remove_member(req.id).await?;
+        let header = self.router.current_header();
+        Ok(Response::new(MemberRemoveResponse { header: Some(header), members: self.members() }))
     }
-    async fn member_add(&self, _r: Request<MemberAddRequest>) -> Reply<MemberAddResponse> {
-        Err(fixed_members("MemberAdd"))
-    }
-    async fn member_remove(&self, _r: Request<MemberRemoveRequest>) -> Reply<MemberRemoveResponse> {
-        Err(fixed_members("MemberRemove"))
-    }
+
     async fn member_update(&self, _r: Request<MemberUpdateRequest>) -> Reply<MemberUpdateResponse> {
-        Err(fixed_members("MemberUpdate"))
+        Err(unsupported("MemberUpdate (changing a member's peer URLs)"))
     }
+
     async fn member_promote(&self, _r: Request<MemberPromoteRequest>) -> Reply<MemberPromoteResponse> {
-        Err(fixed_members("MemberPromote"))
+        Err(Error::Membership("learner members are not supported, so there is none to promote".into()).into())
     }
 }

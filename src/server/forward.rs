@@ -17,7 +17,7 @@ use tower_service::Service as _;
 use crate::raftstore::Store;
 
 /// Marks a call a store forwarded, so that it is not forwarded again.
-const FORWARDED: &str = "tessera-forwarded";
+pub const FORWARDED: &str = "tessera-forwarded";
 
 /// How long a call waits for a leader store to be known (an election).
 const LEADER_WAIT: Duration = Duration::from_secs(5);
@@ -35,6 +35,7 @@ const LOCAL: &[&str] = &[
     "/grpc.health.v1.Health/Watch",
     "/tesserapb.PeerTransport/Raft",
     "/tesserapb.PeerTransport/Snapshot",
+    "/tesserapb.PeerTransport/Join",
     "/health",
     "/version",
     "/metrics",
@@ -84,8 +85,8 @@ impl Forwarder {
         if let Some(ch) = self.channels.get(&store) {
             return Some(ch.clone());
         }
-        let member = self.store.members.iter().find(|m| m.store_id == store)?;
-        let endpoint = Endpoint::from_shared(member.peer_url.clone()).ok()?;
+        let url = self.store.peer_url_of(store)?;
+        let endpoint = Endpoint::from_shared(url).ok()?;
         let ch = endpoint.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true).connect_lazy();
         self.channels.insert(store, ch.clone());
         Some(ch)

@@ -133,7 +133,7 @@ impl Maintenance for MaintenanceService {
         let target = request.into_inner().target_id;
         let store = self.router.store();
         if target != header.member_id {
-            let to = store.members.iter().map(|m| m.store_id).find(|&s| store.member_id_of(s) == target);
+            let to = store.members().members.iter().find(|m| m.member_id == target).map(|m| m.store_id);
             let Some(to) = to.filter(|_| store.clustered()) else {
                 return Err(crate::error::Error::BadLeaderTransferee.into());
             };

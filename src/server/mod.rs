@@ -15,7 +15,7 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
-mod peer;
+pub mod peer;
 pub mod validate;
 pub mod watch;
 

@@ -7,7 +7,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Reply;
 use crate::proto::tesserapb::peer_transport_server::PeerTransport;
-use crate::proto::tesserapb::{RaftBatch, RaftDone, SnapshotChunk};
+use crate::proto::tesserapb::{JoinRequest, JoinResponse, RaftBatch, RaftDone, SnapshotChunk};
+use crate::raftstore::transport::REMOVED;
 use crate::raftstore::{wire, Store};
 
 /// The largest snapshot message taken (a region of `--region-max-bytes`
@@ -23,8 +24,15 @@ impl PeerTransport for PeerService {
     async fn raft(&self, request: Request<Streaming<RaftBatch>>) -> Reply<RaftDone> {
         let mut stream = request.into_inner();
         while let Some(mut batch) = stream.message().await? {
-            if let (Some(info), Some(t)) = (batch.sender.take(), self.store.transport()) {
-                t.learn(info);
+            if self.store.was_removed(batch.from_store) {
+                // It stops when told (docs/cluster.md, "Membership changes").
+                return Err(Status::failed_precondition(format!("tessera: store {} {REMOVED}", batch.from_store)));
+            }
+            if let Some(t) = self.store.transport() {
+                t.heard_from(batch.from_store);
+                if let Some(info) = batch.sender.take() {
+                    t.learn(info);
+                }
             }
             let messages = wire::unpack(self.store.store_id, batch)
                 .map_err(|e| Status::invalid_argument(format!("tessera: {e}")))?;
@@ -33,6 +41,19 @@ impl PeerTransport for PeerService {
             }
         }
         Ok(Response::new(RaftDone {}))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Reply<JoinResponse> {
+        let req = request.into_inner();
+        let members = self.store.members();
+        if !members.members.iter().any(|m| m.peer_url == req.peer_url) {
+            let url = &req.peer_url;
+            return Err(Status::not_found(format!(
+                "tessera: no member has peer URL {url}; add it first: etcdctl member add {} --peer-urls={url}",
+                req.name
+            )));
+        }
+        Ok(Response::new(JoinResponse { cluster_id: self.store.cluster_id, members: Some(members) }))
     }
 
     async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Reply<RaftDone> {
@@ -57,5 +78,34 @@ impl PeerTransport for PeerService {
             .await
             .map_err(|e| Status::internal(format!("tessera: {e}")))?;
         Ok(Response::new(RaftDone {}))
+    }
+}
+
+/// How long a joining store keeps asking the members it was given.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Asks the members at `urls` (peer URLs) for the cluster a store at
+/// `peer_url` was added to, until one answers (a member that has not
+/// applied the MemberAdd yet says "no member has peer URL").
+pub async fn join(urls: &[String], peer_url: &str, name: &str) -> Result<JoinResponse, String> {
+    use crate::proto::tesserapb::peer_transport_client::PeerTransportClient;
+    let deadline = std::time::Instant::now() + JOIN_TIMEOUT;
+    let mut last = String::from("no member to ask");
+    loop {
+        for url in urls {
+            let request = JoinRequest { peer_url: peer_url.to_string(), name: name.to_string() };
+            let answer = match PeerTransportClient::connect(url.clone()).await {
+                Ok(mut client) => client.join(request).await.map_err(|s| s.message().to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match answer {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(e) => last = format!("{url}: {e}"),
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }

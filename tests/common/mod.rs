@@ -328,6 +328,8 @@ pub struct Cluster {
     pub nodes: Vec<Option<Tessera>>,
     dirs: Vec<tempfile::TempDir>,
     initial_cluster: String,
+    /// Each member's arguments for a restart.
+    args: Vec<Vec<String>>,
 }
 
 impl Cluster {
@@ -357,7 +359,28 @@ impl Cluster {
             })
             .collect();
         let nodes = starters.into_iter().map(|h| Some(h.join().expect("member starts"))).collect();
-        Cluster { nodes, dirs, initial_cluster }
+        let args = (0..n).map(|i| member_args(i, &initial_cluster)).collect();
+        Cluster { nodes, dirs, initial_cluster, args }
+    }
+
+    /// Starts a new member (named after its position) that joins the
+    /// running cluster at `peer_url`, which `etcdctl member add` added;
+    /// returns its index.
+    pub fn join(&mut self, peer_url: &str) -> usize {
+        let i = self.nodes.len();
+        self.initial_cluster = format!("{},n{}={peer_url}", self.initial_cluster, i + 1);
+        let mut args = member_args(i, &self.initial_cluster);
+        args.extend(["--initial-cluster-state".to_string(), "existing".to_string()]);
+        self.dirs.push(tempfile::Builder::new().prefix("tessera-cluster-").tempdir().expect("temp dir"));
+        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        self.nodes.push(Some(Tessera::start_in(self.dirs[i].path(), &argv)));
+        self.args.push(args);
+        i
+    }
+
+    /// Member `i`'s process, if it is up.
+    pub fn node(&mut self, i: usize) -> Option<&mut Tessera> {
+        self.nodes[i].as_mut()
     }
 
     /// The client URL of member `i` (0-based); panics if it is down.
@@ -379,8 +402,7 @@ impl Cluster {
     /// Starts member `i` again on its data dir (a new client port).
     pub fn restart(&mut self, i: usize) {
         self.kill9(i);
-        let args = member_args(i, &self.initial_cluster);
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let args: Vec<&str> = self.args[i].iter().map(|s| s.as_str()).collect();
         self.nodes[i] = Some(Tessera::start_in(self.dirs[i].path(), &args));
     }
 

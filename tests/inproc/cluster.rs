@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera::raftstore::{member_id, ClusterMember, Store, StoreConfig};
+use tessera::proto::tesserapb::StoreMember;
+use tessera::raftstore::{Store, StoreConfig};
 use tessera::router::Router;
 use tessera::server::{self, MemberInfo, ServerConfig};
 use tokio::net::TcpListener;
@@ -32,13 +33,14 @@ impl InProcCluster {
             peer_listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
             client_listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
         }
-        let members: Vec<ClusterMember> = peer_listeners
+        let members: Vec<StoreMember> = peer_listeners
             .iter()
             .enumerate()
-            .map(|(i, l)| ClusterMember {
+            .map(|(i, l)| StoreMember {
                 store_id: i as u64 + 1,
                 name: format!("n{}", i + 1),
                 peer_url: format!("http://{}", l.local_addr().unwrap()),
+                member_id: 0,
             })
             .collect();
         let (stop, stopping) = watch::channel(false);
@@ -55,7 +57,7 @@ impl InProcCluster {
             cfg.name = members[i].name.clone();
             cfg.client_urls = vec![endpoint.clone()];
             let store = tokio::task::spawn_blocking(move || Store::open(cfg).expect("open store")).await.unwrap();
-            let router = Arc::new(Router::new(store.clone(), member_id(&members[i].name, store.cluster_id)).unwrap());
+            let router = Arc::new(Router::new(store.clone(), store.member_id_of(store.store_id)).unwrap());
             router.start_leadership();
             router.start_lease_expiry();
             let info = MemberInfo {

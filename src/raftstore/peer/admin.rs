@@ -38,7 +38,7 @@ impl PeerFsm {
 
     /// Persists the region's new shape, ends its lease (a single voter takes
     /// it again at the end of this apply) and tells the store once written.
-    fn reshape(&mut self, region: Region, ctx: &mut ApplyContext) {
+    pub(super) fn reshape(&mut self, region: Region, ctx: &mut ApplyContext) {
         ctx.wb.put_cf(self.engine.meta(), keys::region(region.id), region.encode_to_vec());
         self.region = region.clone();
         self.shared.lease.expire();
@@ -68,7 +68,7 @@ impl PeerFsm {
             merging_into: 0,
         };
         let left = Region { end_key: key, epoch, ..r.clone() };
-        storage::init_split_peer(&self.engine, &right, &self.apply_state, &mut ctx.wb)?;
+        storage::init_peer(&self.engine, &right, &self.apply_state, &mut ctx.wb)?;
         self.reshape(left, ctx);
         // Pushed after reshape's: the new peer starts once the left part
         // is routable with its new shape, and before the proposer hears back.
@@ -105,8 +105,14 @@ impl PeerFsm {
             Some(b) => Region::decode(&b[..]).map_err(|e| Error::Storage(format!("corrupt region: {e}")))?,
             None => return Ok(false),
         };
-        // The source as this store has it must be the one prepared for us.
-        if stored != source || source.merging_into != self.region.id || !self.locks.is_empty() {
+        // The source as this store has it must be the one prepared for us,
+        // with the same voters (a membership change in between).
+        let voters = |r: &Region| r.peers.iter().map(|p| p.id).collect::<std::collections::BTreeSet<_>>();
+        if stored != source
+            || source.merging_into != self.region.id
+            || !self.locks.is_empty()
+            || voters(&source) != voters(&self.region)
+        {
             return Ok(false);
         }
         let me = &self.region;

@@ -9,7 +9,16 @@ use rocksdb::WriteBatch;
 
 use super::{ApplyContext, PeerFsm, PendingKind};
 use crate::error::{Error, Result};
+use crate::proto::tesserapb::MemberSet;
 use crate::raftstore::{snap, storage};
+
+/// A restore written in this round, for [`PeerFsm::after_restore`].
+pub(super) struct Restored {
+    /// The merge sources the snapshot's region took over.
+    sources: Vec<u64>,
+    high_mark: Option<u64>,
+    members: Option<MemberSet>,
+}
 
 impl PeerFsm {
     /// Whether a snapshot may replace this peer: every other region of the
@@ -66,30 +75,23 @@ impl PeerFsm {
         // Proposed here as a leader and covered by the snapshot: whether
         // they committed is not known here any more.
         self.fail_pending(index, || Error::Timeout);
-        if let Some(mark) = installed.high_mark {
-            self.sequencer.raise_limit(mark);
-        }
         self.region = installed.region;
-        self.restored = Some(sources);
+        self.restored = Some(Restored { sources, high_mark: installed.high_mark, members: installed.members });
         Ok(())
     }
 
     /// Once the restored state is written: the store routes the region's
     /// new shape, drops the merge sources it took over, and the lessor
     /// re-reads what the snapshot replaced.
-    pub(super) fn after_restore(&mut self, sources: Vec<u64>, ctx: &mut ApplyContext) {
+    pub(super) fn after_restore(&mut self, restored: Restored, ctx: &mut ApplyContext) {
         let region = self.region.clone();
         self.shared.applied_index.store(self.apply_state.applied_index, Ordering::Relaxed);
         self.shared.max_revision.store(self.apply_state.max_revision, Ordering::Release);
-        let (store, engine) = (self.store.clone(), self.engine.clone());
+        let store = self.store.clone();
         ctx.acks.push(Box::new(move || {
-            let reloaded =
-                if region.meta { store.lessor.reload_leases(&engine) } else { store.lessor.reattach(&engine, &region) };
-            if let Err(e) = reloaded {
-                tracing::error!(region = region.id, "lessor after a snapshot: {e}");
-            }
+            store.snapshot_written(&region, restored.high_mark, restored.members);
             store.region_changed(region);
-            for source in sources {
+            for source in restored.sources {
                 store.source_merged(source);
             }
         }));

@@ -1,0 +1,168 @@
+//! MemberAdd and MemberRemove on the leader store (docs/cluster.md,
+//! "Membership changes"): one voter added to or removed from the meta
+//! group and every region, one group at a time, through raft conf changes.
+
+use std::time::{Duration, Instant};
+
+use raft::prelude::{ConfChange, ConfChangeType};
+
+use super::Router;
+use crate::error::{Error, Result};
+use crate::proto::tesserapb::{MemberSet, Region, StoreMember};
+use crate::raftstore::members::{self, MAX_MEMBERS};
+
+/// How long a membership change may take over all groups.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Pause before trying again the groups a round could not change.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+fn conf_change(change: ConfChangeType, store: u64, context: Vec<u8>) -> ConfChange {
+    let mut cc = ConfChange::default();
+    cc.set_change_type(change);
+    cc.node_id = store;
+    cc.context = context.into();
+    cc
+}
+
+fn version(region: &Region) -> u64 {
+    region.epoch.as_ref().map_or(0, |e| e.version)
+}
+
+/// `http://host:port` with nothing after it: what a peer URL must be.
+fn valid_peer_url(url: &str) -> bool {
+    let Some(hostport) = url.strip_prefix("http://") else { return false };
+    let hostport = hostport.trim_end_matches('/');
+    hostport.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+impl Router {
+    /// Adds a member reached at `peer_urls` (one URL): the meta group and
+    /// every region get a voter on its new store. Returns it and the new set.
+    pub async fn add_member(&self, peer_urls: &[String], is_learner: bool) -> Result<(StoreMember, MemberSet)> {
+        if is_learner {
+            return Err(Error::Membership("learner members are not supported; add a voting member".into()));
+        }
+        let [url] = peer_urls else {
+            return Err(Error::Membership("a member has exactly one peer URL".into()));
+        };
+        if !valid_peer_url(url) {
+            return Err(Error::MemberBadUrls);
+        }
+        self.check_clustered()?;
+        let _admin = self.admin_lock.lock().await;
+        let set = self.store.members();
+        if set.members.iter().any(|m| &m.peer_url == url) {
+            return Err(Error::PeerUrlExists);
+        }
+        if set.members.len() >= MAX_MEMBERS {
+            return Err(Error::Membership(format!(
+                "a cluster has at most {MAX_MEMBERS} members (every region has a peer on each)"
+            )));
+        }
+        let voters: Vec<u64> = set.members.iter().map(|m| m.store_id).collect();
+        // The new member counts towards the quorum but has not started.
+        if !self.quorum_active(&voters, voters.len() + 1) {
+            return Err(Error::NotEnoughStartedMembers);
+        }
+        let store_id = set.next_store_id;
+        let member_id = members::added_member_id(url, self.store.cluster_id, store_id);
+        let member = StoreMember { store_id, name: String::new(), peer_url: url.clone(), member_id };
+        let next = members::with(&set, member.clone());
+        self.change_meta(ConfChangeType::AddNode, store_id, &next).await?;
+        self.change_regions(ConfChangeType::AddNode, store_id).await?;
+        tracing::info!(store = store_id, url, "member added");
+        Ok((member, next))
+    }
+
+    /// Removes member `member_id`: every region drops its voter, then the
+    /// meta group (and the member set). The leader store does not remove
+    /// itself: the caller moves the leader store first.
+    pub async fn remove_member(&self, member_id: u64) -> Result<MemberSet> {
+        self.check_clustered()?;
+        let _admin = self.admin_lock.lock().await;
+        let set = self.store.members();
+        let Some(gone) = set.members.iter().find(|m| m.member_id == member_id).map(|m| m.store_id) else {
+            return Err(Error::MemberNotFound);
+        };
+        if gone == self.store.store_id {
+            return Err(Error::Membership("the leader store cannot remove itself; move the leader first".into()));
+        }
+        let rest: Vec<u64> = set.members.iter().map(|m| m.store_id).filter(|s| *s != gone).collect();
+        if !self.quorum_active(&rest, rest.len()) {
+            return Err(Error::Unhealthy);
+        }
+        let next = members::without(&set, gone);
+        self.change_regions(ConfChangeType::RemoveNode, gone).await?;
+        self.change_meta(ConfChangeType::RemoveNode, gone, &next).await?;
+        tracing::info!(store = gone, "member removed");
+        Ok(next)
+    }
+
+    fn check_clustered(&self) -> Result<()> {
+        if self.store.clustered() {
+            return Ok(());
+        }
+        Err(Error::Membership(
+            "a single store (started without --initial-cluster) cannot change its members; start a cluster with --initial-cluster".into(),
+        ))
+    }
+
+    /// Whether enough of `voters` were heard from lately to make a quorum
+    /// of a group of `size`.
+    fn quorum_active(&self, voters: &[u64], size: usize) -> bool {
+        let active = self.store.active_members();
+        voters.iter().filter(|v| active.contains(v)).count() > size / 2
+    }
+
+    /// The meta group's conf change, carrying the member set it makes.
+    async fn change_meta(&self, change: ConfChangeType, store: u64, next: &MemberSet) -> Result<()> {
+        use prost::Message as _;
+        let deadline = Instant::now() + CHANGE_TIMEOUT;
+        let meta = self.store.meta_region;
+        loop {
+            let voters = self.store.peer(meta)?.region.peers.iter().any(|p| p.id == store);
+            if voters == (change == ConfChangeType::AddNode) {
+                return Ok(());
+            }
+            let epoch = version(&self.store.peer(meta)?.region);
+            let cc = conf_change(change, store, next.encode_to_vec());
+            match self.store.change_peer(meta, epoch, cc).await {
+                Ok(_) => {}
+                Err(e) if e.is_retryable() => {}
+                Err(e) => return Err(e),
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout);
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Every region's conf change, until every region of the current
+    /// routing table has (or no longer has) a voter on `store`: a region
+    /// split meanwhile copies its parent's voters.
+    async fn change_regions(&self, change: ConfChangeType, store: u64) -> Result<()> {
+        let deadline = Instant::now() + CHANGE_TIMEOUT;
+        let want = change == ConfChangeType::AddNode;
+        loop {
+            let todo: Vec<Region> =
+                self.store.regions().into_iter().filter(|r| r.peers.iter().any(|p| p.id == store) != want).collect();
+            if todo.is_empty() {
+                return Ok(());
+            }
+            for region in todo {
+                match self.store.change_peer(region.id, version(&region), conf_change(change, store, Vec::new())).await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.is_retryable() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout);
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! MemberAdd and MemberRemove with real processes, driven by etcdctl
+//! while clients write (issue [cluster], docs/cluster.md "Membership
+//! changes"): a fourth store joins and gets every region by snapshot, the
+//! leader store itself is removed and stops, no acknowledged write is
+//! lost, and the new store is a real voter: with one of the three left
+//! killed, the cluster still takes writes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{connect, etcdctl, free_ports, make_leader_store, Cluster, CLUSTER_READY};
+use etcd_client::GetOptions;
+
+/// Acknowledged puts: key -> value (every key is written once).
+type Acked = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// Writers through `endpoints` until `stop`: each puts its own keys in
+/// turn over every region (keys start with every letter).
+fn start_writers(rt: &tokio::runtime::Runtime, endpoints: Vec<String>, acked: Acked, stop: Arc<AtomicBool>) {
+    for (w, endpoint) in endpoints.into_iter().cycle().take(4).enumerate() {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        rt.spawn(async move {
+            let mut c = connect(&endpoint).await;
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let letter = (b'a' + (i % 26) as u8) as char;
+                let (key, value) = (format!("{letter}/w{w}/{i:06}"), format!("v{w}.{i}"));
+                // An error leaves the outcome unknown: such a key is not checked.
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_secs(5), c.put(key.clone(), value.clone(), None)).await
+                {
+                    acked.lock().unwrap().insert(key, value);
+                }
+                i += 1;
+            }
+        });
+    }
+}
+
+fn wait_acks(acked: &Acked, at_least: usize, what: &str) {
+    let deadline = Instant::now() + CLUSTER_READY;
+    while acked.lock().unwrap().len() < at_least {
+        assert!(Instant::now() < deadline, "writes stalled {what}: {} acknowledged", acked.lock().unwrap().len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `etcdctl member list` lines as (hex id, name).
+fn member_list(endpoint: &str) -> Vec<(String, String)> {
+    let (out, err, code) = etcdctl(endpoint, &["member", "list"], None);
+    assert_eq!(code, 0, "member list: {err}");
+    out.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(", ").collect();
+            (f[0].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+/// Every key `acked` holds, read through `endpoint`, has its value.
+async fn check_acked(endpoint: &str, acked: &BTreeMap<String, String>) {
+    let mut c = connect(endpoint).await;
+    let resp = c.get("", Some(GetOptions::new().with_from_key())).await.expect("read everything");
+    let have: BTreeMap<String, String> =
+        resp.kvs().iter().map(|kv| (kv.key_str().unwrap().to_string(), kv.value_str().unwrap().to_string())).collect();
+    for (k, v) in acked {
+        assert_eq!(have.get(k), Some(v), "acknowledged write {k} through {endpoint}");
+    }
+}
+
+/// Waits until the members at `endpoints` hash alike at `revision`;
+/// the hashes seen last if they never do.
+async fn wait_same_hash(endpoints: &[String], revision: i64) -> Result<(), Vec<Option<u32>>> {
+    let deadline = Instant::now() + CLUSTER_READY;
+    loop {
+        let mut hashes = Vec::new();
+        for e in endpoints {
+            hashes.push(connect(e).await.hash_kv(revision).await.map(|h| h.hash()).ok());
+        }
+        if hashes[0].is_some() && hashes.iter().all(|h| *h == hashes[0]) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(hashes);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops the writers however the test ends.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn add_a_fourth_store_then_remove_the_leader_store_under_load() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = Cluster::start(3);
+    rt.block_on(make_leader_store(&cluster.endpoint(0)));
+    let (acked, stop): (Acked, _) = Default::default();
+    let stop: Arc<AtomicBool> = stop;
+    let _stop = StopOnDrop(stop.clone());
+    start_writers(&rt, vec![cluster.endpoint(1), cluster.endpoint(2)], acked.clone(), stop.clone());
+    wait_acks(&acked, 200, "before the change");
+
+    // Add n4 through a follower (forwarded to the leader store), start it.
+    let peer_url = format!("http://127.0.0.1:{}", free_ports(1)[0]);
+    let (out, err, code) = etcdctl(&cluster.endpoint(1), &["member", "add", "n4", "--peer-urls", &peer_url], None);
+    assert_eq!(code, 0, "member add: {err}\n{}", cluster.logs(4096));
+    assert!(out.contains("added to cluster") && out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{out}");
+    let started = Instant::now();
+    let n4 = cluster.join(&peer_url);
+    let revision = rt.block_on(async {
+        let mut c = connect(&cluster.endpoint(1)).await;
+        c.put("joined", "1", None).await.expect("put").header().unwrap().revision()
+    });
+    let endpoints = [cluster.endpoint(1), cluster.endpoint(n4)];
+    let same = rt.block_on(wait_same_hash(&endpoints, revision));
+    assert!(same.is_ok(), "n4 differs at {revision}: {same:?}\n{}", cluster.logs(16 << 10));
+    println!("n4 holds every region {} ms after it started", started.elapsed().as_millis());
+    let log = cluster.node(n4).unwrap().log_tail(1 << 20);
+    assert!(log.contains("region created from a snapshot"), "{log}");
+    let names: Vec<String> = member_list(&cluster.endpoint(n4)).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(names, ["n1", "n2", "n3", "n4"]);
+
+    // Remove n1, the leader store, while the writers go on.
+    let before = acked.lock().unwrap().len();
+    let n1 = member_list(&cluster.endpoint(1)).into_iter().find(|(_, n)| n == "n1").unwrap().0;
+    let (_, err, code) = etcdctl(&cluster.endpoint(2), &["member", "remove", &n1], None);
+    assert_eq!(code, 0, "member remove: {err}\n{}", cluster.logs(4096));
+    let deadline = Instant::now() + CLUSTER_READY;
+    while cluster.node(0).unwrap().is_running() {
+        assert!(Instant::now() < deadline, "the removed member still runs\n{}", cluster.logs(4096));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cluster.nodes[0].as_ref().unwrap().log_tail(4096).contains("removed from the cluster"));
+    let names: Vec<String> = member_list(&cluster.endpoint(n4)).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(names, ["n2", "n3", "n4"]);
+    wait_acks(&acked, before + 200, "after the removal");
+    stop.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    let acked = acked.lock().unwrap().clone();
+    println!("{} writes acknowledged", acked.len());
+
+    let revision = rt.block_on(async {
+        let mut c = connect(&cluster.endpoint(n4)).await;
+        c.put("settled", "1", None).await.expect("put").header().unwrap().revision()
+    });
+    let endpoints = [cluster.endpoint(1), cluster.endpoint(2), cluster.endpoint(n4)];
+    let same = rt.block_on(wait_same_hash(&endpoints, revision));
+    assert!(same.is_ok(), "members differ at {revision}: {same:?}\n{}", cluster.logs(16 << 10));
+    rt.block_on(check_acked(&cluster.endpoint(n4), &acked));
+
+    // n4 is a voter of every group: with n2 gone, n3 and n4 are a quorum.
+    rt.block_on(make_leader_store(&cluster.endpoint(n4)));
+    cluster.kill9(1);
+    rt.block_on(async {
+        let mut c = connect(&cluster.endpoint(2)).await;
+        let deadline = Instant::now() + CLUSTER_READY;
+        while c.put("after", "n2 killed", None).await.is_err() {
+            assert!(Instant::now() < deadline, "no quorum without n2");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        check_acked(&cluster.endpoint(2), &acked).await;
+    });
+}
