@@ -364,8 +364,7 @@ fn cluster_members(args: &ServeArgs) -> Result<Vec<StoreMember>> {
 }
 
 async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result<()> {
-    let member_id = store.member_id_of(store.store_id);
-    let router = Arc::new(Router::new(store.clone(), member_id)?);
+    let router = Arc::new(Router::new(store.clone())?);
     router.alarms.set_quota(args.quota_backend_bytes);
     let _leadership = if store.clustered() {
         // The leader store recovers cross-region txns when it activates.

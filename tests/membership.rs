@@ -111,6 +111,29 @@ fn add_a_fourth_store_then_remove_the_leader_store_under_load() {
     start_writers(&rt, vec![cluster.endpoint(1), cluster.endpoint(2)], acked.clone(), stop.clone());
     wait_acks(&acked, 200, "before the change");
 
+    // Bad changes get etcd's errors and change nothing.
+    let n2_url = etcdctl(&cluster.endpoint(1), &["member", "list"], None)
+        .0
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(", ")
+        .nth(3)
+        .unwrap()
+        .to_string();
+    for (args, error) in [
+        (vec!["member", "add", "x", "--peer-urls", n2_url.as_str()], "etcdserver: Peer URLs already exists"),
+        (vec!["member", "remove", "1234abcd"], "etcdserver: member not found"),
+        (
+            vec!["member", "add", "x", "--learner", "--peer-urls", "http://127.0.0.1:9"],
+            "learner members are not supported",
+        ),
+    ] {
+        let (_, err, code) = etcdctl(&cluster.endpoint(2), &args, None);
+        assert!(code != 0 && err.contains(error), "{args:?}: {err}");
+    }
+    assert_eq!(member_list(&cluster.endpoint(0)).len(), 3);
+
     // Add n4 through a follower (forwarded to the leader store), start it.
     let peer_url = format!("http://127.0.0.1:{}", free_ports(1)[0]);
     let (out, err, code) = etcdctl(&cluster.endpoint(1), &["member", "add", "n4", "--peer-urls", &peer_url], None);

@@ -46,9 +46,14 @@ impl Router {
             if seq.limit().saturating_sub(seq.last()) < HIGH_MARK_WINDOW / 2 {
                 self.commit_high_mark(seq.last() + HIGH_MARK_WINDOW).await?;
             }
+            if self.reconcile_due() {
+                self.reconcile_members().await?;
+            }
             return Ok(());
         }
-        if !store.leads_everything() {
+        // A store that joined and still lacks regions (they come by
+        // snapshot, within seconds) waits for them.
+        if !store.leads_everything() || self.table().split(b"", None).is_none() {
             return Ok(());
         }
         // Every revision any earlier leader store handed out is at or below

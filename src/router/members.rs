@@ -14,6 +14,9 @@ use crate::raftstore::members::{self, MAX_MEMBERS};
 /// How long a membership change may take over all groups.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often the leader store looks for unfinished membership changes.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
 /// Pause before trying again the groups a round could not change.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -99,6 +102,48 @@ impl Router {
         Ok(next)
     }
 
+    /// Whether the leader store should look for regions whose voters are
+    /// not the member set's stores (once a second).
+    pub(super) fn reconcile_due(&self) -> bool {
+        let mut last = self.reconciled.lock();
+        if last.elapsed() < RECONCILE_EVERY {
+            return false;
+        }
+        *last = Instant::now();
+        true
+    }
+
+    /// Gives every region the member set's stores as voters, one change
+    /// per region per call: finishes a membership change a leader store
+    /// did not (it failed over, or its request timed out). Skipped while
+    /// a membership change, split or merge runs.
+    pub(super) async fn reconcile_members(&self) -> Result<()> {
+        let Ok(_admin) = self.admin_lock.try_lock() else { return Ok(()) };
+        let stores: Vec<u64> = self.store.members().members.iter().map(|m| m.store_id).collect();
+        for region in self.store.regions() {
+            let voters: Vec<u64> = region.peers.iter().map(|p| p.id).collect();
+            let change = match stores.iter().find(|s| !voters.contains(s)) {
+                Some(add) => (ConfChangeType::AddNode, *add),
+                None => match voters.iter().find(|v| !stores.contains(v)) {
+                    Some(remove) => (ConfChangeType::RemoveNode, *remove),
+                    None => continue,
+                },
+            };
+            tracing::info!(region = region.id, change = ?change.0, store = change.1, "finishing a membership change");
+            self.change_peer(&region, change.0, change.1, Vec::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// One attempt at one conf change of `region`; a routing error (not
+    /// the leader, busy, dropped) is left for the caller's next round.
+    async fn change_peer(&self, region: &Region, change: ConfChangeType, store: u64, context: Vec<u8>) -> Result<()> {
+        match self.store.change_peer(region.id, version(region), conf_change(change, store, context)).await {
+            Err(e) if !e.is_retryable() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     fn check_clustered(&self) -> Result<()> {
         if self.store.clustered() {
             return Ok(());
@@ -121,17 +166,11 @@ impl Router {
         let deadline = Instant::now() + CHANGE_TIMEOUT;
         let meta = self.store.meta_region;
         loop {
-            let voters = self.store.peer(meta)?.region.peers.iter().any(|p| p.id == store);
-            if voters == (change == ConfChangeType::AddNode) {
+            let region = self.store.peer(meta)?.region;
+            if region.peers.iter().any(|p| p.id == store) == (change == ConfChangeType::AddNode) {
                 return Ok(());
             }
-            let epoch = version(&self.store.peer(meta)?.region);
-            let cc = conf_change(change, store, next.encode_to_vec());
-            match self.store.change_peer(meta, epoch, cc).await {
-                Ok(_) => {}
-                Err(e) if e.is_retryable() => {}
-                Err(e) => return Err(e),
-            }
+            self.change_peer(&region, change, store, next.encode_to_vec()).await?;
             if Instant::now() > deadline {
                 return Err(Error::Timeout);
             }
@@ -152,12 +191,7 @@ impl Router {
                 return Ok(());
             }
             for region in todo {
-                match self.store.change_peer(region.id, version(&region), conf_change(change, store, Vec::new())).await
-                {
-                    Ok(_) => {}
-                    Err(e) if e.is_retryable() => {}
-                    Err(e) => return Err(e),
-                }
+                self.change_peer(&region, change, store, Vec::new()).await?;
             }
             if Instant::now() > deadline {
                 return Err(Error::Timeout);

@@ -51,6 +51,8 @@ pub struct Router {
     compact_lock: tokio::sync::Mutex<()>,
     /// Held by a split, a merge or a membership change: one at a time.
     admin_lock: tokio::sync::Mutex<()>,
+    /// When the leader store last looked for unfinished membership changes.
+    reconciled: parking_lot::Mutex<Instant>,
     /// The next cross-region txn id.
     txn_ids: AtomicU64,
     pub alarms: alarm::Alarms,
@@ -60,7 +62,8 @@ pub struct Router {
 const RETRY_BACKOFF: Duration = Duration::from_millis(10);
 
 impl Router {
-    pub fn new(store: Arc<Store>, member_id: u64) -> Result<Router> {
+    pub fn new(store: Arc<Store>) -> Result<Router> {
+        let member_id = store.member_id_of(store.store_id);
         let table = (store.regions_version(), Arc::new(RoutingTable::new(store.regions())));
         let alarms = alarm::Alarms::load(store.clone())?;
         Ok(Router {
@@ -70,6 +73,7 @@ impl Router {
             request_timeout: Duration::from_secs(10),
             compact_lock: tokio::sync::Mutex::new(()),
             admin_lock: tokio::sync::Mutex::new(()),
+            reconciled: parking_lot::Mutex::new(Instant::now()),
             // Unlikely to repeat an id of an earlier run (txn ids only need to
             // be unique among txns in progress and those a crash left behind).
             txn_ids: AtomicU64::new(unique_id()),

@@ -57,7 +57,7 @@ impl InProcCluster {
             cfg.name = members[i].name.clone();
             cfg.client_urls = vec![endpoint.clone()];
             let store = tokio::task::spawn_blocking(move || Store::open(cfg).expect("open store")).await.unwrap();
-            let router = Arc::new(Router::new(store.clone(), store.member_id_of(store.store_id)).unwrap());
+            let router = Arc::new(Router::new(store.clone()).unwrap());
             router.start_leadership();
             router.start_lease_expiry();
             let info = MemberInfo {

@@ -64,7 +64,7 @@ impl InProc {
         })
         .await
         .expect("open task");
-        let router = Arc::new(Router::new(store.clone(), 1).expect("router"));
+        let router = Arc::new(Router::new(store.clone()).expect("router"));
         router.recover().await.expect("txn recovery");
         router.start_lease_expiry();
         let server_router = router.clone();
