@@ -179,7 +179,10 @@ fn add_a_fourth_store_then_remove_the_leader_store_under_load() {
     });
     let endpoints = [cluster.endpoint(1), cluster.endpoint(2), cluster.endpoint(n4)];
     let same = rt.block_on(wait_same_hash(&endpoints, revision));
-    assert!(same.is_ok(), "members differ at {revision}: {same:?}\n{}", cluster.logs(16 << 10));
+    if same.is_err() {
+        let n4_log = cluster.node(n4).unwrap().log_tail(64 << 10);
+        panic!("members differ at {revision}: {same:?}\n--- n4 ---\n{n4_log}");
+    }
     rt.block_on(check_acked(&cluster.endpoint(n4), &acked));
 
     // n4 is a voter of every group: with n2 gone, n3 and n4 are a quorum.

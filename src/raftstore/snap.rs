@@ -114,15 +114,18 @@ pub fn build(engine: &Engine, region_id: u64) -> Result<Snapshot> {
     let mut add = |cf: SnapshotCf, key: &[u8], value: &[u8]| {
         rows.push(SnapshotRow { cf: cf as i32, key: key.to_vec(), value: value.to_vec() })
     };
-    for item in view.iterator_cf_opt(engine.mvcc(), mvcc_rows_of(&region), rocksdb::IteratorMode::Start) {
-        let (k, v) = item?;
-        add(SnapshotCf::Mvcc, &k, &v);
-    }
-    // The event index is ordered by revision: every entry is looked at.
-    for item in view.iterator_cf(engine.events(), rocksdb::IteratorMode::Start) {
-        let (k, v) = item?;
-        if crate::region::contains(&region, &v) {
-            add(SnapshotCf::Events, &k, &v);
+    // The meta group owns no keys (its range means nothing).
+    if !region.meta {
+        for item in view.iterator_cf_opt(engine.mvcc(), mvcc_rows_of(&region), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            add(SnapshotCf::Mvcc, &k, &v);
+        }
+        // The event index is ordered by revision: every entry is looked at.
+        for item in view.iterator_cf(engine.events(), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            if crate::region::contains(&region, &v) {
+                add(SnapshotCf::Events, &k, &v);
+            }
         }
     }
     let mut prefixes = vec![keys::txn_locks_of(region_id).to_vec(), vec![keys::RECORD_PREFIX]];
@@ -221,8 +224,10 @@ pub fn install(engine: &Engine, snap: &Snapshot, wb: &mut WriteBatch) -> Result<
 /// the leader compacted away are never read below the compacted revision).
 /// Returns the txn locks the region now holds.
 fn write_rows(engine: &Engine, region: &Region, rows: &[SnapshotRow], wb: &mut WriteBatch) -> Result<Vec<TxnLock>> {
-    for item in engine.db.iterator_cf_opt(engine.mvcc(), mvcc_rows_of(region), rocksdb::IteratorMode::Start) {
-        wb.delete_cf(engine.mvcc(), item?.0);
+    if !region.meta {
+        for item in engine.db.iterator_cf_opt(engine.mvcc(), mvcc_rows_of(region), rocksdb::IteratorMode::Start) {
+            wb.delete_cf(engine.mvcc(), item?.0);
+        }
     }
     let mut gone = vec![keys::txn_locks_of(region.id).to_vec()];
     if region.meta {
