@@ -3,7 +3,8 @@
 //! of its applied index, read from one RocksDB snapshot (the apply state is
 //! written atomically with the data it describes, so the two agree): its
 //! MVCC rows, the event index entries of its keys, its txn locks, the txn
-//! records, and for the meta group its leases and high mark.
+//! records, and for the meta group (which owns no keys) its leases, high
+//! mark and member set.
 //!
 //! Generated off the pollers: raft asks for one, is told "temporarily
 //! unavailable" while the builder thread makes it, and gets it the next

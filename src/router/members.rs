@@ -120,6 +120,7 @@ impl Router {
     pub(super) async fn reconcile_members(&self) -> Result<()> {
         let Ok(_admin) = self.admin_lock.try_lock() else { return Ok(()) };
         let stores: Vec<u64> = self.store.members().members.iter().map(|m| m.store_id).collect();
+        let mut changes = Vec::new();
         for region in self.store.regions() {
             let voters: Vec<u64> = region.peers.iter().map(|p| p.id).collect();
             let change = match stores.iter().find(|s| !voters.contains(s)) {
@@ -130,18 +131,28 @@ impl Router {
                 },
             };
             tracing::info!(region = region.id, change = ?change.0, store = change.1, "finishing a membership change");
-            self.change_peer(&region, change.0, change.1, Vec::new()).await?;
+            changes.push((region, conf_change(change.0, change.1, Vec::new())));
         }
-        Ok(())
+        self.change_all(changes).await
     }
 
-    /// One attempt at one conf change of `region`; a routing error (not
-    /// the leader, busy, dropped) is left for the caller's next round.
-    async fn change_peer(&self, region: &Region, change: ConfChangeType, store: u64, context: Vec<u8>) -> Result<()> {
-        match self.store.change_peer(region.id, version(region), conf_change(change, store, context)).await {
-            Err(e) if !e.is_retryable() => Err(e),
-            _ => Ok(()),
+    /// One attempt at each conf change, all at once (their regions'
+    /// proposals share the pollers' rounds); a routing error (not the
+    /// leader, busy, dropped) is left for the caller's next round.
+    async fn change_all(&self, changes: Vec<(Region, ConfChange)>) -> Result<()> {
+        let mut running = tokio::task::JoinSet::new();
+        for (region, cc) in changes {
+            let store = self.store.clone();
+            running.spawn(async move { store.change_peer(region.id, version(&region), cc).await });
         }
+        while let Some(done) = running.join_next().await {
+            match done {
+                Ok(Err(e)) if !e.is_retryable() => return Err(e),
+                Err(e) => return Err(Error::Storage(format!("conf change task: {e}"))),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn check_clustered(&self) -> Result<()> {
@@ -166,11 +177,11 @@ impl Router {
         let deadline = Instant::now() + CHANGE_TIMEOUT;
         let meta = self.store.meta_region;
         loop {
-            let region = self.store.peer(meta)?.region;
+            let region = (*self.store.peer(meta)?.region).clone();
             if region.peers.iter().any(|p| p.id == store) == (change == ConfChangeType::AddNode) {
                 return Ok(());
             }
-            self.change_peer(&region, change, store, next.encode_to_vec()).await?;
+            self.change_all(vec![(region, conf_change(change, store, next.encode_to_vec()))]).await?;
             if Instant::now() > deadline {
                 return Err(Error::Timeout);
             }
@@ -185,14 +196,17 @@ impl Router {
         let deadline = Instant::now() + CHANGE_TIMEOUT;
         let want = change == ConfChangeType::AddNode;
         loop {
-            let todo: Vec<Region> =
-                self.store.regions().into_iter().filter(|r| r.peers.iter().any(|p| p.id == store) != want).collect();
+            let todo: Vec<(Region, ConfChange)> = self
+                .store
+                .regions()
+                .into_iter()
+                .filter(|r| r.peers.iter().any(|p| p.id == store) != want)
+                .map(|r| (r, conf_change(change, store, Vec::new())))
+                .collect();
             if todo.is_empty() {
                 return Ok(());
             }
-            for region in todo {
-                self.change_peer(&region, change, store, Vec::new()).await?;
-            }
+            self.change_all(todo).await?;
             if Instant::now() > deadline {
                 return Err(Error::Timeout);
             }
