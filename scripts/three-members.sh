@@ -23,7 +23,7 @@ initial_cluster() { echo "$1""1=$(peer_url 1),$1""2=$(peer_url 2),$1""3=$(peer_u
 wait_serving() {
   local deadline=$((SECONDS + $1))
   until etcdctl --endpoints "$all" put ready x > /dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || { echo "not serving within $1 s" >&2; tail -20 "$dir"/*.log >&2; exit 1; }
+    [ $SECONDS -lt $deadline ] || { echo "not serving within $1 s" >&2; tail -n 20 "$dir"/*.log >&2; exit 1; }
     sleep 0.5
   done
 }
