@@ -7,7 +7,9 @@
 //! `lease-after-revoke` (src/router/lease.rs); `merge-after-prepare`
 //! (src/router/admin.rs: every source peer applied the prepare, the commit
 //! is not proposed yet); `merge-commit-apply` (src/raftstore/peer/admin.rs:
-//! the target's leader applies a committed merge commit).
+//! the target's leader applies a committed merge commit);
+//! `member-add-after-meta` (src/router/members.rs: the meta group added
+//! the member, no region has yet).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -3,7 +3,8 @@
 //! changes"): a fourth store joins and gets every region by snapshot, the
 //! leader store itself is removed and stops, no acknowledged write is
 //! lost, and the new store is a real voter: with one of the three left
-//! killed, the cluster still takes writes.
+//! killed, the cluster still takes writes. And a MemberAdd whose leader
+//! store dies halfway is finished by the next one.
 
 mod common;
 
@@ -197,4 +198,56 @@ fn add_a_fourth_store_then_remove_the_leader_store_under_load() {
         }
         check_acked(&cluster.endpoint(2), &acked).await;
     });
+}
+
+/// The leader store aborts once the meta group added the member and no
+/// region has; restarted, the cluster's leader store gives every region
+/// the new voter (the member set is what regions follow), and the new
+/// store gets them.
+#[test]
+fn a_member_add_cut_short_by_a_crash_is_finished_by_the_next_leader_store() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let failpoint = |i: usize| if i == 0 { vec!["--failpoint".into(), "member-add-after-meta".into()] } else { vec![] };
+    let mut cluster = Cluster::start_with(3, failpoint);
+    rt.block_on(make_leader_store(&cluster.endpoint(0)));
+    rt.block_on(async {
+        let mut c = connect(&cluster.endpoint(1)).await;
+        for k in ["a", "f", "m", "t"] {
+            c.put(k, "before", None).await.expect("put");
+        }
+    });
+    let peer_url = format!("http://127.0.0.1:{}", free_ports(1)[0]);
+    let (_, _, code) = etcdctl(&cluster.endpoint(1), &["member", "add", "n4", "--peer-urls", &peer_url], None);
+    assert_ne!(code, 0, "the leader store aborted halfway");
+    let deadline = Instant::now() + CLUSTER_READY;
+    while cluster.node(0).unwrap().is_running() {
+        assert!(Instant::now() < deadline, "the failpoint did not abort n1");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The meta group now has four voters, one of them not started: with
+    // n1 down, n2 and n3 alone are no quorum of it (as in etcd without
+    // learners), so n1 comes back, as after any crash.
+    cluster.restart(0);
+    let n4 = cluster.join(&peer_url);
+    // Every group (the split keys' regions and the meta group) arrives: a
+    // leader sends its group to voters only.
+    let groups = common::SPLIT_KEYS.split(',').count() + 2;
+    let deadline = Instant::now() + CLUSTER_READY;
+    loop {
+        let log = cluster.node(n4).unwrap().log_tail(1 << 20);
+        if log.matches("region created from a snapshot").count() >= groups {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n4 did not get every region\n{}", cluster.logs(16 << 10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let revision = rt.block_on(async {
+        let mut c = connect(&cluster.endpoint(n4)).await;
+        c.put("after", "crash", None).await.expect("put through n4").header().unwrap().revision()
+    });
+    let same = rt.block_on(wait_same_hash(&[cluster.endpoint(1), cluster.endpoint(2), cluster.endpoint(n4)], revision));
+    assert!(same.is_ok(), "members differ at {revision}: {same:?}");
+    assert!(cluster.logs(1 << 20).contains("finishing a membership change"), "the regions were changed by whom?");
+    let names: Vec<String> = member_list(&cluster.endpoint(n4)).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(names, ["n1", "n2", "n3", "n4"]);
 }

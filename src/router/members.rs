@@ -73,6 +73,7 @@ impl Router {
         let member = StoreMember { store_id, name: String::new(), peer_url: url.clone(), member_id };
         let next = members::with(&set, member.clone());
         self.change_meta(ConfChangeType::AddNode, store_id, &next).await?;
+        crate::failpoint::hit("member-add-after-meta");
         self.change_regions(ConfChangeType::AddNode, store_id).await?;
         tracing::info!(store = store_id, url, "member added");
         Ok((member, next))
