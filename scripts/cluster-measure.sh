@@ -21,15 +21,7 @@ seconds=${SECONDS_TO_SAMPLE:-30}
 base=${BASE_PORT:-31379}
 prefix=tessera-measure
 source "$(dirname "$0")/three-members.sh"
-split=$(seq -f "k%05g" 1 $((regions - 1)) | paste -sd,)
-for i in 1 2 3; do
-  "$bin" serve --name "n$i" --data-dir "$dir/n$i" --initial-cluster "$(initial_cluster n)" \
-    --listen-client-urls "http://127.0.0.1:$(client_port $i)" --initial-split-keys "$split" \
-    > "$dir/n$i.log" 2>&1 &
-  pids+=($!)
-done
-echo "3 stores, $regions regions; waiting for the cluster to serve" >&2
-wait_serving 120
+start_tessera_members "$regions"
 sleep 5
 metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }

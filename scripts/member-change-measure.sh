@@ -15,15 +15,7 @@ keys=${KEYS:-10000}
 base=${BASE_PORT:-33379}
 prefix=tessera-members
 source "$(dirname "$0")/three-members.sh"
-split=$(seq -f "k%05g" 1 $((regions - 1)) | paste -sd,)
-for i in 1 2 3; do
-  "$bin" serve --name "n$i" --data-dir "$dir/n$i" --initial-cluster "$(initial_cluster n)" \
-    --listen-client-urls "http://127.0.0.1:$(client_port $i)" --initial-split-keys "$split" \
-    > "$dir/n$i.log" 2>&1 &
-  pids+=($!)
-done
-echo "3 stores, $regions regions; waiting for the cluster to serve" >&2
-wait_serving 120
+start_tessera_members "$regions"
 "$bin" bench put --endpoints "$urls" --total "$keys" --key-space-size "$keys" --no-progress > /dev/null 2>&1 || true
 now() { date +%s%N; }
 ms() { echo $((($(now) - $1) / 1000000)); }

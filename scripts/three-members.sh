@@ -34,3 +34,18 @@ bench() {
   # shellcheck disable=SC2086
   "$bin" bench $1 --endpoints "$urls" --duration 10s 2>/dev/null | grep '^{'
 }
+
+# Starts `tessera serve` ($bin) as n1-n3 with $1 regions (split at k00001,
+# k00002, ...), logs in $dir/nI.log, and waits until the cluster serves.
+start_tessera_members() {
+  local split
+  split=$(seq -f "k%05g" 1 $(($1 - 1)) | paste -sd,)
+  for i in 1 2 3; do
+    "$bin" serve --name "n$i" --data-dir "$dir/n$i" --initial-cluster "$(initial_cluster n)" \
+      --listen-client-urls "http://127.0.0.1:$(client_port $i)" --initial-split-keys "$split" \
+      > "$dir/n$i.log" 2>&1 &
+    pids+=($!)
+  done
+  echo "3 stores, $1 regions; waiting for the cluster to serve" >&2
+  wait_serving 120
+}
