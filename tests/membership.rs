@@ -166,6 +166,21 @@ fn add_a_fourth_store_then_remove_the_leader_store_under_load() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(cluster.nodes[0].as_ref().unwrap().log_tail(4096).contains("removed from the cluster"));
+    // Started again on its data dir, it stops again: at once if it applied
+    // its removal, else when a member refuses its messages.
+    let restarted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cluster.restart(0)));
+    let said = match restarted {
+        Err(panic) => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
+        Ok(()) => {
+            let deadline = Instant::now() + CLUSTER_READY;
+            while cluster.node(0).unwrap().is_running() {
+                assert!(Instant::now() < deadline, "the removed member runs again\n{}", cluster.logs(4096));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            cluster.nodes[0].as_ref().unwrap().log_tail(1 << 16)
+        }
+    };
+    assert!(said.contains("removed from the cluster"), "{said}");
     let names: Vec<String> = member_list(&cluster.endpoint(n4)).into_iter().map(|(_, n)| n).collect();
     assert_eq!(names, ["n2", "n3", "n4"]);
     wait_acks(&acked, before + 200, "after the removal");

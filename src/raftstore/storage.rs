@@ -113,7 +113,9 @@ pub fn load(engine: &Engine, region: &Region) -> Result<LoadedPeer> {
             break;
         }
         let entry = Entry::parse_from_bytes(&v).map_err(|e| corrupt("raft entry", e))?;
-        if entry.index > apply_state.applied_index && !entry.data.is_empty() {
+        // Conf changes carry no command (raft-rs's ConfChange).
+        let command = entry.get_entry_type() == raft::prelude::EntryType::EntryNormal && !entry.data.is_empty();
+        if entry.index > apply_state.applied_index && command {
             let cmd = RaftCommand::decode(&entry.data[..]).map_err(|e| corrupt("raft command", e))?;
             if cmd.revision > 0 {
                 unapplied_revisions.push(cmd.revision);

@@ -341,6 +341,19 @@ impl Cluster {
     /// Starts `n` members, member `i` with `extra(i)` added to its
     /// arguments (a restart leaves them out).
     pub fn start_with(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Cluster {
+        // A peer port picked free may be taken by another test before its
+        // member binds it: then the whole cluster starts again on new ports.
+        for attempt in 1.. {
+            match Cluster::try_start(n, &extra) {
+                Ok(c) => return c,
+                Err(log) if attempt < 3 && log.contains("binding") => eprintln!("a peer port was taken; again"),
+                Err(log) => panic!("a member did not start:\n{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn try_start(n: usize, extra: &impl Fn(usize) -> Vec<String>) -> Result<Cluster, String> {
         let ports = free_ports(n);
         let initial_cluster = ports
             .iter()
@@ -358,9 +371,18 @@ impl Cluster {
                 thread::spawn(move || Tessera::start_in(&dir, &args.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
             })
             .collect();
-        let nodes = starters.into_iter().map(|h| Some(h.join().expect("member starts"))).collect();
+        let started: Vec<_> = starters.into_iter().map(|h| h.join()).collect();
+        if started.iter().any(|s| s.is_err()) {
+            // The others are killed as they drop.
+            let said = started
+                .into_iter()
+                .filter_map(|s| s.err())
+                .map(|p| p.downcast_ref::<String>().cloned().unwrap_or_default());
+            return Err(said.collect::<Vec<_>>().join("\n"));
+        }
+        let nodes = started.into_iter().map(|s| s.ok()).collect();
         let args = (0..n).map(|i| member_args(i, &initial_cluster)).collect();
-        Cluster { nodes, dirs, initial_cluster, args }
+        Ok(Cluster { nodes, dirs, initial_cluster, args })
     }
 
     /// Starts a new member (named after its position) that joins the
