@@ -496,20 +496,7 @@ async fn history(endpoint: &str, from: i64, to: i64) -> Vec<(i64, String, bool)>
     let mut c = connect(endpoint).await;
     let opts = etcd_client::WatchOptions::new().with_from_key().with_start_revision(from);
     let mut stream = c.watch("", Some(opts)).await.expect("watch");
-    let mut seen = Vec::new();
-    while seen.last().is_none_or(|e: &(i64, String, bool)| e.0 < to) {
-        let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
-            .await
-            .expect("no watch response within 10 s")
-            .expect("watch stream failed")
-            .expect("watch stream ended");
-        assert!(!resp.canceled(), "watch canceled: {}", resp.cancel_reason());
-        for ev in resp.events() {
-            let kv = ev.kv().unwrap();
-            let put = ev.event_type() == etcd_client::EventType::Put;
-            seen.push((kv.mod_revision(), kv.key_str().unwrap().to_string(), put));
-        }
-    }
+    let mut seen = common::watch_events(&mut stream, to).await;
     seen.retain(|e| e.0 <= to);
-    seen
+    seen.into_iter().map(|(revision, key, value)| (revision, key, value.is_some())).collect()
 }

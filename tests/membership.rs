@@ -19,24 +19,43 @@ use etcd_client::GetOptions;
 /// Acknowledged puts: key -> value (every key is written once).
 type Acked = Arc<Mutex<BTreeMap<String, String>>>;
 
+/// Linearizable reads that did not see an acknowledged write.
+type Stale = Arc<Mutex<Vec<String>>>;
+
 /// Writers through `endpoints` until `stop`: each puts its own keys in
-/// turn over every region (keys start with every letter).
-fn start_writers(rt: &tokio::runtime::Runtime, endpoints: Vec<String>, acked: Acked, stop: Arc<AtomicBool>) {
-    for (w, endpoint) in endpoints.into_iter().cycle().take(4).enumerate() {
-        let (acked, stop) = (acked.clone(), stop.clone());
+/// turn over every region (keys start with every letter), and reads each
+/// acknowledged key back through another member (a linearizable read
+/// must see it, leader store moves and membership changes included).
+fn start_writers(
+    rt: &tokio::runtime::Runtime,
+    endpoints: Vec<String>,
+    acked: Acked,
+    stale: Stale,
+    stop: Arc<AtomicBool>,
+) {
+    for w in 0..4 {
+        let (acked, stale, stop) = (acked.clone(), stale.clone(), stop.clone());
+        let (write_to, read_from) =
+            (endpoints[w % endpoints.len()].clone(), endpoints[(w + 1) % endpoints.len()].clone());
         rt.spawn(async move {
-            let mut c = connect(&endpoint).await;
+            let (mut c, mut r) = (connect(&write_to).await, connect(&read_from).await);
             let mut i = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 let letter = (b'a' + (i % 26) as u8) as char;
                 let (key, value) = (format!("{letter}/w{w}/{i:06}"), format!("v{w}.{i}"));
-                // An error leaves the outcome unknown: such a key is not checked.
-                if let Ok(Ok(_)) =
-                    tokio::time::timeout(Duration::from_secs(5), c.put(key.clone(), value.clone(), None)).await
-                {
-                    acked.lock().unwrap().insert(key, value);
-                }
                 i += 1;
+                let within = Duration::from_secs(5);
+                // An error leaves the outcome unknown: such a key is not checked.
+                let Ok(Ok(_)) = tokio::time::timeout(within, c.put(key.clone(), value.clone(), None)).await else {
+                    continue;
+                };
+                acked.lock().unwrap().insert(key.clone(), value.clone());
+                if let Ok(Ok(read)) = tokio::time::timeout(within, r.get(key.clone(), None)).await {
+                    let seen = read.kvs().first().map(|kv| kv.value_str().unwrap().to_string());
+                    if seen.as_deref() != Some(value.as_str()) {
+                        stale.lock().unwrap().push(format!("{key}: acknowledged {value}, read {seen:?}"));
+                    }
+                }
             }
         });
     }
@@ -109,7 +128,8 @@ fn add_a_fourth_store_then_remove_the_leader_store_under_load() {
     let (acked, stop): (Acked, _) = Default::default();
     let stop: Arc<AtomicBool> = stop;
     let _stop = StopOnDrop(stop.clone());
-    start_writers(&rt, vec![cluster.endpoint(1), cluster.endpoint(2)], acked.clone(), stop.clone());
+    let stale: Stale = Default::default();
+    start_writers(&rt, vec![cluster.endpoint(1), cluster.endpoint(2)], acked.clone(), stale.clone(), stop.clone());
     wait_acks(&acked, 200, "before the change");
 
     // Bad changes get etcd's errors and change nothing.
@@ -188,6 +208,7 @@ fn add_a_fourth_store_then_remove_the_leader_store_under_load() {
     std::thread::sleep(Duration::from_millis(300));
     let acked = acked.lock().unwrap().clone();
     println!("{} writes acknowledged", acked.len());
+    assert!(stale.lock().unwrap().is_empty(), "stale linearizable reads: {:?}", stale.lock().unwrap());
 
     let revision = rt.block_on(async {
         let mut c = connect(&cluster.endpoint(n4)).await;

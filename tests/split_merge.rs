@@ -2,12 +2,13 @@
 //! reading and watching through splits and merges driven by the Admin
 //! service, and see no error, no lost write and no missed event.
 
+mod common;
 mod inproc;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use etcd_client::{EventType, GetOptions, Txn, TxnOp, WatchOptions, WatchStream};
+use etcd_client::{GetOptions, Txn, TxnOp, WatchOptions};
 use inproc::cluster::InProcCluster;
 use inproc::{bounded, InProc};
 use rand::{Rng, SeedableRng};
@@ -74,25 +75,6 @@ async fn reshape_until(mut admin: Admin, mut rng: rand::rngs::StdRng, stop: Inst
         }
     }
     (splits, merges)
-}
-
-/// Every event of `stream` up to revision `last`, as (revision, key, value).
-async fn events_until(stream: &mut WatchStream, last: i64) -> Vec<(i64, String, Option<String>)> {
-    let mut seen: Vec<(i64, String, Option<String>)> = Vec::new();
-    while seen.last().map_or(0, |s| s.0) < last {
-        let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
-            .await
-            .expect("no watch response within 10 s")
-            .expect("watch stream failed")
-            .expect("watch stream ended");
-        assert!(!resp.canceled(), "watch canceled: {}", resp.cancel_reason());
-        for ev in resp.events() {
-            let kv = ev.kv().unwrap();
-            let value = (ev.event_type() == EventType::Put).then(|| kv.value_str().unwrap().to_string());
-            seen.push((kv.mod_revision(), kv.key_str().unwrap().to_string(), value));
-        }
-    }
-    seen
 }
 
 /// DESIGN invariants 1, 2 and 4 through splits and merges: 6 seeded clients
@@ -251,7 +233,7 @@ async fn load_under_reshapes(endpoint: &str, seed: u64, fault: impl std::future:
             got.kvs().iter().map(|kv| (kv.key_str().unwrap().into(), kv.value_str().unwrap().into())).collect();
         assert_eq!(got, state, "final state differs from the acknowledged writes");
 
-        let mut seen = events_until(&mut watch, last).await;
+        let mut seen = common::watch_events(&mut watch, last).await;
         // A txn's events come in op order; the model lists them so too.
         seen.sort_by_key(|e| e.0);
         expected.sort_by_key(|e| e.0);

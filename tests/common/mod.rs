@@ -738,3 +738,23 @@ pub async fn make_leader_store(endpoint: &str) -> u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The events of `stream` until one at or past revision `last` (with the
+/// rest of its response), as (revision, key, value; `None` for a delete).
+pub async fn watch_events(stream: &mut etcd_client::WatchStream, last: i64) -> Vec<(i64, String, Option<String>)> {
+    let mut seen: Vec<(i64, String, Option<String>)> = Vec::new();
+    while seen.last().map_or(0, |s| s.0) < last {
+        let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("no watch response within 10 s")
+            .expect("watch stream failed")
+            .expect("watch stream ended");
+        assert!(!resp.canceled(), "watch canceled: {}", resp.cancel_reason());
+        for ev in resp.events() {
+            let kv = ev.kv().unwrap();
+            let value = (ev.event_type() == etcd_client::EventType::Put).then(|| kv.value_str().unwrap().to_string());
+            seen.push((kv.mod_revision(), kv.key_str().unwrap().to_string(), value));
+        }
+    }
+    seen
+}
