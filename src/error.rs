@@ -123,6 +123,10 @@ pub enum Error {
     Stopped,
     #[error("tessera: storage error: {0}")]
     Storage(String),
+    /// An error for the client that another store's region leader answered
+    /// with (its gRPC code and message, passed on as they are).
+    #[error("{message}")]
+    Remote { code: i32, message: String },
 }
 
 impl Error {
@@ -188,6 +192,7 @@ impl From<Error> for Status {
             Error::MemberBadUrls => Code::InvalidArgument,
             Error::Unhealthy => Code::Unavailable,
             Error::Storage(_) => Code::Internal,
+            Error::Remote { code, .. } => Code::from_i32(*code),
         };
         Status::new(code, e.to_string())
     }

@@ -9,7 +9,7 @@
 //! A read at revision R waits for `resolved >= R`: every write at or below
 //! R is then in the data (or never will be), so R is a consistent snapshot.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -25,15 +25,26 @@ pub struct Sequencer {
     /// store; in a cluster the high mark committed through the meta group
     /// (docs/cluster.md, "The high mark").
     limit: AtomicU64,
+    /// The newest revision of a write acknowledged through this store.
+    acknowledged: AtomicU64,
 }
 
 /// The compacted revision of a store that was never compacted.
 pub const NEVER_COMPACTED: i64 = -1;
 
+#[derive(Default)]
 struct State {
     /// The last revision handed out.
     last: u64,
     in_flight: BTreeSet<u64>,
+    /// The region leader (region, term) each revision in flight was taken
+    /// for (docs/cluster.md, "Region leaders on every store").
+    owners: HashMap<u64, (u64, u64)>,
+    /// Per region, the newest term this store applied an entry of: a leader
+    /// of an older term can commit nothing more.
+    terms: HashMap<u64, u64>,
+    /// Per region, the last ask answered: (term, seq, revision).
+    asked: HashMap<u64, (u64, u64, u64)>,
 }
 
 impl State {
@@ -46,13 +57,14 @@ impl Sequencer {
     /// Starts after `last`, with `pending` (revisions in the Raft log not yet
     /// applied) in flight until they are applied.
     pub fn recover(last: u64, pending: impl IntoIterator<Item = u64>, compacted: i64) -> Sequencer {
-        let state = State { last, in_flight: pending.into_iter().collect() };
+        let state = State { last, in_flight: pending.into_iter().collect(), ..Default::default() };
         let (resolved, _) = watch::channel(state.resolved());
         Sequencer {
             state: Mutex::new(state),
             resolved,
             compacted: AtomicI64::new(compacted),
             limit: AtomicU64::new(u64::MAX),
+            acknowledged: AtomicU64::new(0),
         }
     }
 
@@ -79,6 +91,8 @@ impl Sequencer {
             let mut s = self.state.lock();
             s.last = last;
             s.in_flight = pending.into_iter().collect();
+            s.owners.clear();
+            s.asked.clear();
             s.resolved()
         };
         self.resolved.send_replace(resolved);
@@ -109,6 +123,13 @@ impl Sequencer {
         Ok(requested as u64)
     }
 
+    /// A revision another store's sequencer handed out: this store's last
+    /// known revision is at least it.
+    pub fn observe(&self, revision: u64) {
+        let mut s = self.state.lock();
+        s.last = s.last.max(revision);
+    }
+
     /// Takes the next revision and registers it as in flight.
     pub fn next(&self) -> u64 {
         let mut s = self.state.lock();
@@ -118,6 +139,64 @@ impl Sequencer {
         rev
     }
 
+    /// Takes the next revision for a write the leader of `region` in
+    /// `term` evaluates, registered as in flight until it is applied here,
+    /// voided, or a newer term of the region applies here. `seq` numbers
+    /// the leader's asks in its term: the same ask again gets the same
+    /// revision. Refused for a leader of a term older than one applied
+    /// here, and past the high mark.
+    pub fn take(&self, region: u64, term: u64, seq: Option<u64>) -> crate::error::Result<u64> {
+        use crate::error::Error;
+        let mut s = self.state.lock();
+        if let Some(seq) = seq {
+            if let Some(&(t, q, rev)) = s.asked.get(&region) {
+                if (t, q) == (term, seq) {
+                    return Ok(rev);
+                }
+            }
+        }
+        if s.terms.get(&region).is_some_and(|t| *t > term) {
+            return Err(Error::NotLeader { region });
+        }
+        if s.last >= self.limit() {
+            // Past the committed high mark: wait for the next one.
+            return Err(Error::ProposalDropped { region });
+        }
+        s.last += 1;
+        let rev = s.last;
+        s.in_flight.insert(rev);
+        s.owners.insert(rev, (region, term));
+        if let Some(seq) = seq {
+            s.asked.insert(region, (term, seq, rev));
+        }
+        Ok(rev)
+    }
+
+    /// This store applied the first entry of `term` in `region`: every
+    /// entry of an older term that will ever commit is applied, so the
+    /// revisions older leaders took and did not get committed are void.
+    pub fn term_started(&self, region: u64, term: u64) {
+        let resolved = {
+            let mut s = self.state.lock();
+            let newest = s.terms.entry(region).or_insert(0);
+            if *newest >= term {
+                return;
+            }
+            *newest = term;
+            let stale: Vec<u64> =
+                s.owners.iter().filter(|(_, (r, t))| *r == region && *t < term).map(|(rev, _)| *rev).collect();
+            if stale.is_empty() {
+                return;
+            }
+            for rev in stale {
+                s.owners.remove(&rev);
+                s.in_flight.remove(&rev);
+            }
+            s.resolved()
+        };
+        self.publish(resolved);
+    }
+
     /// The revision is applied (or will never be): it leaves the in-flight set.
     pub fn finish(&self, revision: u64) {
         let resolved = {
@@ -125,8 +204,13 @@ impl Sequencer {
             if !s.in_flight.remove(&revision) {
                 return;
             }
+            s.owners.remove(&revision);
             s.resolved()
         };
+        self.publish(resolved);
+    }
+
+    fn publish(&self, resolved: u64) {
         self.resolved.send_if_modified(|r| {
             let moved = *r < resolved;
             if moved {
@@ -144,6 +228,7 @@ impl Sequencer {
         let resolved = {
             let mut s = self.state.lock();
             s.in_flight.clear();
+            s.owners.clear();
             s.last
         };
         self.resolved.send_replace(resolved);
@@ -153,6 +238,20 @@ impl Sequencer {
     /// been acknowledged with.
     pub fn last(&self) -> u64 {
         self.state.lock().last
+    }
+
+    /// A write at `revision` is being acknowledged to its client.
+    pub fn acknowledge(&self, revision: u64) {
+        self.acknowledged.fetch_max(revision, Ordering::AcqRel);
+    }
+
+    /// The revision a linearizable read on the leader store is served at:
+    /// at or above every write acknowledged so far (every one passes the
+    /// leader store's router), and at or above the resolved revision; the
+    /// read waits until it is resolved. Writes still in flight and not
+    /// acknowledged do not hold it up.
+    pub fn read_point(&self) -> u64 {
+        self.resolved().max(self.acknowledged.load(Ordering::Acquire))
     }
 
     /// Every revision at or below this is applied or void.
@@ -191,6 +290,22 @@ mod tests {
         assert_eq!(s.resolved(), 12);
         s.finish(a); // idempotent
         assert_eq!((s.resolved(), s.last()), (12, 12));
+    }
+
+    #[test]
+    fn a_newer_term_voids_what_older_leaders_took() {
+        let s = Sequencer::recover(10, [], NEVER_COMPACTED);
+        let a = s.take(7, 2, Some(1)).unwrap();
+        assert_eq!(s.take(7, 2, Some(1)).unwrap(), a, "the same ask gets the same revision");
+        let b = s.take(8, 2, None).unwrap();
+        assert_eq!((a, b, s.resolved()), (11, 12, 10));
+        s.term_started(7, 3);
+        assert_eq!(s.resolved(), 11, "region 7's term-2 revision is void");
+        assert!(s.take(7, 2, Some(2)).is_err(), "a deposed leader takes nothing");
+        s.finish(b);
+        assert_eq!(s.resolved(), 12);
+        s.set_limit(12);
+        assert!(s.take(8, 2, None).is_err(), "nothing past the high mark");
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ mod missing;
 pub mod msg;
 pub mod peer;
 mod poller;
+pub mod remote;
 pub mod snap;
 pub mod storage;
 mod store;

@@ -29,6 +29,9 @@ pub enum PeerMsg {
     /// Evaluate and propose a write; `epoch_version` is the region version
     /// the router routed it by.
     Write { req: WriteRequest, epoch_version: u64, cb: WriteCallback },
+    /// The leader store's answer to this leader's ask `seq` (in `term`)
+    /// for a revision.
+    Revision { term: u64, seq: u64, result: Result<u64> },
     /// Confirm leadership through a ReadIndex round and wait until the read
     /// index is applied.
     ReadIndex { cb: DoneCallback },
@@ -72,6 +75,7 @@ impl PeerMsg {
             | PeerMsg::Destroy
             | PeerMsg::Raft(_)
             | PeerMsg::SnapshotSent { .. }
+            | PeerMsg::Revision { .. }
             | PeerMsg::TransferLeader { .. } => {}
         }
     }

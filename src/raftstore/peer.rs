@@ -25,6 +25,7 @@ use super::RaftConfig;
 mod admin;
 mod conf;
 mod restore;
+mod write;
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
 use crate::lease::LeaderLease;
@@ -146,6 +147,8 @@ pub struct PeerFsm {
     /// Restored from a snapshot in this round (the store is told once
     /// written).
     restored: Option<restore::Restored>,
+    /// Writes waiting for revisions from the leader store.
+    asks: write::Asks,
 }
 
 /// A lease round's ReadIndex context: this tag, then the round's number
@@ -270,6 +273,7 @@ impl PeerFsm {
             last_lease_round: 0,
             truncate_proposed: 0,
             restored: None,
+            asks: Default::default(),
         })
     }
 
@@ -311,6 +315,7 @@ impl PeerFsm {
                     let _ = self.raft.campaign();
                 }
                 PeerMsg::Write { req, epoch_version, cb } => self.on_write(req, epoch_version, cb),
+                PeerMsg::Revision { term, seq, result } => self.on_revision(term, seq, result),
                 PeerMsg::ReadIndex { cb } => self.on_read_index(cb),
                 PeerMsg::Compact { revision, cb } => self.on_compact(revision, cb),
                 PeerMsg::Command { cmd, epoch_version, cb } => self.on_command(cmd, epoch_version, cb),
@@ -346,7 +351,7 @@ impl PeerFsm {
         self.raft.tick();
         if self.is_leader() && !self.single_voter() {
             self.send_lease_round();
-            self.follow_leader_store();
+            self.reclaim_ask();
         }
         // raft-rs drops a ReadIndex silently (e.g. before the leader has
         // committed in its term): give up after a few ticks, the router retries.
@@ -386,21 +391,6 @@ impl PeerFsm {
         self.lease_rounds.insert(round, now);
     }
 
-    /// Region leaders follow the leader store (docs/cluster.md): a leader
-    /// elsewhere hands its region over, ending its lease first (the
-    /// transferee may be elected inside it).
-    fn follow_leader_store(&mut self) {
-        if self.region.meta || self.raft.raft.lead_transferee.is_some() {
-            return;
-        }
-        let target = self.store.meta_leader.load(Ordering::Acquire);
-        if target == 0 || target == self.store.store_id || !self.region.peers.iter().any(|p| p.id == target) {
-            return;
-        }
-        self.shared.lease.expire();
-        self.raft.transfer_leader(target);
-    }
-
     /// Whether every other voter reported a commit index at least this
     /// leader's applied index. A follower applies what it learns committed
     /// in the same poll round, before that round's messages (which carry
@@ -431,95 +421,6 @@ impl PeerFsm {
             return Err(Error::EpochNotMatch { region });
         }
         Ok(())
-    }
-
-    fn on_write(&mut self, req: eval::WriteRequest, epoch_version: u64, cb: WriteCallback) {
-        let region = self.region.id;
-        if let Err(e) = self.check_proposer(epoch_version) {
-            let _ = cb.send(Err(e));
-            return;
-        }
-        if !self.store.evaluating.load(Ordering::Acquire) {
-            // Not the (activated) leader store: its sequencer may be stale.
-            let _ = cb.send(Err(Error::NotLeader { region }));
-            return;
-        }
-        if !self.locks.is_empty() && span::write_spans(&req).iter().any(|s| self.locked(s, None)) {
-            let _ = cb.send(Err(Error::Locked { region }));
-            return;
-        }
-        let mut taken = None;
-        let result = {
-            let view = PeerView {
-                reader: MvccReader::new(&self.engine.db, self.engine.mvcc(), None),
-                overlay: &self.overlay,
-                sequencer: &self.sequencer,
-                lessor: &self.store.lessor,
-            };
-            let seq = &self.sequencer;
-            eval::evaluate(&req, &view, &mut || {
-                let r = seq.next();
-                taken = Some(r);
-                r
-            })
-        };
-        let ev = match result {
-            Ok(ev) => ev,
-            Err(e) => {
-                if let Some(r) = taken {
-                    self.sequencer.finish(r); // voided
-                }
-                let _ = cb.send(Err(e));
-                return;
-            }
-        };
-        let term = self.raft.raft.term;
-        if ev.effects.is_empty() {
-            if let Some(r) = ev.revision {
-                self.sequencer.finish(r);
-            }
-            if self.pending.is_empty() {
-                let _ = cb.send(Ok(WriteOutcome { revision: None, response: ev.response }));
-            } else {
-                let index = self.raft.raft.raft_log.last_index();
-                self.pending.push_back(Pending { index, term, kind: PendingKind::Wait { response: ev.response, cb } });
-            }
-            return;
-        }
-        let revision = ev.revision.expect("effects take a revision");
-        if revision > self.sequencer.limit() {
-            // Past the committed high mark: wait for the next one (voided
-            // here, never proposed, so no other store can have used it).
-            self.sequencer.finish(revision);
-            let _ = cb.send(Err(Error::ProposalDropped { region }));
-            return;
-        }
-        let cmd = RaftCommand {
-            region_id: region,
-            epoch: self.region.epoch,
-            revision,
-            effects: ev.effects,
-            ..Default::default()
-        };
-        let data = cmd.encode_to_vec();
-        if let Err(e) = self.raft.propose(vec![], data) {
-            tracing::debug!(region, "proposal dropped: {e}");
-            self.sequencer.finish(revision);
-            let _ = cb.send(Err(Error::ProposalDropped { region }));
-            return;
-        }
-        METRICS.proposals.inc();
-        let index = self.raft.raft.raft_log.last_index();
-        let mut keys = Vec::with_capacity(cmd.effects.len());
-        for e in cmd.effects {
-            self.overlay.insert(e.key.clone(), (revision, e.kv));
-            keys.push(e.key);
-        }
-        self.pending.push_back(Pending {
-            index,
-            term,
-            kind: PendingKind::Write { revision: Some(revision), keys, response: ev.response, cb },
-        });
     }
 
     /// Whether `span` overlaps a lock of a txn other than `except`.
@@ -719,6 +620,8 @@ impl PeerFsm {
             self.shared.leading.store(false, Ordering::Release);
             self.overlay.clear();
             self.lease_rounds.clear();
+            let region = self.region.id;
+            self.drop_asks(|| Error::NotLeader { region });
             if self.region.meta && self.store.transport.is_some() {
                 // No longer the leader store: stop taking revisions at once.
                 self.store.evaluating.store(false, Ordering::Release);
@@ -752,6 +655,9 @@ impl PeerFsm {
                 EntryType::EntryConfChange => self.apply_conf_change(e, ctx)?,
                 EntryType::EntryConfChangeV2 => false,
             };
+            if e.term > self.apply_state.applied_term {
+                self.sequencer.term_started(self.region.id, e.term);
+            }
             self.apply_state.applied_index = e.index;
             self.apply_state.applied_term = e.term;
             METRICS.applied_entries.inc();

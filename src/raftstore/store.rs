@@ -18,13 +18,22 @@ use super::msg::{PeerMsg, WriteOutcome};
 use super::peer::{PeerFsm, PeerShared, StoreContext};
 use super::poller::RaftPoller;
 use super::transport::Transport;
-use super::{storage, RaftConfig};
+use super::{remote, storage, RaftConfig};
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
 use crate::lessor::Lessor;
-use crate::proto::tesserapb::{ApplyState, MemberSet, RaftCommand, Region, StoreInfo, StoreMember, TxnLock, TxnRecord};
+use crate::proto::tesserapb::region_request::Kind as RegionKind;
+use crate::proto::tesserapb::region_response::Result as Answer;
+use crate::proto::tesserapb::{
+    AllocateRequest, ApplyState, MemberSet, RaftCommand, Region, RegionRequest, RegionResponse, StoreInfo,
+    StoreMember, TxnLock, TxnRecord,
+};
 use crate::region::eval::WriteRequest;
 use crate::sequencer::{Sequencer, NEVER_COMPACTED};
+
+/// How long an admin step waits for its region's leadership to come to
+/// the leader store.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -470,8 +479,35 @@ impl Store {
         self.ask(region, |cb| PeerMsg::CaughtUp { cb }).await
     }
 
-    /// Evaluates and commits a write in `region` (one attempt).
+    /// The store whose peer of `region` leads, if it is another one (as
+    /// this store's peer last heard).
+    fn remote_leader(&self, region: u64) -> Result<Option<(u64, &Arc<Transport>)>> {
+        let Some(t) = self.transport() else { return Ok(None) };
+        let leader = self.peer(region)?.shared.leader.load(Ordering::Acquire);
+        Ok((leader != 0 && leader != self.store_id).then_some((leader, t)))
+    }
+
+    /// Sends a region request to the store whose peer leads `region`.
+    async fn ask_leader(&self, region: u64, epoch_version: u64, kind: RegionKind) -> Result<Option<RegionResponse>> {
+        let Some((leader, t)) = self.remote_leader(region)? else { return Ok(None) };
+        let req = RegionRequest { region_id: region, epoch_version, kind: Some(kind) };
+        t.region(leader, req).await.map(Some)
+    }
+
+    /// Evaluates and commits a write in `region` (one attempt), at the
+    /// region's leader wherever it is.
     pub async fn write(&self, region: u64, epoch_version: u64, req: WriteRequest) -> Result<WriteOutcome> {
+        if self.remote_leader(region)?.is_some() {
+            let kind = RegionKind::Write(remote::encode_write(req.clone()));
+            if let Some(resp) = self.ask_leader(region, epoch_version, kind).await? {
+                return remote::decode_outcome(resp);
+            }
+        }
+        self.write_here(region, epoch_version, req).await
+    }
+
+    /// [`Self::write`] through this store's own peer.
+    pub async fn write_here(&self, region: u64, epoch_version: u64, req: WriteRequest) -> Result<WriteOutcome> {
         self.ask(region, |cb| PeerMsg::Write { req, epoch_version, cb }).await
     }
 
@@ -484,6 +520,16 @@ impl Store {
     /// Proposes `cmd` as it is in `region` (a txn step, a lease change; one
     /// attempt); whether it took effect.
     pub async fn propose(&self, region: u64, epoch_version: u64, cmd: RaftCommand) -> Result<bool> {
+        if region != self.meta_region {
+            if let Some(resp) = self.ask_leader(region, epoch_version, RegionKind::Command(cmd.clone())).await? {
+                return Ok(matches!(resp.result, Some(Answer::TookEffect(true))));
+            }
+        }
+        self.propose_here(region, epoch_version, cmd).await
+    }
+
+    /// [`Self::propose`] through this store's own peer.
+    pub async fn propose_here(&self, region: u64, epoch_version: u64, cmd: RaftCommand) -> Result<bool> {
         self.ask(region, |cb| PeerMsg::Command { cmd, epoch_version, cb }).await
     }
 
@@ -514,7 +560,58 @@ impl Store {
 
     /// Compacts `region`'s history below `revision` through its log.
     pub async fn compact_region(&self, region: u64, revision: u64) -> Result<()> {
+        if self.ask_leader(region, 0, RegionKind::Compact(revision)).await?.is_some() {
+            return Ok(());
+        }
+        self.compact_here(region, revision).await
+    }
+
+    /// [`Self::compact_region`] through this store's own peer.
+    pub async fn compact_here(&self, region: u64, revision: u64) -> Result<()> {
         self.ask(region, |cb| PeerMsg::Compact { revision, cb }).await
+    }
+
+    /// Asks the leader of `region`, wherever it is, to hand leadership to
+    /// the peer on store `to` (its lease ends at once).
+    pub async fn transfer_leader(&self, region: u64, to: u64) -> Result<()> {
+        if self.ask_leader(region, 0, RegionKind::TransferTo(to)).await?.is_some() {
+            return Ok(());
+        }
+        self.transfer_here(region, to)
+    }
+
+    /// [`Self::transfer_leader`] through this store's own peer.
+    pub fn transfer_here(&self, region: u64, to: u64) -> Result<()> {
+        self.peer(region)?.mailbox.send(PeerMsg::TransferLeader { to }).map_err(|_| Error::Stopped)
+    }
+
+    /// Brings the leadership of `region` to this store's peer and waits
+    /// (bounded) until it may propose: admin steps (split, merge, conf
+    /// change) run at the leader store, where the router is.
+    pub async fn gather(&self, region: u64) -> Result<()> {
+        let deadline = Instant::now() + GATHER_TIMEOUT;
+        loop {
+            let peer = self.peer(region)?;
+            if peer.shared.leading.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::NotLeader { region });
+            }
+            let leader = peer.shared.leader.load(Ordering::Acquire);
+            if leader != 0 && leader != self.store_id {
+                if let Err(e) = self.transfer_leader(region, self.store_id).await {
+                    tracing::debug!(region, "gathering the leadership here: {e}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether this store's sequencer hands out revisions (it is the
+    /// activated leader store, or a single store).
+    pub fn is_evaluating(&self) -> bool {
+        self.context.evaluating.load(Ordering::Acquire)
     }
 
     /// Per-region lines for /metrics.
@@ -774,6 +871,37 @@ impl StoreContext {
             let votes = early.entry(region).or_default();
             votes.truncate(EARLY_VOTES_PER_REGION - 1);
             votes.push((now, msg));
+        }
+    }
+
+    /// Asks the leader store for a revision for the write the leader of
+    /// `region` in `term` evaluates; the answer comes as
+    /// [`PeerMsg::Revision`].
+    pub fn ask_revision(&self, region: u64, term: u64, seq: u64) {
+        let Some(mailbox) = self.peers.get(&region).map(|p| p.mailbox.clone()) else { return };
+        let answer = move |result| {
+            let _ = mailbox.send(PeerMsg::Revision { term, seq, result });
+        };
+        let leader = self.meta_leader.load(Ordering::Acquire);
+        match &self.transport {
+            Some(t) if leader != 0 && leader != self.store_id => {
+                let req = AllocateRequest { from_store: self.store_id, region_id: region, term, seq, voids: Vec::new() };
+                t.ask_revision(leader, req, answer);
+            }
+            // No leader store known, or it is this one and not activated yet.
+            _ => answer(Err(Error::NotLeader { region: self.meta_region })),
+        }
+    }
+
+    /// A revision taken and never to be used: it leaves the in-flight set
+    /// of the sequencer that handed it out.
+    pub fn void(&self, revision: u64) {
+        self.sequencer.finish(revision);
+        let leader = self.meta_leader.load(Ordering::Acquire);
+        if let Some(t) = &self.transport {
+            if leader != 0 && leader != self.store_id {
+                t.void(leader, self.store_id, revision);
+            }
         }
     }
 

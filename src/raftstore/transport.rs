@@ -40,7 +40,9 @@ pub struct Transport {
     filter: parking_lot::RwLock<Option<Filter>>,
     /// One link per other member (changed by membership changes).
     links: DashMap<u64, mpsc::Sender<RaftBatch>>,
-    urls: DashMap<u64, String>,
+    pub(super) urls: DashMap<u64, String>,
+    /// Clients for region requests and revision asks, by store.
+    pub(super) clients: DashMap<u64, PeerTransportClient<tonic::transport::Channel>>,
     snapshot_sent: std::sync::OnceLock<SnapshotReport>,
     removed: Arc<std::sync::OnceLock<RemovedReport>>,
     /// What each store said about itself on its first batch to us.
@@ -50,7 +52,7 @@ pub struct Transport {
     /// The links' own runtime: pollers (plain threads) hand batches to it.
     /// Shut down in the background on drop: the last owner may be a task of
     /// another runtime, where a blocking shutdown is not allowed.
-    runtime: Option<tokio::runtime::Runtime>,
+    pub(super) runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Transport {
@@ -68,6 +70,7 @@ impl Transport {
             filter: Default::default(),
             links: DashMap::new(),
             urls: DashMap::new(),
+            clients: DashMap::new(),
             snapshot_sent: Default::default(),
             removed: Default::default(),
             known,
@@ -92,6 +95,7 @@ impl Transport {
         }
         self.links.retain(|id, _| peers.iter().any(|(p, _)| p == id));
         self.urls.retain(|id, _| peers.iter().any(|(p, _)| p == id));
+        self.clients.retain(|id, _| peers.iter().any(|(p, _)| p == id));
     }
 
     /// Sets who is told that a member refused us as removed (once).

@@ -75,12 +75,12 @@ impl Router {
         for region in self.store.regions() {
             // Merged away since the list was taken: not a region any more.
             let Ok(peer) = self.store.peer(region.id) else { continue };
-            let leads = peer.shared.is_leader.load(std::sync::atomic::Ordering::Acquire);
+            let leader = peer.shared.leader.load(std::sync::atomic::Ordering::Acquire);
             let r = region.clone();
             let stats = self.scan_blocking(move |reader| region_stats(reader, &r, u64::MAX, u64::MAX)).await?;
             out.push(RegionInfo {
                 region: Some(region),
-                leader_store: if leads { self.store.store_id } else { 0 },
+                leader_store: leader,
                 lease_valid: peer.shared.lease.is_valid(),
                 keys: stats.keys,
                 bytes: stats.bytes,
@@ -109,6 +109,10 @@ impl Router {
                     if owner.start_key == key || region.is_some_and(|id| id != owner.id) {
                         let region = region.unwrap_or(owner.id);
                         return Err(Error::KeyOutsideRegion { key: String::from_utf8_lossy(&key).into(), region });
+                    }
+                    if let Err(e) = self.store.gather(owner.id).await {
+                        self.admin_backoff(Err(e), deadline).await?;
+                        continue;
                     }
                     let new_region_id = self.store.alloc_region_id();
                     let cmd = RaftCommand {
@@ -145,6 +149,8 @@ impl Router {
     pub async fn merge(&self, left: u64, right: u64) -> Result<Region> {
         let _admin = self.admin_lock.lock().await;
         let deadline = Instant::now() + self.request_timeout;
+        self.store.gather(left).await?;
+        self.store.gather(right).await?;
         loop {
             let (l, r) = (self.admin_region(left)?, self.admin_region(right)?);
             if left == right || l.end_key.is_empty() || l.end_key != r.start_key {
@@ -250,13 +256,21 @@ impl Router {
         if !r.peers.iter().any(|p| p.store_id == to_store) {
             return Err(Error::NoPeerOnStore { store: to_store, region });
         }
-        // Region leaders live on the leader store (this one: the call was
-        // forwarded here): it leads already, or leadership is on its way.
-        let leader = if self.store.clustered() { self.store.leader_store() } else { self.store.store_id };
-        if to_store != leader {
-            return Err(Error::LeadersFollowLeaderStore { leader });
+        let _admin = self.admin_lock.lock().await;
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let peer = self.store.peer(region)?;
+            if peer.shared.leader.load(std::sync::atomic::Ordering::Acquire) == to_store {
+                return self.admin_region(region);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout);
+            }
+            if let Err(e) = self.store.transfer_leader(region, to_store).await {
+                tracing::debug!(region, to_store, "transfer leader: {e}");
+            }
+            tokio::time::sleep(BUSY_BACKOFF * 5).await;
         }
-        Ok(r)
     }
 }
 

@@ -49,8 +49,10 @@ impl Router {
             if self.reconcile_due() {
                 self.reconcile_members().await?;
             }
+            self.balance_leaders();
             return Ok(());
         }
+        self.gather_leaders();
         // A store that joined and still lacks regions (they come by
         // snapshot, within seconds) waits for them.
         if !store.leads_everything() || self.table().split(b"", None).is_none() {

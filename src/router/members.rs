@@ -144,7 +144,10 @@ impl Router {
         let mut running = tokio::task::JoinSet::new();
         for (region, cc) in changes {
             let store = self.store.clone();
-            running.spawn(async move { store.change_peer(region.id, version(&region), cc).await });
+            running.spawn(async move {
+                store.gather(region.id).await?;
+                store.change_peer(region.id, version(&region), cc).await
+            });
         }
         while let Some(done) = running.join_next().await {
             match done {

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod alarm;
 pub mod auto_split;
+mod balance;
 mod cluster;
 mod lease;
 mod members;
@@ -21,7 +22,6 @@ mod txn;
 
 pub use lease::LeaseTtl;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +53,8 @@ pub struct Router {
     admin_lock: tokio::sync::Mutex<()>,
     /// When the leader store last looked for unfinished membership changes.
     reconciled: parking_lot::Mutex<Instant>,
+    /// When the leader store last looked at where region leaders are.
+    balanced: parking_lot::Mutex<Instant>,
     /// The next cross-region txn id.
     txn_ids: AtomicU64,
     pub alarms: alarm::Alarms,
@@ -74,6 +76,7 @@ impl Router {
             compact_lock: tokio::sync::Mutex::new(()),
             admin_lock: tokio::sync::Mutex::new(()),
             reconciled: parking_lot::Mutex::new(Instant::now()),
+            balanced: parking_lot::Mutex::new(Instant::now()),
             // Unlikely to repeat an id of an earlier run (txn ids only need to
             // be unique among txns in progress and those a crash left behind).
             txn_ids: AtomicU64::new(unique_id()),
@@ -145,52 +148,50 @@ impl Router {
 
     // ---- reads ------------------------------------------------------------
 
-    /// Makes reads of `regions` linearizable; returns the regions whose lease
-    /// was used (to be checked again after the snapshot).
-    async fn confirm_leaders(&self, regions: &BTreeSet<u64>) -> Result<Vec<u64>> {
-        let mut leased = Vec::new();
-        for &region in regions {
-            let peer = self.store.peer(region)?;
-            if peer.shared.lease.is_valid() {
-                leased.push(region);
-            } else {
-                // One attempt: on a routing error the caller plans the read
-                // again on a fresh table (the region may have been merged away).
-                self.store.read_index(region).await?;
-                METRICS.read_index_reads.inc();
-            }
+    /// Makes a read linearizable: this store must still be the leader
+    /// store, whose sequencer every acknowledged write took its revision
+    /// from (docs/cluster.md, "Reads"). The meta group's lease shows it
+    /// (then `true`: checked again after the snapshot); else a ReadIndex
+    /// round of the meta group.
+    async fn confirm_leader_store(&self) -> Result<bool> {
+        let meta = self.store.meta_region;
+        if self.store.peer(meta)?.shared.lease.is_valid() {
+            return Ok(true);
         }
-        Ok(leased)
+        self.store.read_index(meta).await?;
+        METRICS.read_index_reads.inc();
+        Ok(false)
     }
 
     /// Picks the revision a read is served at and waits until it is
     /// resolved. Linearizable: every write acknowledged before the read
-    /// started has a revision at or below it.
-    async fn read_revision(&self, regions: &BTreeSet<u64>, serializable: bool) -> Result<(u64, Vec<u64>)> {
+    /// started has a revision at or below it. Also whether the read rests
+    /// on the leader store's lease.
+    async fn read_revision(&self, serializable: bool) -> Result<(u64, bool)> {
         if serializable {
-            return Ok((self.store.sequencer.resolved(), Vec::new()));
+            return Ok((self.store.sequencer.resolved(), false));
         }
-        let revision = self.store.sequencer.last();
-        let leased = self.confirm_leaders(regions).await?;
+        let revision = self.store.sequencer.read_point();
+        let leased = self.confirm_leader_store().await?;
         tokio::time::timeout(self.request_timeout, self.store.sequencer.wait_resolved(revision))
             .await
             .map_err(|_| Error::Timeout)?;
         Ok((revision, leased))
     }
 
-    /// Reads under one RocksDB snapshot; `Ok(None)` if a lease used by the
-    /// read expired before the snapshot was taken (the read is retried).
-    fn with_snapshot<T>(&self, leased: &[u64], read: impl FnOnce(&MvccReader) -> Result<T>) -> Result<Option<T>> {
+    /// Reads under one RocksDB snapshot; `Ok(None)` if the lease the read
+    /// used expired before the snapshot was taken (the read is retried).
+    fn with_snapshot<T>(&self, leased: bool, read: impl FnOnce(&MvccReader) -> Result<T>) -> Result<Option<T>> {
         let db = &self.store.engine.db;
         let snapshot = db.snapshot();
         // Check the lease after taking the snapshot: a paused process may
         // wake up past its lease.
-        for &region in leased {
-            if !self.store.peer(region)?.shared.lease.is_valid() {
+        if leased {
+            if !self.store.peer(self.store.meta_region)?.shared.lease.is_valid() {
                 return Ok(None);
             }
+            METRICS.lease_fast_path_reads.inc();
         }
-        METRICS.lease_fast_path_reads.add(leased.len() as u64);
         let reader = MvccReader::new(db, self.store.engine.mvcc(), Some(&snapshot));
         read(&reader).map(Some)
     }
@@ -209,10 +210,9 @@ impl Router {
         loop {
             let attempt = async {
                 let pieces = pieces_of(&self.table(), spans)?;
-                let regions: BTreeSet<u64> = pieces.iter().map(|p| p.region).collect();
-                let (current, leased) = self.read_revision(&regions, serializable).await?;
+                let (current, leased) = self.read_revision(serializable).await?;
                 Ok::<_, Error>(
-                    self.with_snapshot(&leased, |reader| read(reader, &pieces, current))?.map(|r| (r, current)),
+                    self.with_snapshot(leased, |reader| read(reader, &pieces, current))?.map(|r| (r, current)),
                 )
             };
             match attempt.await {
@@ -244,9 +244,10 @@ impl Router {
 
     // ---- writes -----------------------------------------------------------
 
-    async fn write(&self, req: WriteRequest) -> Result<WriteOutcome> {
+    /// Commits a write; returns its outcome and its header revision.
+    async fn write(&self, req: WriteRequest) -> Result<(WriteOutcome, u64)> {
         let spans = span::write_spans(&req);
-        self.retrying(|| async {
+        let outcome = self.retrying(|| async {
             let table = self.table();
             let mut pieces = Vec::new();
             for s in &spans {
@@ -266,24 +267,26 @@ impl Router {
             };
             self.store.write(piece.region, piece.epoch_version, req.clone()).await
         })
-        .await
-    }
-
-    fn write_header(&self, outcome: &WriteOutcome) -> ResponseHeader {
-        self.header(outcome.revision.unwrap_or_else(|| self.store.sequencer.last()))
+        .await?;
+        // The header: the write's revision, or for one that changed nothing
+        // the newest revision handed out (it may have read effects of writes
+        // not yet acknowledged). Later reads are served at or above it.
+        let at = outcome.revision.unwrap_or_else(|| self.store.sequencer.last());
+        self.store.sequencer.acknowledge(at);
+        Ok((outcome, at))
     }
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        let outcome = self.write(WriteRequest::Put(req)).await?;
-        let header = self.write_header(&outcome);
+        let (outcome, at) = self.write(WriteRequest::Put(req)).await?;
+        let header = self.header(at);
         let WriteResponse::Put(mut resp) = outcome.response else { unreachable!("a put answers a put") };
         resp.header = Some(header);
         Ok(resp)
     }
 
     pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        let outcome = self.write(WriteRequest::DeleteRange(req)).await?;
-        let header = self.write_header(&outcome);
+        let (outcome, at) = self.write(WriteRequest::DeleteRange(req)).await?;
+        let header = self.header(at);
         let WriteResponse::DeleteRange(mut resp) = outcome.response else { unreachable!("a delete answers a delete") };
         resp.header = Some(header);
         Ok(resp)
@@ -295,8 +298,8 @@ impl Router {
             span::txn_key_ranges(&req, &mut spans);
             return self.read_txn(&req, &spans).await;
         }
-        let outcome = self.write(WriteRequest::Txn(req)).await?;
-        let header = self.write_header(&outcome);
+        let (outcome, at) = self.write(WriteRequest::Txn(req)).await?;
+        let header = self.header(at);
         let WriteResponse::Txn(mut resp) = outcome.response else { unreachable!("a txn answers a txn") };
         let before = outcome.revision.map_or(header.revision, |r| r as i64 - 1);
         fill_inner_headers(&mut resp, before);

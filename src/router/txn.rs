@@ -28,7 +28,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
-use tokio::sync::oneshot;
 
 use super::table::{Piece, RoutingTable};
 use super::{Router, SnapshotView, RETRY_BACKOFF};
@@ -36,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::proto::tesserapb::raft_command::Txn;
 use crate::proto::tesserapb::{Effect, RaftCommand, RegionEffects, Span, TxnCommit, TxnLock, TxnRecord};
-use crate::raftstore::msg::{PeerMsg, WriteOutcome};
+use crate::raftstore::msg::WriteOutcome;
 use crate::region::eval::{self, WriteRequest};
 use crate::region::mvcc::MvccReader;
 
@@ -90,8 +89,13 @@ impl Router {
         }
         failpoint::hit("txn-after-lock");
 
-        // 2. Evaluate against the locked spans.
+        // 2. Evaluate against the locked spans, once every write before the
+        // locks applied here too (their leaders may be on other stores).
         let sequencer = &self.store.sequencer;
+        if tokio::time::timeout(self.request_timeout, sequencer.wait_resolved(sequencer.last())).await.is_err() {
+            self.roll_back(txn_id, &parts).await?;
+            return Err(Error::Timeout);
+        }
         let mut taken = None;
         let evaluated = {
             let reader = MvccReader::new(&self.store.engine.db, self.store.engine.mvcc(), None);
@@ -181,16 +185,12 @@ impl Router {
         steps
             .into_iter()
             .map(|(part, cmd)| {
-                let (tx, rx) = oneshot::channel();
-                let sent = self.store.peer(part.region).and_then(|peer| {
-                    peer.mailbox
-                        .send(PeerMsg::Command { cmd, epoch_version: part.epoch_version, cb: tx })
-                        .map_err(|_| Error::Stopped)
-                });
-                async move {
-                    sent?;
-                    rx.await.map_err(|_| Error::Stopped)?
-                }
+                // Spawned: it runs (to its region's leader, wherever that
+                // is) even if the answer is never awaited.
+                let store = self.store.clone();
+                let (region, epoch_version) = (part.region, part.epoch_version);
+                let sent = tokio::spawn(async move { store.propose(region, epoch_version, cmd).await });
+                async move { sent.await.map_err(|_| Error::Stopped)? }
             })
             .collect()
     }

@@ -36,6 +36,8 @@ const LOCAL: &[&str] = &[
     "/tesserapb.PeerTransport/Raft",
     "/tesserapb.PeerTransport/Snapshot",
     "/tesserapb.PeerTransport/Join",
+    "/tesserapb.PeerTransport/Region",
+    "/tesserapb.PeerTransport/Allocate",
     "/health",
     "/version",
     "/metrics",

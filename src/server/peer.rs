@@ -7,9 +7,15 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Reply;
 use crate::proto::tesserapb::peer_transport_server::PeerTransport;
-use crate::proto::tesserapb::{JoinRequest, JoinResponse, RaftBatch, RaftDone, SnapshotChunk};
+use crate::error::Error;
+use crate::proto::tesserapb::region_request::Kind;
+use crate::proto::tesserapb::region_response::Result as Answer;
+use crate::proto::tesserapb::{
+    AllocateRequest, AllocateResponse, JoinRequest, JoinResponse, RaftBatch, RaftDone, RegionRequest, RegionResponse,
+    SnapshotChunk,
+};
 use crate::raftstore::transport::REMOVED;
-use crate::raftstore::{wire, Store};
+use crate::raftstore::{remote, wire, Store};
 
 /// The largest snapshot message taken (a region of `--region-max-bytes`
 /// with all its history is far below).
@@ -54,6 +60,49 @@ impl PeerTransport for PeerService {
             )));
         }
         Ok(Response::new(JoinResponse { cluster_id: self.store.cluster_id, members: Some(members) }))
+    }
+
+    /// A region request for this store's peer (never passed on: a peer
+    /// that does not lead answers so, and the asking router retries).
+    async fn region(&self, request: Request<RegionRequest>) -> Reply<RegionResponse> {
+        let req = request.into_inner();
+        let (region, epoch) = (req.region_id, req.epoch_version);
+        let store = &self.store;
+        let answer = match req.kind {
+            Some(Kind::Write(w)) => match remote::decode_write(w) {
+                Some(w) => store.write_here(region, epoch, w).await.map(remote::encode_outcome),
+                None => return Err(Status::invalid_argument("tessera: a region write without an operation")),
+            },
+            Some(Kind::Command(cmd)) => store.propose_here(region, epoch, cmd).await.map(|took| RegionResponse {
+                result: Some(Answer::TookEffect(took)),
+                ..Default::default()
+            }),
+            Some(Kind::Compact(revision)) => store.compact_here(region, revision).await.map(|()| Default::default()),
+            Some(Kind::TransferTo(to)) => store.transfer_here(region, to).map(|()| Default::default()),
+            None => return Err(Status::invalid_argument("tessera: an empty region request")),
+        };
+        Ok(Response::new(answer.unwrap_or_else(|e| RegionResponse {
+            error: Some(remote::encode_error(&e)),
+            ..Default::default()
+        })))
+    }
+
+    /// A region leader on another store asks this (the leader) store's
+    /// sequencer for a revision, or gives unused ones back.
+    async fn allocate(&self, request: Request<AllocateRequest>) -> Reply<AllocateResponse> {
+        let req = request.into_inner();
+        let sequencer = &self.store.sequencer;
+        for r in req.voids {
+            sequencer.finish(r);
+        }
+        if req.region_id == 0 {
+            return Ok(Response::new(AllocateResponse::default()));
+        }
+        if !self.store.is_evaluating() {
+            return Err(Error::NotLeader { region: self.store.meta_region }.into());
+        }
+        let revision = sequencer.take(req.region_id, req.term, Some(req.seq))?;
+        Ok(Response::new(AllocateResponse { revision }))
     }
 
     async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Reply<RaftDone> {

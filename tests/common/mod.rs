@@ -6,6 +6,8 @@
 //! on drop.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

@@ -146,6 +146,7 @@ impl PeerFsm {
         self.shared.lease.expire();
         let region = self.region.id;
         self.fail_pending(u64::MAX, || Error::RegionNotFound);
+        self.drop_asks(|| Error::RegionNotFound);
         for (cb, _) in self.reads.drain().map(|(_, v)| v) {
             let _ = cb.send(Err(Error::RegionNotFound));
         }

@@ -1,0 +1,263 @@
+//! A region leader's writes: evaluation, the revision, the proposal
+//! (docs/cluster.md, "Region leaders on every store").
+//!
+//! On the leader store a write takes its revision from the store's own
+//! sequencer while it is evaluated. A leader on another store asks the
+//! leader store's sequencer for it: its writes wait in a queue, the first
+//! is evaluated once to learn whether it changes anything, and if it does
+//! the leader asks for one revision and evaluates it again with it when
+//! the answer comes (nothing else changes the region's state meanwhile:
+//! only this leader proposes). One ask at a time per region, in order, so
+//! a region's revisions increase along its log.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+use prost::Message as _;
+
+use super::{Pending, PendingKind, PeerFsm, PeerView};
+use crate::error::{Error, Result};
+use crate::metrics::METRICS;
+use crate::proto::tesserapb::RaftCommand;
+use crate::raftstore::msg::{WriteCallback, WriteOutcome};
+use crate::region::eval::{self, Evaluation, WriteRequest};
+use crate::region::mvcc::MvccReader;
+use crate::region::span;
+
+struct Queued {
+    req: WriteRequest,
+    epoch_version: u64,
+    cb: WriteCallback,
+}
+
+/// A leader's asks for revisions from the leader store.
+#[derive(Default)]
+pub(super) struct Asks {
+    /// Writes waiting for a revision, oldest first.
+    queue: VecDeque<Queued>,
+    /// The ask in flight (its number).
+    asking: Option<u64>,
+    /// The last ask number used in this term.
+    seq: u64,
+    /// An ask whose answer never came: its number is asked again before a
+    /// new one (the leader store answers it with the same revision).
+    unanswered: Option<u64>,
+}
+
+impl PeerFsm {
+    pub(super) fn on_write(&mut self, req: WriteRequest, epoch_version: u64, cb: WriteCallback) {
+        if let Err(e) = self.check_write(&req, epoch_version) {
+            let _ = cb.send(Err(e));
+            return;
+        }
+        if self.asks.queue.is_empty() && self.store.evaluating.load(Ordering::Acquire) {
+            self.write_here(req, cb);
+            return;
+        }
+        self.asks.queue.push_back(Queued { req, epoch_version, cb });
+        self.drain_asks();
+    }
+
+    /// Whether this peer may take `req` now.
+    fn check_write(&self, req: &WriteRequest, epoch_version: u64) -> Result<()> {
+        let region = self.region.id;
+        self.check_proposer(epoch_version)?;
+        if !self.locks.is_empty() && span::write_spans(req).iter().any(|s| self.locked(s, None)) {
+            return Err(Error::Locked { region });
+        }
+        Ok(())
+    }
+
+    /// Evaluates and proposes a write with a revision from this (the
+    /// leader) store's own sequencer.
+    fn write_here(&mut self, req: WriteRequest, cb: WriteCallback) {
+        let (region, term, seq) = (self.region.id, self.raft.raft.term, self.sequencer.clone());
+        let (result, taken) = self.evaluate(&req, || seq.take(region, term, None));
+        self.propose_write(result, taken, cb);
+    }
+
+    /// Evaluates `req` against the applied state plus the overlay; `take`
+    /// gives the revision if it changes anything. Returns the revision
+    /// taken too (voided here if the evaluation failed).
+    fn evaluate(&self, req: &WriteRequest, take: impl FnOnce() -> Result<u64>) -> (Result<Evaluation>, Option<u64>) {
+        let mut take = Some(take);
+        let (mut taken, mut refused) = (None, None);
+        let result = {
+            let view = PeerView {
+                reader: MvccReader::new(&self.engine.db, self.engine.mvcc(), None),
+                overlay: &self.overlay,
+                sequencer: &self.sequencer,
+                lessor: &self.store.lessor,
+            };
+            eval::evaluate(req, &view, &mut || match take.take().map(|f| f()) {
+                Some(Ok(r)) => {
+                    taken = Some(r);
+                    r
+                }
+                Some(Err(e)) => {
+                    refused = Some(e);
+                    0
+                }
+                None => unreachable!("a write takes one revision"),
+            })
+        };
+        match (result, refused) {
+            (_, Some(e)) => (Err(e), None),
+            (Err(e), _) => {
+                if let Some(r) = taken {
+                    self.store.void(r);
+                }
+                (Err(e), None)
+            }
+            (Ok(ev), None) => (Ok(ev), taken),
+        }
+    }
+
+    /// Proposes an evaluated write (or answers one that changed nothing).
+    fn propose_write(&mut self, result: Result<Evaluation>, taken: Option<u64>, cb: WriteCallback) {
+        let region = self.region.id;
+        let ev = match result {
+            Ok(ev) => ev,
+            Err(e) => {
+                let _ = cb.send(Err(e));
+                return;
+            }
+        };
+        let term = self.raft.raft.term;
+        if ev.effects.is_empty() {
+            if let Some(r) = taken {
+                self.store.void(r);
+            }
+            if self.pending.is_empty() {
+                let _ = cb.send(Ok(WriteOutcome { revision: None, response: ev.response }));
+            } else {
+                let index = self.raft.raft.raft_log.last_index();
+                self.pending.push_back(Pending { index, term, kind: PendingKind::Wait { response: ev.response, cb } });
+            }
+            return;
+        }
+        let revision = taken.expect("effects take a revision");
+        let cmd = RaftCommand {
+            region_id: region,
+            epoch: self.region.epoch,
+            revision,
+            effects: ev.effects,
+            ..Default::default()
+        };
+        let data = cmd.encode_to_vec();
+        if let Err(e) = self.raft.propose(vec![], data) {
+            tracing::debug!(region, "proposal dropped: {e}");
+            self.store.void(revision);
+            let _ = cb.send(Err(Error::ProposalDropped { region }));
+            return;
+        }
+        METRICS.proposals.inc();
+        let index = self.raft.raft.raft_log.last_index();
+        let mut keys = Vec::with_capacity(cmd.effects.len());
+        for e in cmd.effects {
+            self.overlay.insert(e.key.clone(), (revision, e.kv));
+            keys.push(e.key);
+        }
+        self.pending.push_back(Pending {
+            index,
+            term,
+            kind: PendingKind::Write { revision: Some(revision), keys, response: ev.response, cb },
+        });
+    }
+
+    /// Works through the queue until a write needs a revision (then asks
+    /// for it) or the queue is empty.
+    fn drain_asks(&mut self) {
+        while self.asks.asking.is_none() {
+            let Some(q) = self.asks.queue.pop_front() else { return };
+            if let Err(e) = self.check_write(&q.req, q.epoch_version) {
+                let _ = q.cb.send(Err(e));
+                continue;
+            }
+            if self.store.evaluating.load(Ordering::Acquire) {
+                // This store became the leader store meanwhile.
+                self.write_here(q.req, q.cb);
+                continue;
+            }
+            let guess = self.sequencer.last() + 1;
+            let (result, _) = self.evaluate(&q.req, || Ok(guess));
+            match result {
+                Ok(ev) if ev.revision.is_some() => {
+                    self.asks.queue.push_front(q);
+                    self.ask();
+                }
+                other => self.propose_write(other, None, q.cb),
+            }
+        }
+    }
+
+    fn ask(&mut self) {
+        let seq = self.asks.unanswered.take().unwrap_or_else(|| {
+            self.asks.seq += 1;
+            self.asks.seq
+        });
+        self.asks.asking = Some(seq);
+        self.store.ask_revision(self.region.id, self.raft.raft.term, seq);
+    }
+
+    /// The leader store's answer to ask `seq` of `term`.
+    pub(super) fn on_revision(&mut self, term: u64, seq: u64, result: Result<u64>) {
+        if term != self.raft.raft.term || self.asks.asking != Some(seq) || !self.is_leader() {
+            if let Ok(r) = result {
+                self.store.void(r);
+            }
+            return;
+        }
+        self.asks.asking = None;
+        match result {
+            Ok(r) => {
+                self.sequencer.observe(r);
+                match self.asks.queue.pop_front() {
+                    Some(q) => match self.check_write(&q.req, q.epoch_version) {
+                        Err(e) => {
+                            self.store.void(r);
+                            let _ = q.cb.send(Err(e));
+                        }
+                        Ok(()) => {
+                            let (result, taken) = self.evaluate(&q.req, || Ok(r));
+                            if result.is_ok() && taken.is_none() {
+                                // Evaluated again, it changed nothing after all.
+                                self.store.void(r);
+                            }
+                            self.propose_write(result, taken, q.cb);
+                        }
+                    },
+                    // The answer to an ask made again after a lost one.
+                    None => self.store.void(r),
+                }
+            }
+            Err(e) => {
+                self.asks.unanswered = Some(seq);
+                if let Some(q) = self.asks.queue.pop_front() {
+                    let _ = q.cb.send(Err(e));
+                }
+            }
+        }
+        self.drain_asks();
+    }
+
+    /// On a tick: an ask whose answer was lost is asked again, so that the
+    /// revision the leader store may have taken for it is given back.
+    pub(super) fn reclaim_ask(&mut self) {
+        if self.asks.unanswered.is_some() && self.asks.asking.is_none() && self.asks.queue.is_empty() {
+            if self.store.evaluating.load(Ordering::Acquire) {
+                self.asks.unanswered = None;
+            } else {
+                self.ask();
+            }
+        }
+    }
+
+    /// No longer leader (or gone): queued writes are refused, asks forgotten
+    /// (the leader store voids what they took once a newer term applies).
+    pub(super) fn drop_asks(&mut self, err: impl Fn() -> Error) {
+        for q in std::mem::take(&mut self.asks).queue {
+            let _ = q.cb.send(Err(err()));
+        }
+    }
+}

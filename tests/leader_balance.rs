@@ -1,0 +1,131 @@
+//! Leader balance with real processes (issue [cluster], docs/cluster.md
+//! "Leader balance"): region leaders spread over the three stores at
+//! start, leave a store killed with kill -9 and come back to it once it
+//! restarts, and `tessera admin transfer-leader` moves one; writers
+//! through every member meanwhile lose no acknowledged write and never
+//! read one stale, and the stores end with the same data.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::load::{check_acked, start_writers, wait_acks, wait_same_hash, Acked, Stale, StopOnDrop};
+use common::{admin, connect, make_leader_store, Cluster, CLUSTER_READY};
+
+/// Region ids by leader store, as `tessera admin regions` through
+/// `endpoint` reports them (store 0: no leader known).
+fn leaders(endpoint: &str) -> BTreeMap<u64, Vec<u64>> {
+    let json = admin(endpoint, &["regions", "--json"]);
+    let numbers_after = |tag: &str| -> Vec<u64> {
+        json.match_indices(tag)
+            .map(|(at, _)| {
+                let rest = &json[at + tag.len()..];
+                rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())].parse().unwrap()
+            })
+            .collect()
+    };
+    // A region object is {"id":N,"start_key":... ,"leader":S,...}.
+    let ids: Vec<u64> = json
+        .match_indices(",\"start_key\"")
+        .map(|(at, _)| {
+            let head = &json[..at];
+            head[head.rfind(':').unwrap() + 1..].parse().unwrap()
+        })
+        .collect();
+    let mut by_store: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (id, leader) in ids.into_iter().zip(numbers_after("\"leader\":")) {
+        by_store.entry(leader).or_default().push(id);
+    }
+    by_store
+}
+
+/// Waits until `ok` holds for the leaders `endpoint` reports; returns them
+/// and how long that took.
+fn wait_leaders(
+    endpoint: &str,
+    what: &str,
+    ok: impl Fn(&BTreeMap<u64, Vec<u64>>) -> bool,
+) -> (BTreeMap<u64, Vec<u64>>, Duration) {
+    let (start, deadline) = (Instant::now(), Instant::now() + CLUSTER_READY);
+    loop {
+        let led = leaders(endpoint);
+        if ok(&led) {
+            return (led, start.elapsed());
+        }
+        assert!(Instant::now() < deadline, "{what}: leaders by store stayed {led:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every one of `stores` leads `each` regions (give or take one), and no
+/// region is without a known leader.
+fn balanced(led: &BTreeMap<u64, Vec<u64>>, stores: &[u64], regions: usize) -> bool {
+    let counts: Vec<usize> = stores.iter().map(|s| led.get(s).map_or(0, |r| r.len())).collect();
+    let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
+    counts.iter().sum::<usize>() == regions && max - min <= 1
+}
+
+#[test]
+fn leaders_spread_leave_a_killed_store_and_come_back_to_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = Cluster::start(3);
+    // n1 is the leader store (its router serves every request); the test
+    // kills n3, a store that only leads regions.
+    rt.block_on(make_leader_store(&cluster.endpoint(0)));
+    let entry = cluster.endpoint(0);
+    for key in ["d", "h", "p", "w", "y"] {
+        admin(&entry, &["split", "--key", key]);
+    }
+    let regions = leaders(&entry).values().map(Vec::len).sum::<usize>();
+    assert_eq!(regions, 9, "4 regions at start, 5 splits");
+
+    let (led, took) = wait_leaders(&entry, "spread at start", |l| balanced(l, &[1, 2, 3], regions));
+    println!("leaders spread at start ({} ms): {led:?}", took.as_millis());
+
+    let (acked, stale): (Acked, Stale) = Default::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop = StopOnDrop(stop.clone());
+    start_writers(&rt, cluster.endpoints(), acked.clone(), stale.clone(), stop.clone());
+    wait_acks(&acked, 200, "with leaders spread");
+
+    // n3 dies: its regions get leaders on n1 and n2, writes go on.
+    cluster.kill9(2);
+    let killed = Instant::now();
+    let (led, took) = wait_leaders(&entry, "after n3 was killed", |l| balanced(l, &[1, 2], regions));
+    println!("all {regions} regions led by n1 and n2 {} ms after kill -9 of n3: {led:?}", took.as_millis());
+    let before = acked.lock().unwrap().len();
+    wait_acks(&acked, before + 200, "after n3 was killed");
+
+    // n3 back: it gets its share of leaders again.
+    cluster.restart(2);
+    let (led, took) = wait_leaders(&entry, "after n3 came back", |l| balanced(l, &[1, 2, 3], regions));
+    println!("n3 leads its share again {} ms after restart: {led:?}", took.as_millis());
+    println!("({} ms after the kill)", killed.elapsed().as_millis());
+
+    // One leadership moved by hand (waits until moved).
+    let (region, to) = {
+        let from_n2 = &led[&2];
+        (from_n2[0], 3u64)
+    };
+    admin(&entry, &["transfer-leader", "--region", &region.to_string(), "--to", &to.to_string()]);
+    assert!(leaders(&entry)[&to].contains(&region), "region {region} is led by store {to} after transfer-leader");
+
+    let before = acked.lock().unwrap().len();
+    wait_acks(&acked, before + 200, "after the transfers");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(200));
+    let stale = stale.lock().unwrap().clone();
+    assert!(stale.is_empty(), "stale linearizable reads: {stale:?}");
+    let acked = acked.lock().unwrap().clone();
+    for i in 0..3 {
+        rt.block_on(check_acked(&cluster.endpoint(i), &acked));
+    }
+    let revision = rt.block_on(async { connect(&entry).await.put("end", "", None).await.unwrap() });
+    let revision = revision.header().unwrap().revision();
+    let same = rt.block_on(wait_same_hash(&cluster.endpoints(), revision));
+    assert!(same.is_ok(), "the stores' data differ at revision {revision}: {same:?}");
+    println!("{} acknowledged writes, all read back; HashKV alike at revision {revision}", acked.len());
+}
