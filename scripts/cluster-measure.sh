@@ -10,7 +10,8 @@
 # 10 s against all three endpoints, with the leader store's share of
 # linearizable reads served on the lease fast path. Then it kills the leader store with
 # kill -9 and prints how long until a survivor reports every region led
-# with a valid lease again (`tessera admin regions`).
+# by a live store again (`tessera admin regions`), and until a put
+# through a survivor succeeds.
 #   scripts/cluster-measure.sh [BINARY] [WORKLOAD...]
 set -eu
 bin=${1:-${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}/release/tessera}
@@ -44,6 +45,9 @@ for i in 1 2 3; do
     'BEGIN { printf "%-6s %14.1f %18.1f %8.1f\n", s, b / t, m / t, 100 * c / hz / t }'
 done
 etcdctl --endpoints "$all" endpoint status -w table
+# Region leaders per store (leader balance).
+led_by() { "$bin" admin regions --json --endpoints "$1" 2>/dev/null | python3 -c "$2"; }
+echo "region leaders by store: $(led_by "127.0.0.1:$base" 'import json,sys,collections; print(dict(sorted(collections.Counter(r["leader"] for r in json.load(sys.stdin)).items())))')"
 
 leader=$(etcdctl --endpoints "$all" endpoint status -w json |
   python3 -c 'import json,sys; s=json.load(sys.stdin); print([i for i,e in enumerate(s) if e["Status"]["leader"]==e["Status"]["header"]["member_id"]][0])')
@@ -58,12 +62,19 @@ for w in "$@"; do
   [ $((f + r)) -eq 0 ] || echo "linearizable reads on the lease fast path: $f of $((f + r)) ($((100 * f / (f + r)))%)"
 done
 survivor=$(client_port $(((leader + 1) % 3 + 1)))
-echo "kill -9 of n$((leader + 1)) (the leader store)"
+killed=$((leader + 1))
+echo "kill -9 of n$killed (the leader store)"
 start=$(date +%s%N)
 kill -9 "${pids[$leader]}"
 deadline=$((SECONDS + 60))
-until [ "$("$bin" admin regions --json --endpoints "127.0.0.1:$survivor" 2>/dev/null | grep -o '"lease_valid":true' | wc -l)" -eq "$regions" ]; do
+live_led='import json,sys; print(sum(1 for r in json.load(sys.stdin) if r["leader"] not in (0, '$killed')))'
+until [ "$(led_by "127.0.0.1:$survivor" "$live_led" || echo 0)" -eq "$regions" ]; do
   [ $SECONDS -lt $deadline ] || { echo "regions not all led within 60 s" >&2; exit 1; }
   sleep 0.05
 done
-echo "all $regions regions led with valid leases $(( ($(date +%s%N) - start) / 1000000 )) ms after kill -9"
+echo "all $regions regions led by a live store $(( ($(date +%s%N) - start) / 1000000 )) ms after kill -9"
+until etcdctl --endpoints "127.0.0.1:$survivor" --command-timeout=2s put after-kill x > /dev/null 2>&1; do
+  [ $SECONDS -lt $deadline ] || { echo "no write within 60 s" >&2; exit 1; }
+  sleep 0.05
+done
+echo "a put through a survivor succeeded $(( ($(date +%s%N) - start) / 1000000 )) ms after kill -9"

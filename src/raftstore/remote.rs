@@ -21,6 +21,9 @@ use crate::region::eval::{WriteRequest, WriteResponse};
 /// How long an ask for a revision may take before the write is refused
 /// (and retried by the router).
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a region request may wait for its answer (a write's own
+/// deadline is the router's, about as long).
+const REGION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long revisions a store did not use are offered back to a leader
 /// store that does not answer.
 const VOID_RETRY_FOR: Duration = Duration::from_secs(60);
@@ -39,10 +42,17 @@ impl Transport {
     }
 
     /// Sends a region request to `store` (where the region's leader is).
-    pub async fn region(&self, store: u64, req: RegionRequest) -> Result<RegionResponse> {
+    /// A request that may have reached it and got no answer fails with
+    /// `Timeout` (its outcome is unknown: a write must not be made twice)
+    /// unless `repeatable`; one that never left (no connection) fails with
+    /// `NotLeader`, and the router asks again.
+    pub async fn region(&self, store: u64, req: RegionRequest, repeatable: bool) -> Result<RegionResponse> {
         let region = req.region_id;
         let mut client = self.client(store).ok_or(Error::NotLeader { region })?;
-        match client.region(req).await {
+        let Ok(answer) = tokio::time::timeout(REGION_TIMEOUT, client.region(req)).await else {
+            return Err(if repeatable { Error::NotLeader { region } } else { Error::Timeout });
+        };
+        match answer {
             Ok(resp) => {
                 let resp = resp.into_inner();
                 match resp.error {
@@ -52,7 +62,12 @@ impl Transport {
             }
             Err(status) => {
                 tracing::debug!(region, store, "region request: {status}");
-                Err(Error::NotLeader { region })
+                let never_left = status.code() == tonic::Code::Unavailable && status.message().contains("connect");
+                if repeatable || never_left {
+                    Err(Error::NotLeader { region })
+                } else {
+                    Err(Error::Timeout)
+                }
             }
         }
     }

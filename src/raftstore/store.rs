@@ -490,8 +490,9 @@ impl Store {
     /// Sends a region request to the store whose peer leads `region`.
     async fn ask_leader(&self, region: u64, epoch_version: u64, kind: RegionKind) -> Result<Option<RegionResponse>> {
         let Some((leader, t)) = self.remote_leader(region)? else { return Ok(None) };
+        let repeatable = !matches!(kind, RegionKind::Write(_));
         let req = RegionRequest { region_id: region, epoch_version, kind: Some(kind) };
-        t.region(leader, req).await.map(Some)
+        t.region(leader, req, repeatable).await.map(Some)
     }
 
     /// Evaluates and commits a write in `region` (one attempt), at the

@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 
 use super::table::{Piece, RoutingTable};
@@ -37,6 +38,7 @@ use crate::proto::tesserapb::raft_command::Txn;
 use crate::proto::tesserapb::{Effect, RaftCommand, RegionEffects, Span, TxnCommit, TxnLock, TxnRecord};
 use crate::raftstore::msg::WriteOutcome;
 use crate::region::eval::{self, WriteRequest};
+use crate::region::events;
 use crate::region::mvcc::MvccReader;
 
 /// One region taking part in a txn.
@@ -46,6 +48,10 @@ struct Part {
     epoch_version: u64,
     spans: Vec<Span>,
 }
+
+/// How long a committed txn's revision waits for this store to apply all
+/// its changes before it is finished anyway.
+const APPLIED_HERE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Router {
     /// Commits `req`, whose `pieces` lie in more than one region, atomically
@@ -118,6 +124,7 @@ impl Router {
             }
         };
         let revision = ev.revision.expect("checked");
+        let changes = ev.effects.len();
         let mut effects: BTreeMap<u64, Vec<Effect>> = parts.iter().map(|p| (p.region, Vec::new())).collect();
         for e in ev.effects {
             let region = table.locate(&e.key).map(|r| r.id);
@@ -170,10 +177,38 @@ impl Router {
             }
             failpoint::hit("txn-after-secondary");
         }
-        sequencer.finish(revision);
+        self.finish_when_applied_here(revision, changes);
         failpoint::hit("txn-before-forget");
         drop(self.send_steps([(&parts[0], step(Txn::Forget(txn_id)))]));
         Ok(WriteOutcome { revision: Some(revision), response: ev.response })
+    }
+
+    /// Finishes a committed txn's revision once this store's replicas
+    /// applied all its `changes` (the regions' leaders, maybe on other
+    /// stores, answered once they applied them themselves): watches and
+    /// reads here must not pass it before. Bounded: past a minute it is
+    /// finished anyway, with an error logged.
+    fn finish_when_applied_here(&self, revision: u64, changes: usize) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + APPLIED_HERE_TIMEOUT;
+            loop {
+                let engine = &store.engine;
+                match events::changes(&engine.db, engine.events(), revision, revision, changes) {
+                    Ok(seen) if seen.len() >= changes => break,
+                    Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(1)).await,
+                    Ok(seen) => {
+                        tracing::error!(revision, changes, applied = seen.len(), "a txn's changes did not apply here");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(revision, "reading the event index: {e}");
+                        break;
+                    }
+                }
+            }
+            store.sequencer.finish(revision);
+        });
     }
 
     /// Sends each step to its region at once; the answers can be awaited in
