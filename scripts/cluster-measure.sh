@@ -46,7 +46,7 @@ for i in 1 2 3; do
 done
 etcdctl --endpoints "$all" endpoint status -w table
 # Region leaders per store (leader balance).
-led_by() { "$bin" admin regions --json --endpoints "$1" 2>/dev/null | python3 -c "$2"; }
+led_by() { "$bin" admin regions --json --endpoints "$1" 2>/dev/null | python3 -c "$2" 2>/dev/null; }
 echo "region leaders by store: $(led_by "127.0.0.1:$base" 'import json,sys,collections; print(dict(sorted(collections.Counter(r["leader"] for r in json.load(sys.stdin)).items())))')"
 
 leader=$(etcdctl --endpoints "$all" endpoint status -w json |

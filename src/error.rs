@@ -92,11 +92,6 @@ pub enum Error {
     /// Admin: leadership can only move to a store with a peer of the region.
     #[error("tessera: store {store} has no peer of region {region}")]
     NoPeerOnStore { store: u64, region: u64 },
-    /// Admin on a cluster: region leaders follow the leader store (docs/cluster.md).
-    #[error(
-        "tessera: region leaders follow the leader store (store {leader}); move them all with etcdctl move-leader"
-    )]
-    LeadersFollowLeaderStore { leader: u64 },
     /// A merge rolled back: a peer of its source did not apply the prepare
     /// in time (its store down or cut off).
     #[error("tessera: merge rolled back: a peer of region {region} did not catch up (a store down or cut off?)")]
@@ -182,7 +177,6 @@ impl From<Error> for Status {
             | Error::Stopped => Code::Unavailable,
             Error::NoSuchRegion { .. } => Code::NotFound,
             Error::KeyOutsideRegion { .. } | Error::NoPeerOnStore { .. } | Error::SplitWhere => Code::InvalidArgument,
-            Error::LeadersFollowLeaderStore { .. } => Code::FailedPrecondition,
             Error::MergeCatchUp { .. } => Code::Unavailable,
             Error::NoMiddleKey { .. } | Error::NotAdjacent { .. } | Error::RegionBusy { .. } => {
                 Code::FailedPrecondition

@@ -425,8 +425,8 @@ impl Store {
     }
 
     /// Makes store `to` the leader store: the meta group's leadership moves
-    /// there and every region leader follows it. Waits (bounded) until this
-    /// store sees it.
+    /// there (region leaders follow it while it activates, then spread
+    /// again). Waits (bounded) until this store sees it.
     pub async fn move_leader_store(&self, to: u64) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.leader_store() != to {

@@ -35,7 +35,7 @@ impl Maintenance for MaintenanceService {
             version: ETCD_VERSION.to_string(),
             db_size: size,
             db_size_in_use: size,
-            // The leader store leads every region (docs/cluster.md).
+            // The leader store: the meta group's leader (docs/cluster.md).
             leader: if store.clustered() { store.member_id_of(store.leader_store()) } else { header.member_id },
             raft_index: applied,
             raft_term: header.raft_term,

@@ -40,8 +40,12 @@ pub(super) struct Asks {
     /// The last ask number used in this term.
     seq: u64,
     /// An ask whose answer never came: its number is asked again before a
-    /// new one (the leader store answers it with the same revision).
+    /// new one (the leader store answers it with the same revision), and
+    /// the revision is given back, never used: it was taken before writes
+    /// acknowledged since, which a write now must come after.
     unanswered: Option<u64>,
+    /// The ask in flight asks again for an unanswered one.
+    reclaiming: bool,
 }
 
 impl PeerFsm {
@@ -192,11 +196,15 @@ impl PeerFsm {
     }
 
     fn ask(&mut self) {
-        let seq = self.asks.unanswered.take().unwrap_or_else(|| {
-            self.asks.seq += 1;
-            self.asks.seq
-        });
+        let (seq, reclaiming) = match self.asks.unanswered.take() {
+            Some(seq) => (seq, true),
+            None => {
+                self.asks.seq += 1;
+                (self.asks.seq, false)
+            }
+        };
         self.asks.asking = Some(seq);
+        self.asks.reclaiming = reclaiming;
         self.store.ask_revision(self.region.id, self.raft.raft.term, seq);
     }
 
@@ -210,6 +218,8 @@ impl PeerFsm {
         }
         self.asks.asking = None;
         match result {
+            // Given back; the queue's first write asks anew (below).
+            Ok(r) if self.asks.reclaiming => self.store.void(r),
             Ok(r) => {
                 self.sequencer.observe(r);
                 match self.asks.queue.pop_front() {
@@ -227,7 +237,6 @@ impl PeerFsm {
                             self.propose_write(result, taken, q.cb);
                         }
                     },
-                    // The answer to an ask made again after a lost one.
                     None => self.store.void(r),
                 }
             }
@@ -242,7 +251,8 @@ impl PeerFsm {
     }
 
     /// On a tick: an ask whose answer was lost is asked again, so that the
-    /// revision the leader store may have taken for it is given back.
+    /// revision the leader store may have taken for it is given back (also
+    /// done before the next write's own ask).
     pub(super) fn reclaim_ask(&mut self) {
         if self.asks.unanswered.is_some() && self.asks.asking.is_none() && self.asks.queue.is_empty() {
             if self.store.evaluating.load(Ordering::Acquire) {
