@@ -13,9 +13,7 @@ use crate::error::{Error, Result};
 use crate::proto::tesserapb::peer_transport_client::PeerTransportClient;
 use crate::proto::tesserapb::region_response::Result as Answer;
 use crate::proto::tesserapb::region_write::Op;
-use crate::proto::tesserapb::{
-    AllocateRequest, DeleteLeased, RegionError, RegionRequest, RegionResponse, RegionWrite,
-};
+use crate::proto::tesserapb::{AllocateRequest, DeleteLeased, RegionError, RegionRequest, RegionResponse, RegionWrite};
 use crate::region::eval::{WriteRequest, WriteResponse};
 
 /// How long an ask for a revision may take before the write is refused

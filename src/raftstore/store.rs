@@ -25,8 +25,8 @@ use crate::lessor::Lessor;
 use crate::proto::tesserapb::region_request::Kind as RegionKind;
 use crate::proto::tesserapb::region_response::Result as Answer;
 use crate::proto::tesserapb::{
-    AllocateRequest, ApplyState, MemberSet, RaftCommand, Region, RegionRequest, RegionResponse, StoreInfo,
-    StoreMember, TxnLock, TxnRecord,
+    AllocateRequest, ApplyState, MemberSet, RaftCommand, Region, RegionRequest, RegionResponse, StoreInfo, StoreMember,
+    TxnLock, TxnRecord,
 };
 use crate::region::eval::WriteRequest;
 use crate::sequencer::{Sequencer, NEVER_COMPACTED};
@@ -886,7 +886,8 @@ impl StoreContext {
         let leader = self.meta_leader.load(Ordering::Acquire);
         match &self.transport {
             Some(t) if leader != 0 && leader != self.store_id => {
-                let req = AllocateRequest { from_store: self.store_id, region_id: region, term, seq, voids: Vec::new() };
+                let req =
+                    AllocateRequest { from_store: self.store_id, region_id: region, term, seq, voids: Vec::new() };
                 t.ask_revision(leader, req, answer);
             }
             // No leader store known, or it is this one and not activated yet.

@@ -247,27 +247,28 @@ impl Router {
     /// Commits a write; returns its outcome and its header revision.
     async fn write(&self, req: WriteRequest) -> Result<(WriteOutcome, u64)> {
         let spans = span::write_spans(&req);
-        let outcome = self.retrying(|| async {
-            let table = self.table();
-            let mut pieces = Vec::new();
-            for s in &spans {
-                pieces.extend(table.split(&s.start, span::end_of(s)).ok_or(Error::RegionNotFound)?);
-            }
-            let piece = match pieces.first() {
-                Some(first) if pieces.iter().any(|p| p.region != first.region) => {
-                    return self.write_across(&req, &table, &pieces).await;
+        let outcome = self
+            .retrying(|| async {
+                let table = self.table();
+                let mut pieces = Vec::new();
+                for s in &spans {
+                    pieces.extend(table.split(&s.start, span::end_of(s)).ok_or(Error::RegionNotFound)?);
                 }
-                Some(first) => first.clone(),
-                // A write touching no key (an inverted delete range) still
-                // needs a region to answer from: the one owning its key.
-                None => {
-                    let key = span::write_key_ranges(&req).into_iter().next().map(|(k, _)| k).unwrap_or_default();
-                    table.point(&key).ok_or(Error::RegionNotFound)?
-                }
-            };
-            self.store.write(piece.region, piece.epoch_version, req.clone()).await
-        })
-        .await?;
+                let piece = match pieces.first() {
+                    Some(first) if pieces.iter().any(|p| p.region != first.region) => {
+                        return self.write_across(&req, &table, &pieces).await;
+                    }
+                    Some(first) => first.clone(),
+                    // A write touching no key (an inverted delete range) still
+                    // needs a region to answer from: the one owning its key.
+                    None => {
+                        let key = span::write_key_ranges(&req).into_iter().next().map(|(k, _)| k).unwrap_or_default();
+                        table.point(&key).ok_or(Error::RegionNotFound)?
+                    }
+                };
+                self.store.write(piece.region, piece.epoch_version, req.clone()).await
+            })
+            .await?;
         // The header: the write's revision, or for one that changed nothing
         // the newest revision handed out (it may have read effects of writes
         // not yet acknowledged). Later reads are served at or above it.

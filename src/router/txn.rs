@@ -29,7 +29,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-
 use super::table::{Piece, RoutingTable};
 use super::{Router, SnapshotView, RETRY_BACKOFF};
 use crate::error::{Error, Result};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Reply;
-use crate::proto::tesserapb::peer_transport_server::PeerTransport;
 use crate::error::Error;
+use crate::proto::tesserapb::peer_transport_server::PeerTransport;
 use crate::proto::tesserapb::region_request::Kind;
 use crate::proto::tesserapb::region_response::Result as Answer;
 use crate::proto::tesserapb::{
@@ -73,18 +73,17 @@ impl PeerTransport for PeerService {
                 Some(w) => store.write_here(region, epoch, w).await.map(remote::encode_outcome),
                 None => return Err(Status::invalid_argument("tessera: a region write without an operation")),
             },
-            Some(Kind::Command(cmd)) => store.propose_here(region, epoch, cmd).await.map(|took| RegionResponse {
-                result: Some(Answer::TookEffect(took)),
-                ..Default::default()
-            }),
+            Some(Kind::Command(cmd)) => store
+                .propose_here(region, epoch, cmd)
+                .await
+                .map(|took| RegionResponse { result: Some(Answer::TookEffect(took)), ..Default::default() }),
             Some(Kind::Compact(revision)) => store.compact_here(region, revision).await.map(|()| Default::default()),
             Some(Kind::TransferTo(to)) => store.transfer_here(region, to).map(|()| Default::default()),
             None => return Err(Status::invalid_argument("tessera: an empty region request")),
         };
-        Ok(Response::new(answer.unwrap_or_else(|e| RegionResponse {
-            error: Some(remote::encode_error(&e)),
-            ..Default::default()
-        })))
+        Ok(Response::new(
+            answer.unwrap_or_else(|e| RegionResponse { error: Some(remote::encode_error(&e)), ..Default::default() }),
+        ))
     }
 
     /// A region leader on another store asks this (the leader) store's

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 
 use prost::Message as _;
 
-use super::{Pending, PendingKind, PeerFsm, PeerView};
+use super::{PeerFsm, PeerView, Pending, PendingKind};
 use crate::error::{Error, Result};
 use crate::metrics::METRICS;
 use crate::proto::tesserapb::RaftCommand;
