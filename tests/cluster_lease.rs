@@ -1,8 +1,9 @@
 //! Leader-lease safety on a three-store cluster in this process (DESIGN
-//! invariant 6, docs/cluster.md "Leader leases"): the leader store is cut
-//! off while a client keeps reading through it; its lease ends before any
-//! other store's peer leads the region, and no linearizable read returns a
-//! value older than an acknowledged write, also across a leader move.
+//! invariant 6, docs/cluster.md "Leader leases", "Reads"): the leader
+//! store is cut off while a client keeps reading through it; the lease its
+//! reads rest on (its meta group peer's) ends before any other store's
+//! peer leads the meta group, and no linearizable read returns a value
+//! older than an acknowledged write, also across a leader move.
 
 mod inproc;
 
@@ -41,7 +42,8 @@ async fn an_isolated_leader_stops_serving_reads_before_another_is_elected() {
     inproc::bounded(async {
         let cluster = InProcCluster::start(3, &[]).await;
         let old = cluster.leader().await;
-        let region = cluster.members[old].store.regions()[0].id;
+        // Reads rest on the leader store's lease: its meta group's.
+        let region = cluster.members[old].store.meta_region;
         let mut client = Client::connect([cluster.members[old].endpoint.as_str()], None).await.unwrap();
         put_acked(&mut client, "k", "v1").await;
 

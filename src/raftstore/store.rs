@@ -479,17 +479,21 @@ impl Store {
         self.ask(region, |cb| PeerMsg::CaughtUp { cb }).await
     }
 
-    /// The store whose peer of `region` leads, if it is another one (as
-    /// this store's peer last heard).
-    fn remote_leader(&self, region: u64) -> Result<Option<(u64, &Arc<Transport>)>> {
+    /// Sends a region request (`kind`) to the store whose peer leads
+    /// `region`, if that is another store (as this store's peer last
+    /// heard); `None`: this store's own peer is to be asked.
+    async fn ask_leader(
+        &self,
+        region: u64,
+        epoch_version: u64,
+        kind: impl FnOnce() -> RegionKind,
+    ) -> Result<Option<RegionResponse>> {
         let Some(t) = self.transport() else { return Ok(None) };
         let leader = self.peer(region)?.shared.leader.load(Ordering::Acquire);
-        Ok((leader != 0 && leader != self.store_id).then_some((leader, t)))
-    }
-
-    /// Sends a region request to the store whose peer leads `region`.
-    async fn ask_leader(&self, region: u64, epoch_version: u64, kind: RegionKind) -> Result<Option<RegionResponse>> {
-        let Some((leader, t)) = self.remote_leader(region)? else { return Ok(None) };
+        if leader == 0 || leader == self.store_id {
+            return Ok(None);
+        }
+        let kind = kind();
         let repeatable = !matches!(kind, RegionKind::Write(_));
         let req = RegionRequest { region_id: region, epoch_version, kind: Some(kind) };
         t.region(leader, req, repeatable).await.map(Some)
@@ -498,13 +502,10 @@ impl Store {
     /// Evaluates and commits a write in `region` (one attempt), at the
     /// region's leader wherever it is.
     pub async fn write(&self, region: u64, epoch_version: u64, req: WriteRequest) -> Result<WriteOutcome> {
-        if self.remote_leader(region)?.is_some() {
-            let kind = RegionKind::Write(remote::encode_write(req.clone()));
-            if let Some(resp) = self.ask_leader(region, epoch_version, kind).await? {
-                return remote::decode_outcome(resp);
-            }
+        match self.ask_leader(region, epoch_version, || RegionKind::Write(remote::encode_write(req.clone()))).await? {
+            Some(resp) => remote::decode_outcome(resp),
+            None => self.write_here(region, epoch_version, req).await,
         }
-        self.write_here(region, epoch_version, req).await
     }
 
     /// [`Self::write`] through this store's own peer.
@@ -521,12 +522,13 @@ impl Store {
     /// Proposes `cmd` as it is in `region` (a txn step, a lease change; one
     /// attempt); whether it took effect.
     pub async fn propose(&self, region: u64, epoch_version: u64, cmd: RaftCommand) -> Result<bool> {
-        if region != self.meta_region {
-            if let Some(resp) = self.ask_leader(region, epoch_version, RegionKind::Command(cmd.clone())).await? {
-                return Ok(matches!(resp.result, Some(Answer::TookEffect(true))));
-            }
+        if region == self.meta_region {
+            return self.propose_here(region, epoch_version, cmd).await;
         }
-        self.propose_here(region, epoch_version, cmd).await
+        match self.ask_leader(region, epoch_version, || RegionKind::Command(cmd.clone())).await? {
+            Some(resp) => Ok(matches!(resp.result, Some(Answer::TookEffect(true)))),
+            None => self.propose_here(region, epoch_version, cmd).await,
+        }
     }
 
     /// [`Self::propose`] through this store's own peer.
@@ -561,7 +563,7 @@ impl Store {
 
     /// Compacts `region`'s history below `revision` through its log.
     pub async fn compact_region(&self, region: u64, revision: u64) -> Result<()> {
-        if self.ask_leader(region, 0, RegionKind::Compact(revision)).await?.is_some() {
+        if self.ask_leader(region, 0, || RegionKind::Compact(revision)).await?.is_some() {
             return Ok(());
         }
         self.compact_here(region, revision).await
@@ -575,7 +577,7 @@ impl Store {
     /// Asks the leader of `region`, wherever it is, to hand leadership to
     /// the peer on store `to` (its lease ends at once).
     pub async fn transfer_leader(&self, region: u64, to: u64) -> Result<()> {
-        if self.ask_leader(region, 0, RegionKind::TransferTo(to)).await?.is_some() {
+        if self.ask_leader(region, 0, || RegionKind::TransferTo(to)).await?.is_some() {
             return Ok(());
         }
         self.transfer_here(region, to)
