@@ -1,9 +1,10 @@
 //! Leader-lease safety on a three-store cluster in this process (DESIGN
-//! invariant 6, docs/cluster.md "Leader leases", "Reads"): the leader
-//! store is cut off while a client keeps reading through it; the lease its
-//! reads rest on (its meta group peer's) ends before any other store's
-//! peer leads the meta group, and no linearizable read returns a value
-//! older than an acknowledged write, also across a leader move.
+//! invariant 6; docs/cluster.md "Store heartbeats", "Region leaders on
+//! every store"): the leader store is cut off while a client keeps
+//! reading through it; the lease its reads rest on (its meta group peer's)
+//! ends before any other store's peer leads the meta group, and no
+//! linearizable read returns a value older than an acknowledged write,
+//! also across a leader move.
 
 mod inproc;
 
