@@ -10,6 +10,10 @@
 //! the target's leader applies a committed merge commit);
 //! `member-add-after-meta` (src/router/members.rs: the meta group added
 //! the member, no region has yet).
+//!
+//! One point drops rather than aborts ([`dropped`]): `ask-answer-lost`
+//! (src/raftstore/remote.rs: the leader store's answer to a region
+//! leader's ask for a revision is lost on the way back).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -35,11 +39,25 @@ fn armed() -> Option<&'static Armed> {
     ARMED.get()
 }
 
+/// Whether the failpoint `name` is armed and reached for the N-th time now.
+fn due(name: &str) -> bool {
+    armed().is_some_and(|a| a.name == name && a.left.fetch_sub(1, Ordering::AcqRel) == 1)
+}
+
 /// Aborts the process here if the failpoint `name` is armed and due.
 pub fn hit(name: &str) {
-    let Some(a) = armed() else { return };
-    if a.name == name && a.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+    if due(name) {
         eprintln!("tessera: failpoint {name} reached: aborting");
         std::process::abort();
     }
+}
+
+/// Whether the failpoint `name` is armed and due: the caller then drops
+/// what it was about to deliver (once).
+pub fn dropped(name: &str) -> bool {
+    let due = due(name);
+    if due {
+        eprintln!("tessera: failpoint {name} reached: dropping");
+    }
+    due
 }

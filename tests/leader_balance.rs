@@ -129,3 +129,40 @@ fn leaders_spread_leave_a_killed_store_and_come_back_to_it() {
     assert!(same.is_ok(), "the stores' data differ at revision {revision}: {same:?}");
     println!("{} acknowledged writes, all read back; HashKV alike at revision {revision}", acked.len());
 }
+
+/// A region leader's ask for a revision whose answer is lost (failpoint
+/// `ask-answer-lost` on n2, its 5th answer): the write is retried inside
+/// tessera, the lost revision is asked for again, given back and never
+/// used; so every put succeeds, exactly one revision is voided, and a read
+/// right after the last put is not held up by the lost one.
+#[test]
+fn a_lost_answer_to_an_ask_voids_its_revision_and_nothing_waits_for_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let failpoint = |i: usize| if i == 1 { vec!["--failpoint".into(), "ask-answer-lost:5".into()] } else { vec![] };
+    let cluster = Cluster::start_with(3, failpoint);
+    rt.block_on(make_leader_store(&cluster.endpoint(0)));
+    let entry = cluster.endpoint(0);
+    let (led, _) = wait_leaders(&entry, "n2 leading regions", |l| balanced(l, &[1, 2, 3], 4));
+    println!("leaders: {led:?}");
+    rt.block_on(async {
+        let mut c = connect(&entry).await;
+        let mut revisions = vec![c.put("start", "", None).await.unwrap().header().unwrap().revision()];
+        let mut last_key = String::new();
+        for i in 0..200u32 {
+            // Keys over every region (split at b, m and t).
+            last_key = format!("{}/{i:03}", (b'a' + (i % 26) as u8) as char);
+            let put = tokio::time::timeout(Duration::from_secs(15), c.put(last_key.as_str(), "v", None)).await;
+            let put = put.expect("a put answered within 15 s").expect("every put succeeds");
+            revisions.push(put.header().unwrap().revision());
+        }
+        assert!(revisions.windows(2).all(|w| w[1] > w[0]), "revisions increase: {revisions:?}");
+        let voided: i64 = revisions.windows(2).map(|w| w[1] - w[0] - 1).sum();
+        assert_eq!(voided, 1, "one revision voided (the lost answer's): {revisions:?}");
+        let read = tokio::time::timeout(Duration::from_secs(2), c.get(last_key.as_str(), None)).await;
+        let read = read.expect("a read is not held up by the lost revision").unwrap();
+        assert_eq!(read.header().unwrap().revision(), *revisions.last().unwrap());
+        println!("200 puts, revisions {}..={}, one voided", revisions[0], revisions.last().unwrap());
+    });
+    let logs = cluster.logs(1 << 20);
+    assert!(logs.contains("failpoint ask-answer-lost reached"), "the failpoint was not reached:\n{logs}");
+}

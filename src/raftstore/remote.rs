@@ -79,6 +79,7 @@ impl Transport {
         };
         runtime.spawn(async move {
             let result = match tokio::time::timeout(ASK_TIMEOUT, client.allocate(req)).await {
+                Ok(Ok(_)) if crate::failpoint::dropped("ask-answer-lost") => Err(Error::ProposalDropped { region }),
                 Ok(Ok(resp)) => Ok(resp.into_inner().revision),
                 Ok(Err(status)) => {
                     tracing::debug!(region, to, "asking for a revision: {status}");
