@@ -82,7 +82,8 @@ impl PeerFsm {
 
     /// Evaluates `req` against the applied state plus the overlay; `take`
     /// gives the revision if it changes anything. Returns the revision
-    /// taken too (voided here if the evaluation failed).
+    /// taken too, even if the evaluation then failed: the caller gives
+    /// back a real one it does not use (never a dry run's guess).
     fn evaluate(&self, req: &WriteRequest, take: impl FnOnce() -> Result<u64>) -> (Result<Evaluation>, Option<u64>) {
         let mut take = Some(take);
         let (mut taken, mut refused) = (None, None);
@@ -105,15 +106,9 @@ impl PeerFsm {
                 None => unreachable!("a write takes one revision"),
             })
         };
-        match (result, refused) {
-            (_, Some(e)) => (Err(e), None),
-            (Err(e), _) => {
-                if let Some(r) = taken {
-                    self.store.void(r);
-                }
-                (Err(e), None)
-            }
-            (Ok(ev), None) => (Ok(ev), taken),
+        match refused {
+            Some(e) => (Err(e), None),
+            None => (result, taken),
         }
     }
 
@@ -123,6 +118,9 @@ impl PeerFsm {
         let ev = match result {
             Ok(ev) => ev,
             Err(e) => {
+                if let Some(r) = taken {
+                    self.store.void(r);
+                }
                 let _ = cb.send(Err(e));
                 return;
             }
@@ -183,6 +181,7 @@ impl PeerFsm {
                 self.write_here(q.req, q.cb);
                 continue;
             }
+            // A dry run: its guess is no revision anyone handed out.
             let guess = self.sequencer.last() + 1;
             let (result, _) = self.evaluate(&q.req, || Ok(guess));
             match result {
@@ -230,8 +229,8 @@ impl PeerFsm {
                         }
                         Ok(()) => {
                             let (result, taken) = self.evaluate(&q.req, || Ok(r));
-                            if result.is_ok() && taken.is_none() {
-                                // Evaluated again, it changed nothing after all.
+                            if taken.is_none() {
+                                // Evaluated again, it took no revision after all.
                                 self.store.void(r);
                             }
                             self.propose_write(result, taken, q.cb);
