@@ -592,19 +592,27 @@ impl Store {
     /// (bounded) until it may propose: admin steps (split, merge, conf
     /// change) run at the leader store, where the router is.
     pub async fn gather(&self, region: u64) -> Result<()> {
-        let deadline = Instant::now() + GATHER_TIMEOUT;
+        self.move_leader(region, self.store_id, GATHER_TIMEOUT).await
+    }
+
+    /// Asks the leader of `region` to hand over to store `to` until this
+    /// store sees `to` lead (for this store itself: lead and may propose),
+    /// for at most `within`.
+    pub async fn move_leader(&self, region: u64, to: u64, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
         loop {
-            let peer = self.peer(region)?;
-            if peer.shared.leading.load(Ordering::Acquire) {
+            let shared = self.peer(region)?.shared;
+            let leader = shared.leader.load(Ordering::Acquire);
+            let done = if to == self.store_id { shared.leading.load(Ordering::Acquire) } else { leader == to };
+            if done {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(Error::NotLeader { region });
+                return Err(if to == self.store_id { Error::NotLeader { region } } else { Error::Timeout });
             }
-            let leader = peer.shared.leader.load(Ordering::Acquire);
-            if leader != 0 && leader != self.store_id {
-                if let Err(e) = self.transfer_leader(region, self.store_id).await {
-                    tracing::debug!(region, "gathering the leadership here: {e}");
+            if leader != 0 && leader != to {
+                if let Err(e) = self.transfer_leader(region, to).await {
+                    tracing::debug!(region, to, "moving the leadership: {e}");
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

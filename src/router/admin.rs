@@ -257,20 +257,8 @@ impl Router {
             return Err(Error::NoPeerOnStore { store: to_store, region });
         }
         let _admin = self.admin_lock.lock().await;
-        let deadline = Instant::now() + self.request_timeout;
-        loop {
-            let peer = self.store.peer(region)?;
-            if peer.shared.leader.load(std::sync::atomic::Ordering::Acquire) == to_store {
-                return self.admin_region(region);
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Timeout);
-            }
-            if let Err(e) = self.store.transfer_leader(region, to_store).await {
-                tracing::debug!(region, to_store, "transfer leader: {e}");
-            }
-            tokio::time::sleep(BUSY_BACKOFF * 5).await;
-        }
+        self.store.move_leader(region, to_store, self.request_timeout).await?;
+        self.admin_region(region)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Router;
 
@@ -19,21 +19,11 @@ const MOVES_PER_ROUND: usize = 64;
 const GATHER_EVERY: Duration = Duration::from_millis(500);
 
 impl Router {
-    /// Whether the time for the next leader balance (or gathering) came.
-    fn due(&self, every: Duration) -> bool {
-        let mut last = self.balanced.lock();
-        if last.elapsed() < every {
-            return false;
-        }
-        *last = Instant::now();
-        true
-    }
-
     /// Moves region leaderships so that every active member leads within
     /// one of as many regions as any other. Skipped while a split, merge
     /// or membership change runs (they gather their regions here).
     pub(super) fn balance_leaders(&self) {
-        if !self.due(BALANCE_EVERY) {
+        if !super::due(&self.balanced, BALANCE_EVERY) {
             return;
         }
         let Ok(_admin) = self.admin_lock.try_lock() else { return };
@@ -60,7 +50,7 @@ impl Router {
     /// every region led elsewhere to hand over (regions without a leader
     /// get one by this store's campaign).
     pub(super) fn gather_leaders(&self) {
-        if !self.due(GATHER_EVERY) {
+        if !super::due(&self.balanced, GATHER_EVERY) {
             return;
         }
         let me = self.store.store_id;

@@ -106,12 +106,7 @@ impl Router {
     /// Whether the leader store should look for regions whose voters are
     /// not the member set's stores (once a second).
     pub(super) fn reconcile_due(&self) -> bool {
-        let mut last = self.reconciled.lock();
-        if last.elapsed() < RECONCILE_EVERY {
-            return false;
-        }
-        *last = Instant::now();
-        true
+        super::due(&self.reconciled, RECONCILE_EVERY)
     }
 
     /// Gives every region the member set's stores as voters, one change

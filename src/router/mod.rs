@@ -60,6 +60,17 @@ pub struct Router {
     pub alarms: alarm::Alarms,
 }
 
+/// Whether `every` has passed since `last` (then `last` becomes now): a
+/// periodic step of the leader store that runs at most that often.
+fn due(last: &parking_lot::Mutex<Instant>, every: Duration) -> bool {
+    let mut last = last.lock();
+    if last.elapsed() < every {
+        return false;
+    }
+    *last = Instant::now();
+    true
+}
+
 /// Backoff between retries of a routing error.
 const RETRY_BACKOFF: Duration = Duration::from_millis(10);
 
