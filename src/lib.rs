@@ -29,6 +29,7 @@ pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
+pub mod faults;
 pub mod lease;
 pub mod lessor;
 pub mod metrics;

@@ -41,6 +41,9 @@ enum Command {
     Snapshot(SnapshotCommand),
     /// Operate regions: list, split, merge, transfer-leader.
     Admin(tessera::admin_cli::AdminArgs),
+    /// Seeded runs of real members under faults, each history checked
+    /// (docs/faults.md); exits 1 if any run failed.
+    Faults(tessera::faults::FaultArgs),
 }
 
 #[derive(Subcommand)]
@@ -175,6 +178,14 @@ fn main() -> Result<()> {
             // line on stderr and exit code 1, not a backtrace.
             if let Err(e) = tokio::runtime::Runtime::new()?.block_on(tessera::admin_cli::run(args)) {
                 eprintln!("Error: {e}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Faults(args) => {
+            let failed = tokio::runtime::Runtime::new()?.block_on(tessera::faults::main(args))?;
+            if failed > 0 {
+                eprintln!("faults: {failed} run(s) failed");
                 std::process::exit(1);
             }
             Ok(())
