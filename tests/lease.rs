@@ -145,3 +145,37 @@ async fn leases_and_their_keys_survive_a_restart() {
     })
     .await;
 }
+
+/// A revoke answers at the revision of its deletes, as etcd does, not at
+/// the newest revision handed out when it answers (found by the fault
+/// harness: with writes going on, the header named a later write's
+/// revision).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_revoke_answers_at_its_deletes_revision() {
+    bounded(async {
+        let node = InProc::start(SPLITS).await;
+        let mut c = node.client().await;
+        let mut writer = node.client().await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let busy = tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                writer.put(format!("o/{}", i % 7), i.to_string(), None).await.unwrap();
+            }
+        });
+        for _ in 0..40 {
+            let id = c.lease_grant(60, None).await.unwrap().id();
+            attach(&mut c, id).await;
+            let header = c.lease_revoke(id).await.unwrap().header().unwrap().revision();
+            let after = c.get(KEYS[0], Some(GetOptions::new().with_revision(header))).await.unwrap();
+            assert_eq!(after.count(), 0, "the keys are gone at the revoke's header {header}");
+            let before = c.get(KEYS[0], Some(GetOptions::new().with_revision(header - 1))).await.unwrap();
+            assert_eq!(before.count(), 1, "the keys were there just before the revoke's header {header}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        busy.await.unwrap();
+    })
+    .await;
+}

@@ -49,8 +49,10 @@ impl Router {
         Ok((id, ttl))
     }
 
-    /// Revokes lease `id` and deletes its keys at one revision.
-    pub async fn lease_revoke(&self, id: i64) -> Result<()> {
+    /// Revokes lease `id` and deletes its keys at one revision: that
+    /// revision, None if no key was attached (etcd answers a revoke at the
+    /// revision of its deletes).
+    pub async fn lease_revoke(&self, id: i64) -> Result<Option<u64>> {
         if !self.store.lessor.exists(id) {
             return Err(Error::LeaseNotFound);
         }
@@ -86,17 +88,18 @@ impl Router {
 
     /// The second step of a revoke: once every write in flight has applied
     /// (none can attach to the lease any more), deletes the keys still
-    /// attached to it, with one write.
-    async fn delete_lease_keys(&self, id: i64) -> Result<()> {
+    /// attached to it, with one write; its revision.
+    async fn delete_lease_keys(&self, id: i64) -> Result<Option<u64>> {
         let sequencer = &self.store.sequencer;
         tokio::time::timeout(self.request_timeout, sequencer.wait_resolved(sequencer.last()))
             .await
             .map_err(|_| Error::Timeout)?;
         let keys = self.store.lessor.keys_of(id);
-        if !keys.is_empty() {
-            self.write(WriteRequest::DeleteLeased { lease: id, keys }).await?;
+        if keys.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        let (outcome, _) = self.write(WriteRequest::DeleteLeased { lease: id, keys }).await?;
+        Ok(outcome.revision)
     }
 
     /// Deletes the keys of leases revoked by a process that died before it
@@ -131,7 +134,7 @@ impl Router {
                 }
                 for id in router.store.lessor.expired() {
                     match router.lease_revoke(id).await {
-                        Ok(()) => tracing::debug!(lease = id, "lease expired"),
+                        Ok(_) => tracing::debug!(lease = id, "lease expired"),
                         Err(Error::LeaseNotFound) => {}
                         Err(e) => tracing::warn!(lease = id, "revoking an expired lease: {e}"),
                     }

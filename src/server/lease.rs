@@ -33,8 +33,9 @@ impl Lease for LeaseService {
     }
 
     async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Reply<LeaseRevokeResponse> {
-        self.router.lease_revoke(request.into_inner().id).await?;
-        Ok(Response::new(LeaseRevokeResponse { header: Some(self.router.current_header()) }))
+        let deleted_at = self.router.lease_revoke(request.into_inner().id).await?;
+        let header = deleted_at.map_or_else(|| self.router.current_header(), |r| self.router.header(r));
+        Ok(Response::new(LeaseRevokeResponse { header: Some(header) }))
     }
 
     type LeaseKeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>>;
