@@ -175,16 +175,17 @@ impl Router {
     }
 
     /// Picks the revision a read is served at and waits until it is
-    /// resolved. Linearizable: every write acknowledged before the read
-    /// started has a revision at or below it. Also whether the read rests
-    /// on the leader store's lease.
-    async fn read_revision(&self, serializable: bool) -> Result<(u64, bool)> {
-        if serializable {
-            return Ok((self.store.sequencer.resolved(), false));
-        }
-        let revision = self.store.sequencer.read_point();
+    /// resolved (see [`ReadAt`]). Also whether the read rests on the leader
+    /// store's lease.
+    async fn read_revision(&self, at: ReadAt) -> Result<(u64, bool)> {
+        let sequencer = &self.store.sequencer;
+        let revision = match at {
+            ReadAt::Resolved => return Ok((sequencer.resolved(), false)),
+            ReadAt::ReadPoint => sequencer.read_point(),
+            ReadAt::Newest => sequencer.last(),
+        };
         let leased = self.confirm_leader_store().await?;
-        tokio::time::timeout(self.request_timeout, self.store.sequencer.wait_resolved(revision))
+        tokio::time::timeout(self.request_timeout, sequencer.wait_resolved(revision))
             .await
             .map_err(|_| Error::Timeout)?;
         Ok((revision, leased))
@@ -207,21 +208,21 @@ impl Router {
         read(&reader).map(Some)
     }
 
-    /// The one read path: cuts `spans` into region pieces, makes the read
-    /// linearizable (unless `serializable`), and runs `read` on one snapshot
-    /// with the pieces and the read's current revision. Retried (bounded)
-    /// while a lease it used runs out before the snapshot.
+    /// The one read path: cuts `spans` into region pieces, picks the read's
+    /// revision (`at`; all but [`ReadAt::Resolved`] linearizable), and runs
+    /// `read` on one snapshot with the pieces and that revision. Retried
+    /// (bounded) while a lease it used runs out before the snapshot.
     async fn snapshot_read<T>(
         &self,
         spans: &[(Vec<u8>, Vec<u8>)],
-        serializable: bool,
+        at: ReadAt,
         read: impl Fn(&MvccReader, &[Piece], u64) -> Result<T>,
     ) -> Result<(T, u64)> {
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let attempt = async {
                 let pieces = pieces_of(&self.table(), spans)?;
-                let (current, leased) = self.read_revision(serializable).await?;
+                let (current, leased) = self.read_revision(at).await?;
                 Ok::<_, Error>(
                     self.with_snapshot(leased, |reader| read(reader, &pieces, current))?.map(|r| (r, current)),
                 )
@@ -244,7 +245,7 @@ impl Router {
     pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         let spans = [(req.key.clone(), req.range_end.clone())];
         let (mut resp, current) = self
-            .snapshot_read(&spans, req.serializable, |reader, pieces, current| {
+            .snapshot_read(&spans, ReadAt::of(req.serializable), |reader, pieces, current| {
                 let at = self.store.sequencer.check_read(req.revision, current)?;
                 read_pieces(reader, req, pieces, at)
             })
@@ -257,35 +258,64 @@ impl Router {
 
     /// Commits a write; returns its outcome and its header revision.
     async fn write(&self, req: WriteRequest) -> Result<(WriteOutcome, u64)> {
-        let spans = span::write_spans(&req);
-        let outcome = self
-            .retrying(|| async {
-                let table = self.table();
-                let mut pieces = Vec::new();
-                for s in &spans {
-                    pieces.extend(table.split(&s.start, span::end_of(s)).ok_or(Error::RegionNotFound)?);
-                }
-                let piece = match pieces.first() {
-                    Some(first) if pieces.iter().any(|p| p.region != first.region) => {
-                        return self.write_across(&req, &table, &pieces).await;
-                    }
-                    Some(first) => first.clone(),
-                    // A write touching no key (an inverted delete range) still
-                    // needs a region to answer from: the one owning its key.
-                    None => {
-                        let key = span::write_key_ranges(&req).into_iter().next().map(|(k, _)| k).unwrap_or_default();
-                        table.point(&key).ok_or(Error::RegionNotFound)?
-                    }
-                };
-                self.store.write(piece.region, piece.epoch_version, req.clone()).await
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let outcome = self.retrying(|| self.write_once(&req)).await?;
+            if let Some(revision) = outcome.revision {
+                self.store.sequencer.acknowledge(revision);
+                return Ok((outcome, revision));
+            }
+            if let Some((response, at)) = self.unchanged_at_newest(&req).await? {
+                self.store.sequencer.acknowledge(at);
+                return Ok((WriteOutcome { revision: None, response }, at));
+            }
+            // A write since its evaluation makes it change something now.
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    /// One attempt at a write: to the one region it touches, or through
+    /// two-phase commit when it touches several.
+    async fn write_once(&self, req: &WriteRequest) -> Result<WriteOutcome> {
+        let table = self.table();
+        let mut pieces = Vec::new();
+        for s in &span::write_spans(req) {
+            pieces.extend(table.split(&s.start, span::end_of(s)).ok_or(Error::RegionNotFound)?);
+        }
+        let piece = match pieces.first() {
+            Some(first) if pieces.iter().any(|p| p.region != first.region) => {
+                return self.write_across(req, &table, &pieces).await;
+            }
+            Some(first) => first.clone(),
+            // A write touching no key (an inverted delete range) still
+            // needs a region to answer from: the one owning its key.
+            None => {
+                let key = span::write_key_ranges(req).into_iter().next().map(|(k, _)| k).unwrap_or_default();
+                table.point(&key).ok_or(Error::RegionNotFound)?
+            }
+        };
+        self.store.write(piece.region, piece.epoch_version, req.clone()).await
+    }
+
+    /// A write whose leader found it changes nothing is answered as a
+    /// linearizable read (docs/cluster.md, "Writes that change nothing"):
+    /// at R, the newest revision handed out (at or above every write
+    /// acknowledged before it and every write its evaluation saw), once R
+    /// is resolved and this store confirmed as the leader store, with its
+    /// outcome evaluated again against the state at R: what it answers is
+    /// exactly that state. `None` if at R it does change something (a
+    /// write since its evaluation): the caller sends it again.
+    async fn unchanged_at_newest(&self, req: &WriteRequest) -> Result<Option<(WriteResponse, u64)>> {
+        let (response, at) = self
+            .snapshot_read(&[], ReadAt::Newest, |reader, _pieces, current| {
+                // A guess no one is given: only whether it would take one counts.
+                let ev = eval::evaluate(req, &self.snapshot_view(reader, current), &mut || current + 1)?;
+                Ok(ev.revision.is_none().then_some(ev.response))
             })
             .await?;
-        // The header: the write's revision, or for one that changed nothing
-        // the newest revision handed out (it may have read effects of writes
-        // not yet acknowledged). Later reads are served at or above it.
-        let at = outcome.revision.unwrap_or_else(|| self.store.sequencer.last());
-        self.store.sequencer.acknowledge(at);
-        Ok((outcome, at))
+        Ok(response.map(|r| (r, at)))
     }
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
@@ -323,19 +353,17 @@ impl Router {
     /// whatever regions it touches.
     async fn read_txn(&self, req: &TxnRequest, spans: &[(Vec<u8>, Vec<u8>)]) -> Result<TxnResponse> {
         let (mut resp, current) = self
-            .snapshot_read(spans, false, |reader, _pieces, current| {
-                let view = SnapshotView {
-                    reader,
-                    revision: current,
-                    sequencer: &self.store.sequencer,
-                    lessor: &self.store.lessor,
-                };
-                eval::evaluate_read_txn(req, &view)
+            .snapshot_read(spans, ReadAt::ReadPoint, |reader, _pieces, current| {
+                eval::evaluate_read_txn(req, &self.snapshot_view(reader, current))
             })
             .await?;
         fill_inner_headers(&mut resp, current as i64);
         resp.header = Some(self.header(current));
         Ok(resp)
+    }
+
+    fn snapshot_view<'a>(&'a self, reader: &'a MvccReader<'a>, revision: u64) -> SnapshotView<'a> {
+        SnapshotView { reader, revision, sequencer: &self.store.sequencer, lessor: &self.store.lessor }
     }
 
     pub async fn compact(&self, req: &CompactionRequest) -> Result<CompactionResponse> {
@@ -435,6 +463,29 @@ fn fill_inner_headers(resp: &mut TxnResponse, before: i64) {
             if h.revision == 0 {
                 h.revision = before;
             }
+        }
+    }
+}
+
+/// The revision a read is served at.
+#[derive(Clone, Copy)]
+enum ReadAt {
+    /// The resolved revision, confirming nothing (`serializable` reads).
+    Resolved,
+    /// The read point: at or above every write acknowledged so far
+    /// (linearizable reads).
+    ReadPoint,
+    /// The newest revision handed out: also at or above every write in
+    /// flight (writes that changed nothing; they may have read such writes).
+    Newest,
+}
+
+impl ReadAt {
+    fn of(serializable: bool) -> ReadAt {
+        if serializable {
+            ReadAt::Resolved
+        } else {
+            ReadAt::ReadPoint
         }
     }
 }
