@@ -114,6 +114,11 @@ pub enum Error {
     Membership(String),
     #[error("etcdserver: request timed out")]
     Timeout,
+    /// A region refused a write whose revision an older leader store handed
+    /// out (docs/cluster.md, "Revision fencing"): its outcome is the new
+    /// leader store's to decide; the client retries.
+    #[error("etcdserver: leader changed")]
+    Fenced,
     #[error("etcdserver: server stopped")]
     Stopped,
     #[error("tessera: storage error: {0}")]
@@ -174,6 +179,7 @@ impl From<Error> for Status {
             | Error::Locked { .. }
             | Error::TxnAborted
             | Error::Timeout
+            | Error::Fenced
             | Error::Stopped => Code::Unavailable,
             Error::NoSuchRegion { .. } => Code::NotFound,
             Error::KeyOutsideRegion { .. } | Error::NoPeerOnStore { .. } | Error::SplitWhere => Code::InvalidArgument,

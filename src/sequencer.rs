@@ -27,6 +27,11 @@ pub struct Sequencer {
     limit: AtomicU64,
     /// The newest revision of a write acknowledged through this store.
     acknowledged: AtomicU64,
+    /// The meta-group term in which this store became the leader store (0
+    /// on a single store): every revision it hands out carries it, and
+    /// regions refuse revisions of older terms once fenced
+    /// (docs/cluster.md, "Revision fencing").
+    term: AtomicU64,
 }
 
 /// The compacted revision of a store that was never compacted.
@@ -65,6 +70,7 @@ impl Sequencer {
             compacted: AtomicI64::new(compacted),
             limit: AtomicU64::new(u64::MAX),
             acknowledged: AtomicU64::new(0),
+            term: AtomicU64::new(0),
         }
     }
 
@@ -83,10 +89,17 @@ impl Sequencer {
         self.limit.store(mark, Ordering::Release);
     }
 
-    /// A store becomes the leader store: it continues after `last` (every
-    /// revision at or below is applied or void), with `pending` (revisions
-    /// of cross-region txns a recovery is about to finish) in flight.
-    pub fn restart(&self, last: u64, pending: impl IntoIterator<Item = u64>) {
+    /// The meta-group term the revisions handed out here belong to.
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+
+    /// A store becomes the leader store in meta-group `term`: it continues
+    /// after `last` (every revision at or below is applied or void), with
+    /// `pending` (revisions of cross-region txns a recovery is about to
+    /// finish) in flight.
+    pub fn restart(&self, term: u64, last: u64, pending: impl IntoIterator<Item = u64>) {
+        self.term.store(term, Ordering::Release);
         let resolved = {
             let mut s = self.state.lock();
             s.last = last;

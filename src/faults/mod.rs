@@ -151,8 +151,9 @@ pub fn summary(cfg: &RunConfig, r: &RunResult) -> String {
         r.ops[2],
         r.report.acked_writes,
     );
-    for f in &r.injected {
-        s += &format!("  {:6.1}s-{:6.1}s {}\n", f.start as f64 / 1e9, f.healed as f64 / 1e9, f.detail);
+    for (f, (_, back)) in r.injected.iter().zip(&r.recoveries) {
+        let back = back.map_or("writes not back".into(), |s| format!("writes back in {s:.1} s"));
+        s += &format!("  {:6.1}s-{:6.1}s {} ({back})\n", f.start as f64 / 1e9, f.healed as f64 / 1e9, f.detail);
     }
     if let Some(e) = &r.error {
         s += &format!("  error: {e}\n");

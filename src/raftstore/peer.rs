@@ -121,6 +121,9 @@ pub struct PeerFsm {
     /// Cross-region txn locks, txn id -> spans: applied ones (persisted) and,
     /// on the leader, proposed ones. Writes overlapping them are refused.
     locks: BTreeMap<u64, Vec<Span>>,
+    /// The entry being applied was refused by the revision fence (see
+    /// [`Self::fenced`]): its proposer is answered `Fenced`.
+    fenced_entry: bool,
     /// ReadIndex requests raft has not answered yet: ctx -> (callback, ticks waited).
     reads: HashMap<u64, (DoneCallback, u32)>,
     /// Confirmed reads waiting for their index to apply.
@@ -261,6 +264,7 @@ impl PeerFsm {
             overlay: BTreeMap::new(),
             pending: VecDeque::new(),
             locks,
+            fenced_entry: false,
             reads: HashMap::new(),
             waiting_reads: Vec::new(),
             next_read_ctx: 1,
@@ -643,6 +647,7 @@ impl PeerFsm {
             return Ok(());
         }
         for e in &entries {
+            self.fenced_entry = false;
             // An empty entry (a new leader's, or a conf change raft-rs
             // dropped for another pending one) takes no effect.
             let took_effect = match e.get_entry_type() {
@@ -684,6 +689,15 @@ impl PeerFsm {
             tracing::warn!(region = self.region.id, "skipping a command with a stale epoch");
             return Ok(false);
         }
+        if self.fenced(&cmd) {
+            self.fenced_entry = true;
+            tracing::info!(
+                region = self.region.id,
+                revision = cmd.revision,
+                "refusing a write of a former leader store"
+            );
+            return Ok(false);
+        }
         if let Some(step) = cmd.txn {
             return self.apply_txn(step, cmd.revision, &cmd.effects, ctx);
         }
@@ -714,6 +728,21 @@ impl PeerFsm {
             ctx.compactions.push((self.region.clone(), c.revision));
         }
         Ok(true)
+    }
+
+    /// The revision fence (docs/cluster.md, "Revision fencing"): a write,
+    /// txn lock or txn commit whose leader store's term is older than the
+    /// newest this region applied is refused; a newer one raises the fence.
+    fn fenced(&mut self, cmd: &RaftCommand) -> bool {
+        let fenced_kind = cmd.revision > 0 || matches!(cmd.txn, Some(Txn::Lock(_)));
+        if !fenced_kind && cmd.leader_store_term == 0 {
+            return false;
+        }
+        if cmd.leader_store_term < self.apply_state.fence_term {
+            return fenced_kind;
+        }
+        self.apply_state.fence_term = cmd.leader_store_term;
+        false
     }
 
     fn write_effects(&mut self, revision: u64, effects: &[crate::proto::tesserapb::Effect], ctx: &mut ApplyContext) {
@@ -788,6 +817,7 @@ impl PeerFsm {
                         }
                     }
                     let result = match (committed, took_effect) {
+                        (true, false) if self.fenced_entry => Err(Error::Fenced),
                         (true, true) => Ok(WriteOutcome { revision, response }),
                         (true, false) => Err(Error::EpochNotMatch { region }),
                         (false, _) => Err(Error::ProposalDropped { region }),
@@ -811,13 +841,14 @@ impl PeerFsm {
                     if admin {
                         self.admin_pending = false;
                     }
-                    let result = if committed {
+                    let result = if committed && !self.fenced_entry {
                         Ok(took_effect)
                     } else {
+                        // The lock taken at proposal never applied.
                         if let Some(txn) = lock {
                             self.locks.remove(&txn);
                         }
-                        Err(Error::ProposalDropped { region })
+                        Err(if committed { Error::Fenced } else { Error::ProposalDropped { region } })
                     };
                     ctx.acks.push(Box::new(move || {
                         let _ = cb.send(result);

@@ -71,7 +71,12 @@ impl Transport {
     }
 
     /// Asks the leader store `to` for a revision; `answer` gets it.
-    pub fn ask_revision(&self, to: u64, req: AllocateRequest, answer: impl FnOnce(Result<u64>) + Send + 'static) {
+    pub fn ask_revision(
+        &self,
+        to: u64,
+        req: AllocateRequest,
+        answer: impl FnOnce(Result<(u64, u64)>) + Send + 'static,
+    ) {
         let region = req.region_id;
         let (Some(mut client), Some(runtime)) = (self.client(to), self.runtime.as_ref()) else {
             answer(Err(Error::NotLeader { region }));
@@ -80,7 +85,10 @@ impl Transport {
         runtime.spawn(async move {
             let result = match tokio::time::timeout(ASK_TIMEOUT, client.allocate(req)).await {
                 Ok(Ok(_)) if crate::failpoint::dropped("ask-answer-lost") => Err(Error::ProposalDropped { region }),
-                Ok(Ok(resp)) => Ok(resp.into_inner().revision),
+                Ok(Ok(resp)) => {
+                    let resp = resp.into_inner();
+                    Ok((resp.revision, resp.term))
+                }
                 Ok(Err(status)) => {
                     tracing::debug!(region, to, "asking for a revision: {status}");
                     Err(Error::ProposalDropped { region })

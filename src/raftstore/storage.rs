@@ -202,6 +202,7 @@ pub fn init_peer(engine: &Engine, region: &Region, parent: &ApplyState, wb: &mut
         applied_term: init.term,
         max_revision: parent.max_revision,
         compacted_revision: parent.compacted_revision,
+        fence_term: parent.fence_term,
     };
     wb.put_cf(engine.meta(), keys::apply_state(region.id), apply.encode_to_vec());
     wb.put_cf(engine.meta(), keys::region(region.id), region.encode_to_vec());

@@ -62,8 +62,9 @@ impl Router {
         // the committed high mark, and every committed entry is applied here.
         let last = store.sequencer.limit().max(store.max_applied_revision()).max(1);
         self.commit_high_mark(last + HIGH_MARK_WINDOW).await?;
+        self.fence_regions(term).await?;
         let (_, records) = store.txn_state()?;
-        store.sequencer.restart(last, records.iter().map(|r| r.revision));
+        store.sequencer.restart(term, last, records.iter().map(|r| r.revision));
         // The compaction the last leader store recorded reached this one
         // through the regions' logs (or snapshots).
         let compacted = store.max_applied_compaction()? as i64;
@@ -82,6 +83,27 @@ impl Router {
         }
         store.set_serving(true);
         tracing::info!(term, revision = last, recovered, "this store is the leader store");
+        Ok(())
+    }
+
+    /// Raises every region's revision fence to `term` (docs/cluster.md,
+    /// "Revision fencing"), so that no region applies a write whose revision
+    /// an earlier leader store handed out once this one serves.
+    async fn fence_regions(&self, term: u64) -> Result<()> {
+        // All regions at once: they share the pollers' rounds.
+        let fences: Vec<_> = self
+            .store
+            .regions()
+            .into_iter()
+            .map(|r| {
+                let (store, epoch) = (self.store.clone(), r.epoch.map_or(0, |e| e.version));
+                let cmd = RaftCommand { leader_store_term: term, ..Default::default() };
+                tokio::spawn(async move { store.propose(r.id, epoch, cmd).await })
+            })
+            .collect();
+        for fence in fences {
+            fence.await.map_err(|_| Error::Stopped)??;
+        }
         Ok(())
     }
 

@@ -74,11 +74,12 @@ impl Router {
         }
         let parts: Vec<Part> = parts.into_values().collect();
         let primary = parts[0].region;
+        let sequencer_term = self.store.sequencer.term();
 
         // 1. Lock.
         let locks = self.send_steps(parts.iter().map(|p| {
             let lock = TxnLock { txn_id, primary, spans: p.spans.clone() };
-            (p, step(Txn::Lock(lock)))
+            (p, RaftCommand { leader_store_term: sequencer_term, ..step(Txn::Lock(lock)) })
         }));
         let mut refused = None;
         for answer in locks {
@@ -148,6 +149,7 @@ impl Router {
             revision,
             effects: effects.remove(&primary).unwrap_or_default(),
             txn: Some(Txn::Commit(TxnCommit { txn_id, record: Some(record) })),
+            leader_store_term: sequencer_term,
             ..Default::default()
         };
         if !self.until_decided(&parts[0], &commit).await? {
@@ -166,6 +168,7 @@ impl Router {
                 revision,
                 effects: effects.remove(&p.region).unwrap_or_default(),
                 txn: Some(Txn::Commit(TxnCommit { txn_id, record: None })),
+                leader_store_term: sequencer_term,
                 ..Default::default()
             })
             .collect();
@@ -304,6 +307,7 @@ impl Router {
                         .map(|s| s.effects.clone())
                         .unwrap_or_default(),
                     txn: Some(Txn::Commit(TxnCommit { txn_id: lock.txn_id, record: None })),
+                    leader_store_term: self.store.sequencer.term(),
                     ..Default::default()
                 },
                 None => step(Txn::Rollback(lock.txn_id)),

@@ -101,7 +101,7 @@ impl PeerTransport for PeerService {
             return Err(Error::NotLeader { region: self.store.meta_region }.into());
         }
         let revision = sequencer.take(req.region_id, req.term, Some(req.seq))?;
-        Ok(Response::new(AllocateResponse { revision }))
+        Ok(Response::new(AllocateResponse { revision, term: sequencer.term() }))
     }
 
     async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Reply<RaftDone> {

@@ -77,7 +77,7 @@ impl PeerFsm {
     fn write_here(&mut self, req: WriteRequest, cb: WriteCallback) {
         let (region, term, seq) = (self.region.id, self.raft.raft.term, self.sequencer.clone());
         let (result, taken) = self.evaluate(&req, || seq.take(region, term, None));
-        self.propose_write(result, taken, cb);
+        self.propose_write(result, taken, self.sequencer.term(), cb);
     }
 
     /// Evaluates `req` against the applied state plus the overlay; `take`
@@ -112,8 +112,15 @@ impl PeerFsm {
         }
     }
 
-    /// Proposes an evaluated write (or answers one that changed nothing).
-    fn propose_write(&mut self, result: Result<Evaluation>, taken: Option<u64>, cb: WriteCallback) {
+    /// Proposes an evaluated write (or answers one that changed nothing);
+    /// its revision was handed out by the leader store of `leader_store_term`.
+    fn propose_write(
+        &mut self,
+        result: Result<Evaluation>,
+        taken: Option<u64>,
+        leader_store_term: u64,
+        cb: WriteCallback,
+    ) {
         let region = self.region.id;
         let ev = match result {
             Ok(ev) => ev,
@@ -144,6 +151,7 @@ impl PeerFsm {
             epoch: self.region.epoch,
             revision,
             effects: ev.effects,
+            leader_store_term,
             ..Default::default()
         };
         let data = cmd.encode_to_vec();
@@ -189,7 +197,7 @@ impl PeerFsm {
                     self.asks.queue.push_front(q);
                     self.ask();
                 }
-                other => self.propose_write(other, None, q.cb),
+                other => self.propose_write(other, None, 0, q.cb),
             }
         }
     }
@@ -208,9 +216,9 @@ impl PeerFsm {
     }
 
     /// The leader store's answer to ask `seq` of `term`.
-    pub(super) fn on_revision(&mut self, term: u64, seq: u64, result: Result<u64>) {
+    pub(super) fn on_revision(&mut self, term: u64, seq: u64, result: Result<(u64, u64)>) {
         if term != self.raft.raft.term || self.asks.asking != Some(seq) || !self.is_leader() {
-            if let Ok(r) = result {
+            if let Ok((r, _)) = result {
                 self.store.void(r);
             }
             return;
@@ -218,8 +226,8 @@ impl PeerFsm {
         self.asks.asking = None;
         match result {
             // Given back; the queue's first write asks anew (below).
-            Ok(r) if self.asks.reclaiming => self.store.void(r),
-            Ok(r) => {
+            Ok((r, _)) if self.asks.reclaiming => self.store.void(r),
+            Ok((r, leader_store_term)) => {
                 self.sequencer.observe(r);
                 match self.asks.queue.pop_front() {
                     Some(q) => match self.check_write(&q.req, q.epoch_version) {
@@ -233,7 +241,7 @@ impl PeerFsm {
                                 // Evaluated again, it took no revision after all.
                                 self.store.void(r);
                             }
-                            self.propose_write(result, taken, q.cb);
+                            self.propose_write(result, taken, leader_store_term, q.cb);
                         }
                     },
                     None => self.store.void(r),
