@@ -23,12 +23,15 @@ fn count(times: &[Nanos], from: Nanos, to: Nanos) -> usize {
 }
 
 /// Seconds from `fault.healed` until a one-second window holds 80% of the
-/// writes per second of the five seconds before the fault began; None if
+/// writes per second of the five seconds (or the run so far) before the
+/// fault began; None if
 /// that never happened before `end` (or there was no rate to return to).
 pub fn recovery(times: &[Nanos], fault: &Injected, end: Nanos) -> Option<f64> {
-    let from = fault.start.checked_sub(BEFORE)?;
-    let before = count(times, from, fault.start) as f64 / 5.0;
-    if before < 1.0 {
+    // The warm-up before the first fault may be shorter than five seconds.
+    let from = fault.start.saturating_sub(BEFORE);
+    let span = (fault.start - from) as f64 / SECOND as f64;
+    let before = count(times, from, fault.start) as f64 / span.max(1.0);
+    if span < 1.0 || before < 1.0 {
         return None;
     }
     let step = SECOND / 10;

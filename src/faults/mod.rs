@@ -46,7 +46,8 @@ pub struct FaultArgs {
     #[arg(long, default_value = "30s", value_parser = crate::bench::parse_duration)]
     pub duration: Duration,
     /// Fault kinds to draw from (kill, pause, cut, partition, move-leader,
-    /// transfer-leader, split-merge); those that do not apply are skipped.
+    /// transfer-leader, split-merge; `none`: no faults); those that do not
+    /// apply are skipped.
     #[arg(
         long,
         value_delimiter = ',',
@@ -84,7 +85,7 @@ pub async fn main(args: FaultArgs) -> Result<u64> {
         Some(bin) => Target::Etcd(bin.clone()),
         None => Target::Tessera { split_keys: workload::split_keys(args.keys, args.regions) },
     };
-    let faults = args.faults.iter().map(|f| Kind::parse(f)).collect::<Result<Vec<_>>>()?;
+    let faults = args.faults.iter().filter(|f| *f != "none").map(|f| Kind::parse(f)).collect::<Result<Vec<_>>>()?;
     let mut failed = 0;
     for i in 0..args.runs {
         let cfg = RunConfig {
@@ -155,6 +156,7 @@ pub fn summary(cfg: &RunConfig, r: &RunResult) -> String {
         let back = back.map_or("writes not back".into(), |s| format!("writes back in {s:.1} s"));
         s += &format!("  {:6.1}s-{:6.1}s {} ({back})\n", f.start as f64 / 1e9, f.healed as f64 / 1e9, f.detail);
     }
+    s += &format!("  ok ops per second: {:?}\n", r.per_second);
     if let Some(e) = &r.error {
         s += &format!("  error: {e}\n");
     }

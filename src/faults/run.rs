@@ -47,6 +47,8 @@ pub struct RunResult {
     /// Seconds until writes were back after each fault (None: never, or no rate before).
     pub recoveries: Vec<(Kind, Option<f64>)>,
     pub ops: [usize; 3],
+    /// Successful operations in each second of the run.
+    pub per_second: Vec<usize>,
     /// A failure of the run itself (a member crashed, the cluster never
     /// recovered): the run fails whatever the checker says.
     pub error: Option<String>,
@@ -113,7 +115,8 @@ pub async fn run(cfg: &RunConfig) -> Result<RunResult> {
             Outcome::Failed(_) => 2,
         }] += 1;
     }
-    let mut result = RunResult { injected, report, recoveries, ops, error, kept: None };
+    let per_second = super::avail::per_second(&history.records, history.end);
+    let mut result = RunResult { injected, report, recoveries, ops, per_second, error, kept: None };
     if !result.ok() {
         let dir = cluster.keep();
         let _ = std::fs::write(dir.join("history.txt"), format!("{history:#?}"));
