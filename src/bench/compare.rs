@@ -170,8 +170,13 @@ fn machine() -> String {
 
 /// `YYYY-MM-DD` (UTC) from the system clock.
 fn today() -> String {
-    let days = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
-        / 86_400) as i64;
+    utc_now()[..10].to_string()
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (UTC) from the system clock.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -182,7 +187,7 @@ fn today() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 pub async fn run(args: &CompareArgs, command_line: &str) -> anyhow::Result<PathBuf> {

@@ -186,7 +186,7 @@ fn append_ledger(path: &PathBuf, cfg: &RunConfig, r: &RunResult) -> Result<()> {
     let detail = r.error.clone().unwrap_or_else(|| r.report.summary()).replace(['\t', '\n'], " ");
     let line = format!(
         "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{p50}\t{max}\t{never}\t{}\n",
-        chrono_now(),
+        crate::bench::compare::utc_now(),
         commit(),
         cfg.target.name(),
         cfg.members,
@@ -204,21 +204,4 @@ fn append_ledger(path: &PathBuf, cfg: &RunConfig, r: &RunResult) -> Result<()> {
     );
     f.write_all(line.as_bytes())?;
     Ok(())
-}
-
-/// UTC now as `YYYY-MM-DDTHH:MM:SSZ`.
-fn chrono_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }

@@ -204,9 +204,10 @@ fn explain(h: &History, m: &Model, ix: &Index, attr: &Attribution, rev: i64, del
     let lease_match = lease != 0 && m.keys_with_lease(lease, rev - 1) == sorted;
     let unknown = |op: usize| matches!(h.records[op].outcome, Outcome::Unknown(_));
     let used = |op: usize| !attr.hits[op].is_empty();
-    // Lower rank wins: an unused unknown-outcome Delete (0) or LeaseRevoke
-    // (1), an unused acknowledged one answered with another revision (2, 3),
-    // a lease expiry (4), one already applied elsewhere (5, 6: DuplicateApply).
+    // Lower rank wins: an unused unknown-outcome Delete (0), an unused
+    // acknowledged Delete or LeaseRevoke answered with another revision (2,
+    // 3), a lease expiry (4), an unknown-outcome LeaseRevoke or one already
+    // applied elsewhere (5, 6: DuplicateApply).
     let rank = |op: usize, base: u8| {
         if used(op) {
             5 + base
@@ -233,10 +234,14 @@ fn explain(h: &History, m: &Model, ix: &Index, attr: &Attribution, rev: i64, del
         consider(&mut best, rank(op, 0), Owner::Op(op));
     }
     if lease_match {
-        for &op in ix.revokes.get(&lease).into_iter().flatten() {
-            consider(&mut best, rank(op, 1), Owner::Op(op));
-        }
+        // An expiry deletes exactly what a revoke would: an unknown-outcome
+        // revoke is not credited over it (the lease may have expired long
+        // before that revoke was even sent).
         consider(&mut best, 4, Owner::Expiry(lease));
+        for &op in ix.revokes.get(&lease).into_iter().flatten() {
+            let r = if unknown(op) && !used(op) { 5 } else { rank(op, 1) };
+            consider(&mut best, r, Owner::Op(op));
+        }
     }
     best.map(|(_, owner)| owner)
 }

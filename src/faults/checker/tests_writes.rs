@@ -293,3 +293,18 @@ fn bug_d_failed_cas_header_above_contradicting_write() {
     t.now = t1 + MS;
     assert_classes(&run(&t.finish(0)), &[NoopAhead]);
 }
+
+/// Found on a real run: a lease expired (its keys deleted at 3), and much
+/// later a client's revoke of it timed out; crediting the deletes to that
+/// revoke made every read in between a FutureRead.
+#[test]
+fn a_lease_expiry_is_not_credited_to_a_later_unknown_revoke() {
+    let mut t = Builder::new();
+    t.grant(1, 8);
+    t.put_lease(1, "e/1", "1", 8); // 2
+    t.expire(8); // 3
+    t.put(2, "x", "x1"); // 4
+    t.get(2, KeyRange::single(b"e/1"), false);
+    t.record(1, Op::LeaseRevoke { id: 8 }, Outcome::Unknown("timed out".into()));
+    assert_classes(&run(&t.finish(1)), &[]);
+}
