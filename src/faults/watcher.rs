@@ -116,6 +116,8 @@ pub async fn history(channel: Channel, until: i64, within: Duration) -> Result<V
             }
             events.extend(resp.events.into_iter().map(event_of));
             if events.last().is_some_and(|e| e.kv.mod_revision >= until) {
+                // A response may carry revisions past `until` (etcd batches them).
+                events.retain(|e| e.kv.mod_revision <= until);
                 return Ok(events);
             }
         }
