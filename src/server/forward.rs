@@ -1,15 +1,26 @@
 //! Client calls on a store that is not the leader store go, as they are
 //! (unary or stream), to the leader store's peer port, where the same etcd
 //! services are served (docs/cluster.md, "Requests on any store").
+//!
+//! A forwarded stream (a watch, lease keep-alives, an election observer)
+//! ends with etcd's "leader changed" (UNAVAILABLE) once this store sees
+//! another leader store, or loses the link to it: clients resume on that
+//! error (a watch from its last revision + 1), whereas a stream to a
+//! deposed leader store that is paused or cut off would stay open and
+//! silent (docs/cluster.md, "Watches when the leader store changes").
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use bytes::Bytes;
 use dashmap::DashMap;
+use http_body::Frame;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 use tower_service::Service as _;
@@ -21,6 +32,14 @@ pub const FORWARDED: &str = "tessera-forwarded";
 
 /// How long a call waits for a leader store to be known (an election).
 const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a forwarded stream looks whether its store is still the
+/// leader store.
+const LEADER_CHECK: Duration = Duration::from_millis(20);
+
+/// Streaming calls: their answers end when the leader store changes.
+const STREAMS: &[&str] =
+    &["/etcdserverpb.Watch/Watch", "/etcdserverpb.Lease/LeaseKeepAlive", "/v3electionpb.Election/Observe"];
 
 /// Calls every member answers itself: its own status, data, membership view
 /// and health, and the peer transport.
@@ -50,7 +69,8 @@ pub struct Forwarder {
 
 enum Target {
     Here,
-    Store(Channel),
+    /// The leader store (its store id) through this channel.
+    Store(Channel, u64),
 }
 
 impl Forwarder {
@@ -59,7 +79,10 @@ impl Forwarder {
     }
 
     /// Where a call goes: here once this store serves; else the leader
-    /// store, unless the call was forwarded already (then it waits here).
+    /// store, unless the call was forwarded already (then it waits here
+    /// while this store may become the leader store, and is refused once
+    /// another is: the forwarding store learns it soon, and a retry goes
+    /// there).
     async fn target(&self, forwarded: bool) -> Result<Target, Status> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
@@ -67,9 +90,13 @@ impl Forwarder {
                 return Ok(Target::Here);
             }
             let leader = self.store.leader_store();
-            if !forwarded && leader != 0 && leader != self.store.store_id {
+            let elsewhere = leader != 0 && leader != self.store.store_id;
+            if elsewhere && forwarded {
+                return Err(leader_changed());
+            }
+            if elsewhere {
                 if let Some(ch) = self.channel(leader) {
-                    return Ok(Target::Store(ch));
+                    return Ok(Target::Store(ch, leader));
                 }
             }
             if Instant::now() >= deadline {
@@ -101,22 +128,103 @@ pub async fn forward(State(f): State<Arc<Forwarder>>, req: Request, next: Next) 
         return next.run(req).await;
     }
     let forwarded = req.headers().contains_key(FORWARDED);
-    let mut channel = match f.target(forwarded).await {
+    let (mut channel, target) = match f.target(forwarded).await {
         Ok(Target::Here) => return next.run(req).await,
-        Ok(Target::Store(ch)) => ch,
+        Ok(Target::Store(ch, store)) => (ch, store),
         Err(status) => return status.into_http(),
     };
+    let stream = STREAMS.contains(&req.uri().path());
     let (mut parts, body) = req.into_parts();
     parts.headers.insert(FORWARDED, axum::http::HeaderValue::from_static("1"));
     let req = axum::http::Request::from_parts(parts, tonic::body::Body::new(body));
     if std::future::poll_fn(|cx| channel.poll_ready(cx)).await.is_err() {
-        return Status::unavailable("etcdserver: leader changed").into_http();
+        return leader_changed().into_http();
     }
     match channel.call(req).await {
+        // A trailers-only answer (an error) has no stream to guard.
+        Ok(resp) if stream && !resp.headers().contains_key("grpc-status") => {
+            resp.map(|inner| Body::new(Guarded::new(inner, f.store.clone(), target)))
+        }
         Ok(resp) => resp.map(Body::new),
         Err(e) => {
             tracing::debug!("forwarding to the leader store: {e}");
-            Status::unavailable("etcdserver: leader changed").into_http()
+            leader_changed().into_http()
         }
+    }
+}
+
+/// etcd's answer when the leader moved under a request (clients retry it;
+/// a watch resumes). Not "no leader": clientv3 gives a watch up on that.
+fn leader_changed() -> Status {
+    Status::unavailable("etcdserver: leader changed")
+}
+
+/// The body of a forwarded stream's answer, passed on as it comes until
+/// this store sees a leader store other than `target`, or the link to it
+/// breaks: then it ends with [`leader_changed`] trailers.
+struct Guarded {
+    inner: tonic::body::Body,
+    store: Arc<Store>,
+    target: u64,
+    check: tokio::time::Interval,
+    ended: bool,
+}
+
+impl Guarded {
+    fn new(inner: tonic::body::Body, store: Arc<Store>, target: u64) -> Guarded {
+        let mut check = tokio::time::interval(LEADER_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Guarded { inner, store, target, check, ended: false }
+    }
+
+    fn moved(&self) -> bool {
+        let leader = self.store.leader_store();
+        (leader != 0 && leader != self.target) || self.store.is_serving()
+    }
+
+    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        self.ended = true;
+        let mut trailers = axum::http::HeaderMap::new();
+        match leader_changed().add_header(&mut trailers) {
+            Ok(()) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Err(status) => Poll::Ready(Some(Err(status))),
+        }
+    }
+}
+
+impl http_body::Body for Guarded {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.ended = frame.is_trailers();
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::debug!("a forwarded stream broke: {e}");
+                return this.end();
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        while this.check.poll_tick(cx).is_ready() {
+            if this.moved() {
+                return this.end();
+            }
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
     }
 }

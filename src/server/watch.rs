@@ -7,6 +7,11 @@
 //! revision's events in one response (DESIGN invariant 4). A watcher that
 //! falls behind (a slow client) only delays its own stream, which catches
 //! up from the index; writes never wait for watchers.
+//!
+//! A stream lives only while its store serves: once it stops being the
+//! leader store the stream ends with etcd's "leader changed" (UNAVAILABLE),
+//! on which clients resume each watch from its last revision + 1 through
+//! any member (docs/cluster.md, "Watches when the leader store changes").
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +40,10 @@ const CHANGES_PER_BATCH: usize = 10_000;
 /// The watch id of a stream-wide progress notification and of a refused
 /// create (etcd's `InvalidWatchID`).
 const INVALID_WATCH_ID: i64 = -1;
+
+/// How often a stream looks whether its store still serves (a cluster's
+/// leader store can change without the resolved revision moving here).
+const SERVING_CHECK: Duration = Duration::from_millis(20);
 
 #[derive(Clone)]
 pub struct WatchService {
@@ -91,6 +100,8 @@ impl WatchStream {
         let mut stopping = self.svc.stopping.clone();
         let mut progress = tokio::time::interval(self.svc.progress_interval);
         progress.tick().await; // the first tick is immediate
+        let mut serving = tokio::time::interval(SERVING_CHECK);
+        let clustered = self.svc.router.store().clustered();
         loop {
             let step = tokio::select! {
                 msg = requests.message() => match msg {
@@ -99,8 +110,15 @@ impl WatchStream {
                 },
                 changed = resolved.changed() => changed.map_err(|_| Closed),
                 _ = progress.tick() => self.notify_progress().await,
+                _ = serving.tick(), if clustered => Ok(()),
                 _ = async { drop(stopping.wait_for(|s| *s).await) } => Err(Closed),
             };
+            if !self.svc.router.store().is_serving() {
+                // Revisions past what it resolved are for the new leader
+                // store to deliver: the client resumes there.
+                let _ = self.tx.send(Err(Status::unavailable("etcdserver: leader changed"))).await;
+                return;
+            }
             if step.is_err() || self.deliver().await.is_err() {
                 return;
             }
