@@ -13,7 +13,10 @@
 //!
 //! One point drops rather than aborts ([`dropped`]): `ask-answer-lost`
 //! (src/raftstore/remote.rs: the leader store's answer to a region
-//! leader's ask for a revision is lost on the way back).
+//! leader's ask for a revision is lost on the way back). One stalls
+//! ([`stall`]), every time: `apply-before-write` (src/raftstore/poller.rs:
+//! an apply round's effects are evaluated, not yet written), which widens
+//! a window a test must see closed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -49,6 +52,13 @@ pub fn hit(name: &str) {
     if due(name) {
         eprintln!("tessera: failpoint {name} reached: aborting");
         std::process::abort();
+    }
+}
+
+/// Sleeps for `pause` here, every time, if the failpoint `name` is armed.
+pub fn stall(name: &str, pause: std::time::Duration) {
+    if armed().is_some_and(|a| a.name == name) {
+        std::thread::sleep(pause);
     }
 }
 

@@ -97,6 +97,11 @@ pub struct ApplyContext {
     pub wb: WriteBatch,
     /// Revisions applied this round, finished in the sequencer after the write.
     pub revisions: Vec<u64>,
+    /// (region, term) whose first entry applied this round: the sequencer
+    /// voids the older terms' revisions after the write, never before it
+    /// (an older term's write applied earlier in the same round would
+    /// otherwise be resolved before it is readable: a watch gap).
+    pub terms_started: Vec<(u64, u64)>,
     pub acks: Vec<Box<dyn FnOnce() + Send>>,
     /// (region, revision) compactions to run after the write.
     pub compactions: Vec<(Region, u64)>,

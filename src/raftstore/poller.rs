@@ -62,6 +62,7 @@ impl PollHandler<PeerFsm> for RaftPoller {
             }
         }
         if !ctx.wb.is_empty() {
+            crate::failpoint::stall("apply-before-write", std::time::Duration::from_millis(20));
             if let Err(e) = self.engine.write(std::mem::take(&mut ctx.wb), false) {
                 fatal("writing applied data", e);
             }
@@ -82,6 +83,9 @@ impl PollHandler<PeerFsm> for RaftPoller {
         }
         for r in ctx.revisions.drain(..) {
             self.sequencer.finish(r);
+        }
+        for (region, term) in ctx.terms_started.drain(..) {
+            self.sequencer.term_started(region, term);
         }
         for ack in ctx.acks.drain(..) {
             ack();

@@ -35,7 +35,7 @@ impl PeerFsm {
                 EntryType::EntryConfChangeV2 => false,
             };
             if e.term > self.apply_state.applied_term {
-                self.sequencer.term_started(self.region.id, e.term);
+                ctx.terms_started.push((self.region.id, e.term));
             }
             self.apply_state.applied_index = e.index;
             self.apply_state.applied_term = e.term;
