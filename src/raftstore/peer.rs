@@ -439,7 +439,13 @@ impl PeerFsm {
     fn on_command(&mut self, mut cmd: RaftCommand, epoch_version: u64, cb: CommandCallback) {
         let region = self.region.id;
         let rollback = is_merge_rollback(&cmd);
-        let checked = if rollback { self.check_rollback(epoch_version) } else { self.check_proposer(epoch_version) };
+        let checked = if rollback {
+            self.check_rollback(epoch_version)
+        } else if admin::is_fence_only(&cmd) {
+            self.check_fence(epoch_version)
+        } else {
+            self.check_proposer(epoch_version)
+        };
         if let Err(e) = checked {
             let _ = cb.send(Err(e));
             return;

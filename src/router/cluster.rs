@@ -95,18 +95,21 @@ impl Router {
             .store
             .regions()
             .into_iter()
-            // A merge's prepared source takes no command; merge recovery
-            // after activation settles it (a known gap: a source rolled back
-            // is fenced by this store's first write there).
-            .filter(|r| r.merging_into == 0)
+            // A merge's prepared source takes a fence too: rolled back, it
+            // must not take a former leader store's writes either.
             .map(|r| {
                 let (store, epoch) = (self.store.clone(), r.epoch.map_or(0, |e| e.version));
                 let cmd = RaftCommand { leader_store_term: term, ..Default::default() };
-                tokio::spawn(async move { store.propose(r.id, epoch, cmd).await })
+                tokio::spawn(async move { (r.id, store.propose(r.id, epoch, cmd).await) })
             })
             .collect();
         for fence in fences {
-            fence.await.map_err(|_| Error::Stopped)??;
+            let (region, fenced) = fence.await.map_err(|_| Error::Stopped)?;
+            if !fenced? {
+                // Skipped at apply: the region changed shape meanwhile.
+                // Activation starts again over the regions as they are now.
+                return Err(Error::EpochNotMatch { region });
+            }
         }
         Ok(())
     }

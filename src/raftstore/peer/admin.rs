@@ -12,9 +12,17 @@ use crate::proto::tesserapb::merge_command::Step;
 use crate::proto::tesserapb::{RaftCommand, Region, RegionEpoch, SplitCommand};
 use crate::raftstore::storage;
 
-/// Whether `cmd` rolls a merge back (the one command a merging region takes).
+/// Whether `cmd` rolls a merge back (a merging region takes it).
 pub fn is_merge_rollback(cmd: &RaftCommand) -> bool {
     matches!(cmd.merge.as_ref().and_then(|m| m.step.as_ref()), Some(Step::Rollback(_)))
+}
+
+/// Whether `cmd` only raises the revision fence (a new leader store's, at
+/// activation; docs/cluster.md, "Revision fencing"): a merging region
+/// takes it too, as it changes nothing the merge depends on.
+pub fn is_fence_only(cmd: &RaftCommand) -> bool {
+    let fence = RaftCommand { leader_store_term: cmd.leader_store_term, region_id: cmd.region_id, epoch: cmd.epoch, ..Default::default() };
+    cmd.leader_store_term > 0 && *cmd == fence
 }
 
 impl PeerFsm {
@@ -26,6 +34,17 @@ impl PeerFsm {
         }
         if epoch_version != self.epoch_version() {
             return Err(Error::EpochNotMatch { region });
+        }
+        Ok(())
+    }
+
+    /// A fence is proposed by the leader of any region, a merging one too,
+    /// but not while a split or merge step is in flight (it would apply
+    /// after the epoch changed, and be skipped).
+    pub(super) fn check_fence(&self, epoch_version: u64) -> Result<()> {
+        self.check_rollback(epoch_version)?;
+        if self.admin_pending {
+            return Err(Error::EpochNotMatch { region: self.region.id });
         }
         Ok(())
     }
