@@ -17,6 +17,7 @@
 //!    back through right's log: it serves again (epoch bumped once more).
 //!    A restart rolls back any merge it finds prepared and not committed.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -146,7 +147,12 @@ impl Router {
 
     /// Merges `right` into its left neighbour `left`; returns the merged
     /// region (left's id).
-    pub async fn merge(&self, left: u64, right: u64) -> Result<Region> {
+    pub async fn merge(self: &Arc<Self>, left: u64, right: u64) -> Result<Region> {
+        self.to_completion(move |router| async move { router.merge_steps(left, right).await }).await
+    }
+
+    /// [`Self::merge`] in the caller's task (one that runs to its end).
+    pub(super) async fn merge_steps(&self, left: u64, right: u64) -> Result<Region> {
         let _admin = self.admin_lock.lock().await;
         let deadline = Instant::now() + self.request_timeout;
         self.store.gather(left).await?;

@@ -116,7 +116,7 @@ impl Router {
             };
             if let Some((left, l)) = previous.take() {
                 if l.keys + stats.keys < max_keys && l.bytes + stats.bytes < max_bytes {
-                    match self.merge(left, region.id).await {
+                    match self.merge_steps(left, region.id).await {
                         Ok(merged) => {
                             tracing::info!(region = merged.id, merged_away = region.id, "small regions merged")
                         }

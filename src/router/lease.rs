@@ -52,7 +52,11 @@ impl Router {
     /// Revokes lease `id` and deletes its keys at one revision: that
     /// revision, None if no key was attached (etcd answers a revoke at the
     /// revision of its deletes).
-    pub async fn lease_revoke(&self, id: i64) -> Result<Option<u64>> {
+    pub async fn lease_revoke(self: &Arc<Self>, id: i64) -> Result<Option<u64>> {
+        self.to_completion(move |router| async move { router.revoke_steps(id).await }).await
+    }
+
+    async fn revoke_steps(&self, id: i64) -> Result<Option<u64>> {
         if !self.store.lessor.exists(id) {
             return Err(Error::LeaseNotFound);
         }
@@ -98,7 +102,7 @@ impl Router {
         if keys.is_empty() {
             return Ok(None);
         }
-        let (outcome, _) = self.write(WriteRequest::DeleteLeased { lease: id, keys }).await?;
+        let (outcome, _) = self.write_attached(WriteRequest::DeleteLeased { lease: id, keys }).await?;
         Ok(outcome.revision)
     }
 

@@ -256,8 +256,28 @@ impl Router {
 
     // ---- writes -----------------------------------------------------------
 
-    /// Commits a write; returns its outcome and its header revision.
-    async fn write(&self, req: WriteRequest) -> Result<(WriteOutcome, u64)> {
+    /// Runs `work` to its end even if the caller stops waiting: a client
+    /// that gives up drops its gRPC call, and with it the call's future. A
+    /// write across regions (locks, then commits), a lease revoke (the
+    /// revoke, then its deletes) or a merge (prepare, then commit or
+    /// rollback) abandoned half-way would leave locks, a revision in flight
+    /// or a merging region behind, and writes to them would hang.
+    pub(crate) async fn to_completion<T, F>(self: &Arc<Self>, work: impl FnOnce(Arc<Router>) -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::spawn(work(self.clone())).await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Commits a write, to its end (see [`Self::to_completion`]); returns
+    /// its outcome and its header revision.
+    async fn write(self: &Arc<Self>, req: WriteRequest) -> Result<(WriteOutcome, u64)> {
+        self.to_completion(move |router| async move { router.write_attached(req).await }).await
+    }
+
+    /// [`Self::write`] in the caller's task.
+    async fn write_attached(&self, req: WriteRequest) -> Result<(WriteOutcome, u64)> {
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let outcome = self.retrying(|| self.write_once(&req)).await?;
@@ -318,7 +338,7 @@ impl Router {
         Ok(response.map(|r| (r, at)))
     }
 
-    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+    pub async fn put(self: &Arc<Self>, req: PutRequest) -> Result<PutResponse> {
         let (outcome, at) = self.write(WriteRequest::Put(req)).await?;
         let header = self.header(at);
         let WriteResponse::Put(mut resp) = outcome.response else { unreachable!("a put answers a put") };
@@ -326,7 +346,7 @@ impl Router {
         Ok(resp)
     }
 
-    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+    pub async fn delete_range(self: &Arc<Self>, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
         let (outcome, at) = self.write(WriteRequest::DeleteRange(req)).await?;
         let header = self.header(at);
         let WriteResponse::DeleteRange(mut resp) = outcome.response else { unreachable!("a delete answers a delete") };
@@ -334,7 +354,7 @@ impl Router {
         Ok(resp)
     }
 
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+    pub async fn txn(self: &Arc<Self>, req: TxnRequest) -> Result<TxnResponse> {
         if !eval::txn_writes(&req) {
             let mut spans = Vec::new();
             span::txn_key_ranges(&req, &mut spans);

@@ -3,6 +3,7 @@
 //! with its lease) and holds the lock (leads the election) once no key
 //! under `<name>/` is older (smaller create revision) than its own.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -41,7 +42,7 @@ pub fn prefix_end(p: &[u8]) -> Vec<u8> {
 
 /// Creates `key` with `value` and `lease` unless it exists; returns its
 /// create revision and its current value (as found when it existed).
-pub async fn create_once(router: &Router, key: &[u8], value: &[u8], lease: i64) -> Result<(i64, KeyValue)> {
+pub async fn create_once(router: &Arc<Router>, key: &[u8], value: &[u8], lease: i64) -> Result<(i64, KeyValue)> {
     let txn = TxnRequest {
         compare: vec![Compare {
             result: CompareResult::Equal as i32,
