@@ -37,20 +37,7 @@ async fn a_stale_leader_store_cannot_write_at_an_old_revision() {
         // write at a revision from its window, and a txn lock, both of its term.
         let store = &cluster.members[old].store;
         let region = store.regions().into_iter().find(|r| r.start_key.is_empty()).unwrap();
-        let kv = KeyValue {
-            key: b"a".to_vec(),
-            value: b"stale".to_vec(),
-            create_revision: first,
-            mod_revision: first + 1,
-            version: 2,
-            lease: 0,
-        };
-        let write = RaftCommand {
-            revision: first as u64 + 1,
-            effects: vec![Effect { key: b"a".to_vec(), kv: Some(kv), sub: 0, prev_lease: 0 }],
-            leader_store_term: stale_term,
-            ..Default::default()
-        };
+        let write = stale_write(b"a", first, stale_term);
         let lock = TxnLock { txn_id: 77, primary: region.id, spans: vec![Span { start: b"a".to_vec(), end: vec![] }] };
         let lock = RaftCommand { txn: Some(Txn::Lock(lock)), leader_store_term: stale_term, ..Default::default() };
         for cmd in [write, lock] {
@@ -93,23 +80,29 @@ async fn a_merge_source_rolled_back_after_a_leader_store_change_is_fenced() {
         }
         assert_eq!(find(new_store, b"m").merging_into, 0, "the merge rolled back");
 
-        let kv = KeyValue {
-            key: b"x".to_vec(),
-            value: b"stale".to_vec(),
-            create_revision: first,
-            mod_revision: first + 1,
-            version: 2,
-            lease: 0,
-        };
-        let write = RaftCommand {
-            revision: first as u64 + 1,
-            effects: vec![Effect { key: b"x".to_vec(), kv: Some(kv), sub: 0, prev_lease: 0 }],
-            leader_store_term: stale_term,
-            ..Default::default()
-        };
+        let write = stale_write(b"x", first, stale_term);
         assert_fenced(store, right, write).await;
     })
     .await;
+}
+
+/// What a former leader store of `term` would propose if it had not
+/// noticed: a write of `key` at the revision after `first`, from its window.
+fn stale_write(key: &[u8], first: i64, term: u64) -> RaftCommand {
+    let kv = KeyValue {
+        key: key.to_vec(),
+        value: b"stale".to_vec(),
+        create_revision: first,
+        mod_revision: first + 1,
+        version: 2,
+        lease: 0,
+    };
+    RaftCommand {
+        revision: first as u64 + 1,
+        effects: vec![Effect { key: key.to_vec(), kv: Some(kv), sub: 0, prev_lease: 0 }],
+        leader_store_term: term,
+        ..Default::default()
+    }
 }
 
 /// Proposes `cmd` in `region` through `store` at the region's current
