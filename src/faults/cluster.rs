@@ -55,8 +55,12 @@ pub struct Cluster {
     keep: bool,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `n` distinct free ports: each stays bound until all are chosen (a port
+/// released at once can be handed out again by the next bind: two members
+/// of one run were given the same client port).
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 impl Cluster {
@@ -66,9 +70,15 @@ impl Cluster {
         let links = Links::new(n);
         let mut proxies = Vec::new();
         let mut members = Vec::new();
-        for i in 0..n {
-            let proxy = TcpListener::bind("127.0.0.1:0").await?;
-            let (client, peer) = (free_port()?, free_port()?);
+        // The proxies' listeners first: they stay bound, so the members'
+        // ports chosen next cannot be theirs.
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await?);
+        }
+        let ports = free_ports(2 * n)?;
+        for (i, proxy) in listeners.into_iter().enumerate() {
+            let (client, peer) = (ports[2 * i], ports[2 * i + 1]);
             let name = format!("n{}", i + 1);
             let data_dir = dir.path().join(&name);
             let log = dir.path().join(format!("{name}.log"));
