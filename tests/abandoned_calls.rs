@@ -58,7 +58,8 @@ async fn a_txn_across_regions_its_client_gave_up_on_leaves_no_lock() {
         })
         .await;
         let last = node.store.sequencer.last();
-        wait_for("the resolved revision to reach the last handed out", || node.store.sequencer.resolved() >= last).await;
+        wait_for("the resolved revision to reach the last handed out", || node.store.sequencer.resolved() >= last)
+            .await;
         let mut c = node.client().await;
         for key in ["a", "z"] {
             let done = tokio::time::timeout(Duration::from_secs(5), c.put(key, "after", None)).await;

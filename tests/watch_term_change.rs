@@ -119,8 +119,7 @@ async fn wait_for_other_leader(cluster: &InProcCluster, region: u64, old: usize)
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let leading = (0..cluster.members.len()).find(|&i| {
-            i != old
-                && cluster.members[i].store.peer(region).is_ok_and(|p| p.shared.leading.load(Ordering::Acquire))
+            i != old && cluster.members[i].store.peer(region).is_ok_and(|p| p.shared.leading.load(Ordering::Acquire))
         });
         if let Some(i) = leading {
             return i;

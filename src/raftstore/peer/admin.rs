@@ -21,7 +21,12 @@ pub fn is_merge_rollback(cmd: &RaftCommand) -> bool {
 /// activation; docs/cluster.md, "Revision fencing"): a merging region
 /// takes it too, as it changes nothing the merge depends on.
 pub fn is_fence_only(cmd: &RaftCommand) -> bool {
-    let fence = RaftCommand { leader_store_term: cmd.leader_store_term, region_id: cmd.region_id, epoch: cmd.epoch, ..Default::default() };
+    let fence = RaftCommand {
+        leader_store_term: cmd.leader_store_term,
+        region_id: cmd.region_id,
+        epoch: cmd.epoch,
+        ..Default::default()
+    };
     cmd.leader_store_term > 0 && *cmd == fence
 }
 
