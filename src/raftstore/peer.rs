@@ -32,13 +32,11 @@ use crate::error::{Error, Result};
 use crate::lease::LeaderLease;
 use crate::lessor::Lessor;
 use crate::proto::mvccpb::KeyValue;
-use crate::proto::tesserapb::raft_command::Txn;
 use crate::proto::tesserapb::{ApplyState, Compaction, RaftCommand, Region, Span, TruncatedState, TxnLock};
 use crate::region::eval::{self, KvView, WriteResponse};
 use crate::region::mvcc::{MvccReader, ScanOptions};
 use crate::region::span;
 use crate::sequencer::Sequencer;
-use admin::is_merge_rollback;
 
 /// State of a peer that other threads read without going through the mailbox.
 #[derive(Debug, Default)]
@@ -434,51 +432,6 @@ impl PeerFsm {
     /// Whether `span` overlaps a lock of a txn other than `except`.
     fn locked(&self, span: &Span, except: Option<u64>) -> bool {
         self.locks.iter().any(|(txn, spans)| Some(*txn) != except && spans.iter().any(|l| span::overlaps(l, span)))
-    }
-
-    fn on_command(&mut self, mut cmd: RaftCommand, epoch_version: u64, cb: CommandCallback) {
-        let region = self.region.id;
-        let rollback = is_merge_rollback(&cmd);
-        let checked = if rollback {
-            self.check_rollback(epoch_version)
-        } else if admin::is_fence_only(&cmd) {
-            self.check_fence(epoch_version)
-        } else {
-            self.check_proposer(epoch_version)
-        };
-        if let Err(e) = checked {
-            let _ = cb.send(Err(e));
-            return;
-        }
-        let admin = cmd.split.is_some() || cmd.merge.is_some();
-        if admin && !rollback && !self.locks.is_empty() {
-            let _ = cb.send(Err(Error::RegionBusy { region }));
-            return;
-        }
-        let lock = match &cmd.txn {
-            Some(Txn::Lock(l)) => {
-                if self.locks.contains_key(&l.txn_id) || l.spans.iter().any(|s| self.locked(s, None)) {
-                    let _ = cb.send(Err(Error::Locked { region }));
-                    return;
-                }
-                Some(l.clone())
-            }
-            _ => None,
-        };
-        cmd.region_id = region;
-        cmd.epoch = self.region.epoch;
-        if self.raft.propose(vec![], cmd.encode_to_vec()).is_err() {
-            let _ = cb.send(Err(Error::ProposalDropped { region }));
-            return;
-        }
-        let lock = lock.map(|l| {
-            self.locks.insert(l.txn_id, l.spans);
-            l.txn_id
-        });
-        self.admin_pending |= admin;
-        let index = self.raft.raft.raft_log.last_index();
-        let term = self.raft.raft.term;
-        self.pending.push_back(Pending { index, term, kind: PendingKind::Command { lock, admin, cb } });
     }
 
     fn on_read_index(&mut self, cb: DoneCallback) {

@@ -5,11 +5,13 @@
 
 use prost::Message as _;
 
-use super::{ApplyContext, PeerFsm};
+use super::{ApplyContext, PeerFsm, Pending, PendingKind};
 use crate::engine::keys;
 use crate::error::{Error, Result};
 use crate::proto::tesserapb::merge_command::Step;
+use crate::proto::tesserapb::raft_command::Txn;
 use crate::proto::tesserapb::{RaftCommand, Region, RegionEpoch, SplitCommand};
+use crate::raftstore::msg::CommandCallback;
 use crate::raftstore::storage;
 
 /// Whether `cmd` rolls a merge back (a merging region takes it).
@@ -31,6 +33,53 @@ pub fn is_fence_only(cmd: &RaftCommand) -> bool {
 }
 
 impl PeerFsm {
+    /// Proposes a command (a txn step, a lease change, a split or merge
+    /// step, a fence) after the checks its kind needs.
+    pub(super) fn on_command(&mut self, mut cmd: RaftCommand, epoch_version: u64, cb: CommandCallback) {
+        let region = self.region.id;
+        let rollback = is_merge_rollback(&cmd);
+        let checked = if rollback {
+            self.check_rollback(epoch_version)
+        } else if is_fence_only(&cmd) {
+            self.check_fence(epoch_version)
+        } else {
+            self.check_proposer(epoch_version)
+        };
+        if let Err(e) = checked {
+            let _ = cb.send(Err(e));
+            return;
+        }
+        let admin = cmd.split.is_some() || cmd.merge.is_some();
+        if admin && !rollback && !self.locks.is_empty() {
+            let _ = cb.send(Err(Error::RegionBusy { region }));
+            return;
+        }
+        let lock = match &cmd.txn {
+            Some(Txn::Lock(l)) => {
+                if self.locks.contains_key(&l.txn_id) || l.spans.iter().any(|s| self.locked(s, None)) {
+                    let _ = cb.send(Err(Error::Locked { region }));
+                    return;
+                }
+                Some(l.clone())
+            }
+            _ => None,
+        };
+        cmd.region_id = region;
+        cmd.epoch = self.region.epoch;
+        if self.raft.propose(vec![], cmd.encode_to_vec()).is_err() {
+            let _ = cb.send(Err(Error::ProposalDropped { region }));
+            return;
+        }
+        let lock = lock.map(|l| {
+            self.locks.insert(l.txn_id, l.spans);
+            l.txn_id
+        });
+        self.admin_pending |= admin;
+        let index = self.raft.raft.raft_log.last_index();
+        let term = self.raft.raft.term;
+        self.pending.push_back(Pending { index, term, kind: PendingKind::Command { lock, admin, cb } });
+    }
+
     /// A merge rollback is proposed by the leader of a merging region.
     pub(super) fn check_rollback(&self, epoch_version: u64) -> Result<()> {
         let region = self.region.id;
