@@ -7,6 +7,8 @@
 
 mod inproc;
 
+use std::sync::Arc;
+
 use etcd_client::Client;
 use inproc::cluster::InProcCluster;
 use tessera::error::Error;
@@ -14,7 +16,7 @@ use tessera::proto::mvccpb::KeyValue;
 use tessera::proto::tesserapb::merge_command::Step;
 use tessera::proto::tesserapb::raft_command::Txn;
 use tessera::proto::tesserapb::{Effect, MergeCommand, RaftCommand, Span, TxnLock};
-use tessera::raftstore::Store;
+use tessera::raftstore::{RegionClient, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stale_leader_store_cannot_write_at_an_old_revision() {
@@ -107,11 +109,11 @@ fn stale_write(key: &[u8], first: i64, term: u64) -> RaftCommand {
 
 /// Proposes `cmd` in `region` through `store` at the region's current
 /// epoch, again on routing errors (as a router would), bounded.
-async fn propose(store: &Store, region: u64, cmd: RaftCommand) -> Result<bool, Error> {
+async fn propose(store: &Arc<Store>, region: u64, cmd: RaftCommand) -> Result<bool, Error> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let epoch = store.peer(region)?.region.epoch.map_or(0, |e| e.version);
-        match store.propose(region, epoch, cmd.clone()).await {
+        match RegionClient::new(store.clone()).propose(region, epoch, cmd.clone()).await {
             Err(e) if e.is_retryable() && std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await
             }
@@ -121,7 +123,7 @@ async fn propose(store: &Store, region: u64, cmd: RaftCommand) -> Result<bool, E
 }
 
 /// `cmd`, a former leader store's, is refused with the fence's error.
-async fn assert_fenced(store: &Store, region: u64, cmd: RaftCommand) {
+async fn assert_fenced(store: &Arc<Store>, region: u64, cmd: RaftCommand) {
     let refused = propose(store, region, cmd).await;
     let fenced = match &refused {
         Err(Error::Fenced) => true,

@@ -30,7 +30,7 @@ pub mod transport;
 pub mod wire;
 
 pub use members::member_id;
-pub use store::{PeerHandle, Store, StoreConfig};
+pub use store::{PeerHandle, RegionClient, Store, StoreConfig};
 
 use std::time::Duration;
 

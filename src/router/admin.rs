@@ -111,7 +111,7 @@ impl Router {
                         let region = region.unwrap_or(owner.id);
                         return Err(Error::KeyOutsideRegion { key: String::from_utf8_lossy(&key).into(), region });
                     }
-                    if let Err(e) = self.store.gather(owner.id).await {
+                    if let Err(e) = self.client.gather(owner.id).await {
                         self.admin_backoff(Err(e), deadline).await?;
                         continue;
                     }
@@ -155,8 +155,8 @@ impl Router {
     pub(super) async fn merge_steps(&self, left: u64, right: u64) -> Result<Region> {
         let _admin = self.admin_lock.lock().await;
         let deadline = Instant::now() + self.request_timeout;
-        self.store.gather(left).await?;
-        self.store.gather(right).await?;
+        self.client.gather(left).await?;
+        self.client.gather(right).await?;
         loop {
             let (l, r) = (self.admin_region(left)?, self.admin_region(right)?);
             if left == right || l.end_key.is_empty() || l.end_key != r.start_key {
@@ -164,7 +164,7 @@ impl Router {
             }
             // Not bounded: a prepare whose outcome is unknown must be waited
             // for (a rollback proposed meanwhile would carry a stale epoch).
-            let attempt = match self.store.propose(right, version(&r), merge(Step::Prepare(left))).await {
+            let attempt = match self.client.propose(right, version(&r), merge(Step::Prepare(left))).await {
                 Ok(true) => break,
                 Ok(false) => Err(Error::RegionBusy { region: right }),
                 Err(e) => Err(e),
@@ -203,7 +203,7 @@ impl Router {
     /// Proposes an admin step, bounded: a leader cut off keeps its proposals
     /// pending (they may still commit), and the operator gets an answer.
     async fn propose(&self, region: u64, epoch_version: u64, cmd: RaftCommand) -> Result<bool> {
-        tokio::time::timeout(self.request_timeout, self.store.propose(region, epoch_version, cmd))
+        tokio::time::timeout(self.request_timeout, self.client.propose(region, epoch_version, cmd))
             .await
             .unwrap_or(Err(Error::Timeout))
     }
@@ -263,7 +263,7 @@ impl Router {
             return Err(Error::NoPeerOnStore { store: to_store, region });
         }
         let _admin = self.admin_lock.lock().await;
-        self.store.move_leader(region, to_store, self.request_timeout).await?;
+        self.client.move_leader(region, to_store, self.request_timeout).await?;
         self.admin_region(region)
     }
 }

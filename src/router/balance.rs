@@ -64,9 +64,9 @@ impl Router {
     }
 
     fn spawn_transfer(&self, region: u64, to: u64) {
-        let store = self.store.clone();
+        let client = self.client.clone();
         tokio::spawn(async move {
-            if let Err(e) = store.transfer_leader(region, to).await {
+            if let Err(e) = client.transfer_leader(region, to).await {
                 tracing::debug!(region, to, "leader transfer: {e}");
             }
         });

@@ -98,9 +98,9 @@ impl Router {
             // A merge's prepared source takes a fence too: rolled back, it
             // must not take a former leader store's writes either.
             .map(|r| {
-                let (store, epoch) = (self.store.clone(), r.epoch.map_or(0, |e| e.version));
+                let (client, epoch) = (self.client.clone(), r.epoch.map_or(0, |e| e.version));
                 let cmd = RaftCommand { leader_store_term: term, ..Default::default() };
-                tokio::spawn(async move { (r.id, store.propose(r.id, epoch, cmd).await) })
+                tokio::spawn(async move { (r.id, client.propose(r.id, epoch, cmd).await) })
             })
             .collect();
         for fence in fences {
@@ -118,7 +118,7 @@ impl Router {
         let meta = self.store.meta_region;
         let epoch = self.store.peer(meta)?.region.epoch.map_or(0, |e| e.version);
         let cmd = RaftCommand { high_mark: mark, ..Default::default() };
-        self.store.propose(meta, epoch, cmd).await?;
+        self.client.propose(meta, epoch, cmd).await?;
         Ok(())
     }
 }

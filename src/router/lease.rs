@@ -87,7 +87,7 @@ impl Router {
         let meta = self.store.meta_region;
         let epoch = self.store.peer(meta)?.region.epoch.map_or(0, |e| e.version);
         let cmd = RaftCommand { lease: Some(op), ..Default::default() };
-        self.retrying(|| self.store.propose(meta, epoch, cmd.clone())).await
+        self.retrying(|| self.client.propose(meta, epoch, cmd.clone())).await
     }
 
     /// The second step of a revoke: once every write in flight has applied

@@ -138,9 +138,9 @@ impl Router {
     async fn change_all(&self, changes: Vec<(Region, ConfChange)>) -> Result<()> {
         let mut running = tokio::task::JoinSet::new();
         for (region, cc) in changes {
-            let store = self.store.clone();
+            let (store, client) = (self.store.clone(), self.client.clone());
             running.spawn(async move {
-                store.gather(region.id).await?;
+                client.gather(region.id).await?;
                 store.change_peer(region.id, version(&region), cc).await
             });
         }

@@ -34,7 +34,7 @@ use crate::proto::etcdserverpb::response_op::Response;
 use crate::proto::etcdserverpb::*;
 use crate::proto::mvccpb::KeyValue;
 use crate::raftstore::msg::WriteOutcome;
-use crate::raftstore::Store;
+use crate::raftstore::{RegionClient, Store};
 use crate::region::eval::{self, range_end, KvView, WriteRequest, WriteResponse};
 use crate::region::mvcc::{MvccReader, ScanOptions};
 use crate::region::range::{finish_range, limit_pushdown};
@@ -43,6 +43,8 @@ use table::{Piece, RoutingTable};
 
 pub struct Router {
     store: Arc<Store>,
+    /// Reaches region leaders wherever they are.
+    client: RegionClient,
     /// The routing table and the store's regions version it was built at.
     table: RwLock<(u64, Arc<RoutingTable>)>,
     member_id: u64,
@@ -80,6 +82,7 @@ impl Router {
         let table = (store.regions_version(), Arc::new(RoutingTable::new(store.regions())));
         let alarms = alarm::Alarms::load(store.clone())?;
         Ok(Router {
+            client: RegionClient::new(store.clone()),
             store,
             table: RwLock::new(table),
             member_id,
@@ -316,7 +319,7 @@ impl Router {
                 table.point(&key).ok_or(Error::RegionNotFound)?
             }
         };
-        self.store.write(piece.region, piece.epoch_version, req.clone()).await
+        self.client.write(piece.region, piece.epoch_version, req.clone()).await
     }
 
     /// A write whose leader found it changes nothing is answered as a
@@ -401,7 +404,7 @@ impl Router {
         self.store.set_compacted(revision)?;
         for region in self.store.regions() {
             self.retrying(|| async {
-                match self.store.compact_region(region.id, revision as u64).await {
+                match self.client.compact(region.id, revision as u64).await {
                     // Merged away meanwhile: its keys are compacted with the
                     // target's (or by the restart's finishing pass).
                     Err(Error::RegionNotFound) => Ok(()),

@@ -224,9 +224,9 @@ impl Router {
             .map(|(part, cmd)| {
                 // Spawned: it runs (to its region's leader, wherever that
                 // is) even if the answer is never awaited.
-                let store = self.store.clone();
+                let client = self.client.clone();
                 let (region, epoch_version) = (part.region, part.epoch_version);
-                let sent = tokio::spawn(async move { store.propose(region, epoch_version, cmd).await });
+                let sent = tokio::spawn(async move { client.propose(region, epoch_version, cmd).await });
                 async move { sent.await.map_err(|_| Error::Stopped)? }
             })
             .collect()
@@ -242,7 +242,7 @@ impl Router {
     async fn until_decided(&self, part: &Part, cmd: &RaftCommand) -> Result<bool> {
         let mut part = part.clone();
         loop {
-            match self.store.propose(part.region, part.epoch_version, cmd.clone()).await {
+            match self.client.propose(part.region, part.epoch_version, cmd.clone()).await {
                 Err(Error::EpochNotMatch { .. } | Error::RegionNotFound)
                     if matches!(cmd.txn, Some(Txn::Rollback(_))) =>
                 {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use prost::Message as _;
@@ -18,22 +17,19 @@ use super::msg::{PeerMsg, WriteOutcome};
 use super::peer::{PeerFsm, PeerShared, StoreContext};
 use super::poller::RaftPoller;
 use super::transport::Transport;
-use super::{remote, storage, RaftConfig};
+use super::{storage, RaftConfig};
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
 use crate::lessor::Lessor;
-use crate::proto::tesserapb::region_request::Kind as RegionKind;
-use crate::proto::tesserapb::region_response::Result as Answer;
-use crate::proto::tesserapb::{
-    AllocateRequest, ApplyState, MemberSet, RaftCommand, Region, RegionRequest, RegionResponse, StoreInfo, StoreMember,
-    TxnLock, TxnRecord,
-};
+use crate::proto::tesserapb::{MemberSet, RaftCommand, Region, StoreInfo, StoreMember, TxnLock, TxnRecord};
 use crate::region::eval::WriteRequest;
 use crate::sequencer::{Sequencer, NEVER_COMPACTED};
 
-/// How long an admin step waits for its region's leadership to come to
-/// the leader store.
-const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+mod boot;
+mod client;
+mod context;
+
+pub use client::RegionClient;
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -114,7 +110,7 @@ impl Store {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| Error::Storage(format!("{}: {e}", cfg.data_dir.display())))?;
         let engine = Engine::open(&cfg.data_dir)?;
-        let Booted { regions, cluster_id, store_id, members } = load_or_bootstrap(&engine, &cfg)?;
+        let boot::Booted { regions, cluster_id, store_id, members } = boot::load_or_bootstrap(&engine, &cfg)?;
         if !members.members.iter().any(|m| m.store_id == store_id) {
             return Err(Error::Storage(format!(
                 "store {store_id} was removed from the cluster; to serve again, add it with etcdctl member add and start it on a new data dir"
@@ -143,7 +139,7 @@ impl Store {
         // An empty etcd store is at revision 1; its first write gets 2.
         let sequencer = Arc::new(Sequencer::recover(last.max(1), unapplied, compacted));
         let transport = if clustered {
-            sequencer.set_limit(load_high_mark(&engine)?);
+            sequencer.set_limit(boot::load_high_mark(&engine)?);
             let me = StoreInfo {
                 store_id,
                 name: cfg.name.clone(),
@@ -479,35 +475,6 @@ impl Store {
         self.ask(region, |cb| PeerMsg::CaughtUp { cb }).await
     }
 
-    /// Sends a region request (`kind`) to the store whose peer leads
-    /// `region`, if that is another store (as this store's peer last
-    /// heard); `None`: this store's own peer is to be asked.
-    async fn ask_leader(
-        &self,
-        region: u64,
-        epoch_version: u64,
-        kind: impl FnOnce() -> RegionKind,
-    ) -> Result<Option<RegionResponse>> {
-        let Some(t) = self.transport() else { return Ok(None) };
-        let leader = self.peer(region)?.shared.leader.load(Ordering::Acquire);
-        if leader == 0 || leader == self.store_id {
-            return Ok(None);
-        }
-        let kind = kind();
-        let repeatable = !matches!(kind, RegionKind::Write(_));
-        let req = RegionRequest { region_id: region, epoch_version, kind: Some(kind) };
-        t.region(leader, req, repeatable).await.map(Some)
-    }
-
-    /// Evaluates and commits a write in `region` (one attempt), at the
-    /// region's leader wherever it is.
-    pub async fn write(&self, region: u64, epoch_version: u64, req: WriteRequest) -> Result<WriteOutcome> {
-        match self.ask_leader(region, epoch_version, || RegionKind::Write(remote::encode_write(req.clone()))).await? {
-            Some(resp) => remote::decode_outcome(resp),
-            None => self.write_here(region, epoch_version, req).await,
-        }
-    }
-
     /// [`Self::write`] through this store's own peer.
     pub async fn write_here(&self, region: u64, epoch_version: u64, req: WriteRequest) -> Result<WriteOutcome> {
         self.ask(region, |cb| PeerMsg::Write { req, epoch_version, cb }).await
@@ -517,18 +484,6 @@ impl Store {
     /// read index to apply (one attempt).
     pub async fn read_index(&self, region: u64) -> Result<()> {
         self.ask(region, |cb| PeerMsg::ReadIndex { cb }).await
-    }
-
-    /// Proposes `cmd` as it is in `region` (a txn step, a lease change; one
-    /// attempt); whether it took effect.
-    pub async fn propose(&self, region: u64, epoch_version: u64, cmd: RaftCommand) -> Result<bool> {
-        if region == self.meta_region {
-            return self.propose_here(region, epoch_version, cmd).await;
-        }
-        match self.ask_leader(region, epoch_version, || RegionKind::Command(cmd.clone())).await? {
-            Some(resp) => Ok(matches!(resp.result, Some(Answer::TookEffect(true)))),
-            None => self.propose_here(region, epoch_version, cmd).await,
-        }
     }
 
     /// [`Self::propose`] through this store's own peer.
@@ -561,62 +516,14 @@ impl Store {
         Ok((locks, records))
     }
 
-    /// Compacts `region`'s history below `revision` through its log.
-    pub async fn compact_region(&self, region: u64, revision: u64) -> Result<()> {
-        if self.ask_leader(region, 0, || RegionKind::Compact(revision)).await?.is_some() {
-            return Ok(());
-        }
-        self.compact_here(region, revision).await
-    }
-
     /// [`Self::compact_region`] through this store's own peer.
     pub async fn compact_here(&self, region: u64, revision: u64) -> Result<()> {
         self.ask(region, |cb| PeerMsg::Compact { revision, cb }).await
     }
 
-    /// Asks the leader of `region`, wherever it is, to hand leadership to
-    /// the peer on store `to` (its lease ends at once).
-    pub async fn transfer_leader(&self, region: u64, to: u64) -> Result<()> {
-        if self.ask_leader(region, 0, || RegionKind::TransferTo(to)).await?.is_some() {
-            return Ok(());
-        }
-        self.transfer_here(region, to)
-    }
-
     /// [`Self::transfer_leader`] through this store's own peer.
     pub fn transfer_here(&self, region: u64, to: u64) -> Result<()> {
         self.peer(region)?.mailbox.send(PeerMsg::TransferLeader { to }).map_err(|_| Error::Stopped)
-    }
-
-    /// Brings the leadership of `region` to this store's peer and waits
-    /// (bounded) until it may propose: admin steps (split, merge, conf
-    /// change) run at the leader store, where the router is.
-    pub async fn gather(&self, region: u64) -> Result<()> {
-        self.move_leader(region, self.store_id, GATHER_TIMEOUT).await
-    }
-
-    /// Asks the leader of `region` to hand over to store `to` until this
-    /// store sees `to` lead (for this store itself: lead and may propose),
-    /// for at most `within`.
-    pub async fn move_leader(&self, region: u64, to: u64, within: Duration) -> Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
-            let shared = self.peer(region)?.shared;
-            let leader = shared.leader.load(Ordering::Acquire);
-            let done = if to == self.store_id { shared.leading.load(Ordering::Acquire) } else { leader == to };
-            if done {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(if to == self.store_id { Error::NotLeader { region } } else { Error::Timeout });
-            }
-            if leader != 0 && leader != to {
-                if let Err(e) = self.transfer_leader(region, to).await {
-                    tracing::debug!(region, to, "moving the leadership: {e}");
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// Whether this store's sequencer hands out revisions (it is the
@@ -665,150 +572,6 @@ impl Store {
     }
 }
 
-/// What a data dir holds (or a bootstrap wrote).
-struct Booted {
-    regions: Vec<Region>,
-    cluster_id: u64,
-    store_id: u64,
-    members: MemberSet,
-}
-
-fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig) -> Result<Booted> {
-    let mut regions = Vec::new();
-    let prefix = [keys::REGION_PREFIX];
-    for item in engine.db.prefix_iterator_cf(engine.meta(), prefix) {
-        let (k, v) = item?;
-        if k.first() != Some(&keys::REGION_PREFIX) || k.len() != 9 {
-            break;
-        }
-        regions.push(Region::decode(&v[..]).map_err(|e| Error::Storage(format!("corrupt region: {e}")))?);
-    }
-    if let Some(b) = engine.db.get_cf(engine.meta(), keys::CLUSTER)? {
-        let cluster_id =
-            u64::from_be_bytes(b.as_slice().try_into().map_err(|_| Error::Storage("corrupt cluster id".into()))?);
-        if !cfg.initial_split_keys.is_empty() && !regions.is_empty() {
-            tracing::info!("data dir already holds {} regions; --initial-split-keys ignored", regions.len());
-        }
-        let store_id = super::members::load_store_id(engine)?.unwrap_or(cfg.store_id);
-        let members = match super::members::load(engine)? {
-            Some(set) => set,
-            None => members_of_old_data_dir(engine, cfg, &mut regions, cluster_id)?,
-        };
-        return Ok(Booted { regions, cluster_id, store_id, members });
-    }
-    let mut wb = rocksdb::WriteBatch::default();
-    let booted = if let Some((cluster_id, members)) = &cfg.join {
-        // Its regions (the meta group's too) arrive as snapshots.
-        Booted { regions: Vec::new(), cluster_id: *cluster_id, store_id: cfg.store_id, members: members.clone() }
-    } else {
-        let initial = initial_members(cfg);
-        let stores: Vec<u64> = initial.iter().map(|m| m.store_id).collect();
-        let mut regions = crate::region::initial_regions(&cfg.initial_split_keys, &stores);
-        let meta = crate::region::meta_region(regions.len() as u64 + 1, &stores);
-        // Every member of a new cluster must derive the same id on its own.
-        let cluster_id = if initial.len() > 1 { cluster_id_of(&initial) } else { random_id() };
-        let members = member_set(initial, cluster_id, meta.id);
-        regions.push(meta);
-        for r in &regions {
-            storage::init_peer(engine, r, &ApplyState::default(), &mut wb)?;
-        }
-        Booted { regions, cluster_id, store_id: cfg.store_id, members }
-    };
-    super::members::write(engine, &booted.members, &mut wb);
-    super::members::write_store_id(engine, booted.store_id, &mut wb);
-    // Written last in the same batch: its presence means bootstrap finished.
-    wb.put_cf(engine.meta(), keys::CLUSTER, booted.cluster_id.to_be_bytes());
-    engine.write(wb, true)?;
-    let (regions, cluster_id) = (booted.regions.len(), booted.cluster_id);
-    tracing::info!(regions, cluster_id, store = booted.store_id, "bootstrapped a new store");
-    Ok(booted)
-}
-
-/// The members of a data dir written before they were recorded: the stores
-/// its regions have peers on, named by the flags (which must agree).
-fn members_of_old_data_dir(
-    engine: &Engine,
-    cfg: &StoreConfig,
-    regions: &mut Vec<Region>,
-    cluster_id: u64,
-) -> Result<MemberSet> {
-    let initial = initial_members(cfg);
-    let mut want: Vec<u64> = initial.iter().map(|m| m.store_id).collect();
-    want.sort();
-    let mut have: Vec<u64> = regions.first().map(|r| r.peers.iter().map(|p| p.store_id).collect()).unwrap_or_default();
-    have.sort();
-    if have != want {
-        return Err(Error::Storage(format!(
-            "the data dir holds a cluster of stores {have:?}, but the members given are stores {want:?}"
-        )));
-    }
-    if !regions.iter().any(|r| r.meta) {
-        // A data dir from before the meta group existed.
-        let meta = crate::region::meta_region(regions.iter().map(|r| r.id).max().unwrap_or(0) + 1, &want);
-        engine.db.put_cf(engine.meta(), keys::region(meta.id), meta.encode_to_vec())?;
-        regions.push(meta);
-    }
-    let members = member_set(initial, cluster_id, regions.iter().find(|r| r.meta).map_or(0, |r| r.id));
-    let mut wb = rocksdb::WriteBatch::default();
-    super::members::write(engine, &members, &mut wb);
-    super::members::write_store_id(engine, cfg.store_id, &mut wb);
-    engine.write(wb, true)?;
-    Ok(members)
-}
-
-/// The members `--initial-cluster` names (a single store: itself).
-fn initial_members(cfg: &StoreConfig) -> Vec<StoreMember> {
-    if cfg.members.is_empty() {
-        vec![StoreMember { store_id: cfg.store_id, name: cfg.name.clone(), ..Default::default() }]
-    } else {
-        cfg.members.clone()
-    }
-}
-
-/// The bootstrap member set: ids from names and the cluster id.
-fn member_set(initial: Vec<StoreMember>, cluster_id: u64, meta_region: u64) -> MemberSet {
-    let next_store_id = initial.iter().map(|m| m.store_id).max().unwrap_or(0) + 1;
-    let members = initial
-        .into_iter()
-        .map(|m| StoreMember { member_id: super::members::member_id(&m.name, cluster_id), ..m })
-        .collect();
-    MemberSet { members, next_store_id, meta_region }
-}
-
-/// A cluster's id from its members (the same on every member).
-fn cluster_id_of(members: &[StoreMember]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for m in members {
-        (m.store_id, &m.name, &m.peer_url).hash(&mut h);
-    }
-    h.finish().max(1)
-}
-
-fn load_high_mark(engine: &Engine) -> Result<u64> {
-    match engine.db.get_cf(engine.meta(), keys::HIGH_MARK)? {
-        Some(b) => {
-            Ok(u64::from_be_bytes(b.as_slice().try_into().map_err(|_| Error::Storage("corrupt high mark".into()))?))
-        }
-        None => Ok(0),
-    }
-}
-
-/// A random non-zero id (cluster ids need only be unlikely to collide).
-fn random_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.write_u32(std::process::id());
-    h.finish().max(1)
-}
-
-/// Vote requests kept for regions not created here yet: for how long, for
-/// how many regions, how many each (see [`StoreContext::deliver`]).
-const EARLY_VOTE_TTL: Duration = Duration::from_secs(3);
-const EARLY_VOTE_REGIONS: usize = 1024;
-const EARLY_VOTES_PER_REGION: usize = 8;
-
 fn start_timer(store: &Arc<Store>, interval: Duration) -> JoinHandle<()> {
     let store = Arc::downgrade(store);
     std::thread::Builder::new()
@@ -827,163 +590,4 @@ fn start_timer(store: &Arc<Store>, interval: Duration) -> JoinHandle<()> {
             }
         })
         .expect("spawn store timer")
-}
-
-impl StoreContext {
-    /// Starts a peer for `region` from its loaded state and makes it
-    /// routable; `campaign` asks it to run for leader at once.
-    pub fn add_peer(self: &Arc<Self>, region: Region, loaded: storage::LoadedPeer, campaign: bool) -> Result<()> {
-        let (tx, rx) = channel::unbounded();
-        let fsm = PeerFsm::new(region.clone(), loaded, rx.clone(), self.clone())?;
-        let shared = fsm.shared.clone();
-        let mailbox = self.registrar.register(Box::new(fsm), tx, rx);
-        if campaign {
-            let _ = mailbox.send(PeerMsg::Campaign);
-        }
-        self.next_region_id.fetch_max(region.id + 1, Ordering::AcqRel);
-        let id = region.id;
-        self.peers.insert(id, PeerHandle { region: Arc::new(region), shared, mailbox: mailbox.clone() });
-        self.regions_version.fetch_add(1, Ordering::AcqRel);
-        self.missing.lock().remove(&id);
-        for (_, m) in self.early_votes.lock().remove(&id).unwrap_or_default() {
-            let _ = mailbox.send(PeerMsg::Raft(Box::new(m)));
-        }
-        Ok(())
-    }
-
-    /// A raft message for `region`. A region not here yet is mostly one
-    /// whose split this store has not applied yet: its vote requests wait
-    /// for it (the leader store's new peer campaigns the moment it applied
-    /// the split, and a lost vote would cost it an election timeout). One
-    /// still missing a while later is created from a snapshot (see
-    /// [`StoreContext::missing_region`]).
-    pub fn deliver(self: &Arc<Self>, region: u64, msg: raft::prelude::Message) {
-        use raft::prelude::MessageType::{MsgRequestPreVote, MsgRequestVote};
-        if let Some(p) = self.peers.get(&region) {
-            let _ = p.mailbox.send(PeerMsg::Raft(Box::new(msg)));
-            return;
-        }
-        if !matches!(msg.get_msg_type(), MsgRequestPreVote | MsgRequestVote) {
-            self.missing_region(region, msg);
-            return;
-        }
-        let mut early = self.early_votes.lock();
-        // Checked again under the lock add_peer drains it with.
-        if let Some(p) = self.peers.get(&region) {
-            let _ = p.mailbox.send(PeerMsg::Raft(Box::new(msg)));
-            return;
-        }
-        let now = Instant::now();
-        early.retain(|_, votes| {
-            votes.retain(|(at, _)| now.duration_since(*at) < EARLY_VOTE_TTL);
-            !votes.is_empty()
-        });
-        if early.len() < EARLY_VOTE_REGIONS {
-            let votes = early.entry(region).or_default();
-            votes.truncate(EARLY_VOTES_PER_REGION - 1);
-            votes.push((now, msg));
-        }
-    }
-
-    /// Asks the leader store for a revision for the write the leader of
-    /// `region` in `term` evaluates; the answer comes as
-    /// [`PeerMsg::Revision`].
-    pub fn ask_revision(&self, region: u64, term: u64, seq: u64) {
-        let Some(mailbox) = self.peers.get(&region).map(|p| p.mailbox.clone()) else { return };
-        let answer = move |result| {
-            let _ = mailbox.send(PeerMsg::Revision { term, seq, result });
-        };
-        let leader = self.meta_leader.load(Ordering::Acquire);
-        match &self.transport {
-            Some(t) if leader != 0 && leader != self.store_id => {
-                let req =
-                    AllocateRequest { from_store: self.store_id, region_id: region, term, seq, voids: Vec::new() };
-                t.ask_revision(leader, req, answer);
-            }
-            // No leader store known, or it is this one and not activated yet.
-            _ => answer(Err(Error::NotLeader { region: self.meta_region })),
-        }
-    }
-
-    /// A revision taken and never to be used: it leaves the in-flight set
-    /// of the sequencer that handed it out.
-    pub fn void(&self, revision: u64) {
-        self.sequencer.finish(revision);
-        let leader = self.meta_leader.load(Ordering::Acquire);
-        if let Some(t) = &self.transport {
-            if leader != 0 && leader != self.store_id {
-                t.void(leader, self.store_id, revision);
-            }
-        }
-    }
-
-    /// A region's new shape (its peer already applied it).
-    pub fn region_changed(&self, region: Region) {
-        if let Some(mut p) = self.peers.get_mut(&region.id) {
-            p.region = Arc::new(region);
-        }
-        self.regions_version.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// After a split applied and persisted: a peer for the right part (its
-    /// state was written with the split).
-    pub fn split_applied(self: &Arc<Self>, right: Region, campaign: bool) {
-        let _creating = self.creating.lock();
-        if self.peers.contains_key(&right.id) {
-            // Created from a snapshot a moment ago (which wrote over the
-            // state the split wrote).
-            return;
-        }
-        let loaded = storage::load(&self.engine, &right);
-        if let Err(e) = loaded.and_then(|loaded| self.add_peer(right, loaded, campaign)) {
-            // The split is persisted: serving on without the right part would
-            // leave its keys without a region.
-            tracing::error!("starting the right region of a split: {e}");
-            eprintln!("tessera: cannot start the new region of a split ({e}); aborting");
-            std::process::abort();
-        }
-    }
-
-    /// After a snapshot of `region` is written here (a peer restored, or a
-    /// region created from one): the lessor re-reads what it replaced; the
-    /// meta group's high mark and member set take effect.
-    pub fn snapshot_written(&self, region: &Region, high_mark: Option<u64>, members: Option<MemberSet>) {
-        let reloaded = if region.meta {
-            self.lessor.reload_leases(&self.engine)
-        } else {
-            self.lessor.reattach(&self.engine, region)
-        };
-        if let Err(e) = reloaded {
-            tracing::error!(region = region.id, "lessor after a snapshot: {e}");
-        }
-        if let Some(mark) = high_mark {
-            self.sequencer.raise_limit(mark);
-        }
-        if let Some(set) = members {
-            self.members_changed(set);
-        }
-    }
-
-    /// A member set the meta group applied (or a snapshot of it brought):
-    /// the transport's links follow it; a set without this store means
-    /// it was removed.
-    pub fn members_changed(&self, set: MemberSet) {
-        if let Some(t) = &self.transport {
-            t.set_links(&super::members::peer_urls(&set));
-        }
-        let removed = !set.members.iter().any(|m| m.store_id == self.store_id);
-        *self.members.write() = set;
-        if removed {
-            tracing::warn!("this store was removed from the cluster");
-            self.removed.notify_one();
-        }
-    }
-
-    /// After a merge committed and persisted: the source's peer stops and goes.
-    pub fn source_merged(&self, source: u64) {
-        if let Some((_, p)) = self.peers.remove(&source) {
-            let _ = p.mailbox.send(PeerMsg::Destroy);
-        }
-        self.regions_version.fetch_add(1, Ordering::AcqRel);
-    }
 }
