@@ -409,7 +409,7 @@ impl BenchStore {
     fn put(&self, value: &[u8]) {
         let req = WriteRequest::Put(PutRequest { key: self.key.clone(), value: value.to_vec(), ..Default::default() });
         let outcome = self.runtime.block_on(async {
-            let write = self.store.write_here(self.region, self.epoch_version, req);
+            let write = self.store.write_here(self.region, self.epoch_version, req, self.store.store_id);
             tokio::pin!(write);
             loop {
                 match tokio::time::timeout(self.lost.stall, &mut write).await {

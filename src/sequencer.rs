@@ -98,8 +98,10 @@ impl Sequencer {
     /// after `last` (every revision at or below is applied or void), with
     /// `pending` (revisions of cross-region txns a recovery is about to
     /// finish) in flight.
+    ///
+    /// The term changes last: whoever sees the new term sees the restarted
+    /// revisions (a read checks that its read point's term still holds).
     pub fn restart(&self, term: u64, last: u64, pending: impl IntoIterator<Item = u64>) {
-        self.term.store(term, Ordering::Release);
         let resolved = {
             let mut s = self.state.lock();
             s.last = last;
@@ -109,6 +111,7 @@ impl Sequencer {
             s.resolved()
         };
         self.resolved.send_replace(resolved);
+        self.term.store(term, Ordering::Release);
     }
 
     pub fn compacted(&self) -> i64 {

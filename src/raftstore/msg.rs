@@ -28,7 +28,8 @@ pub enum PeerMsg {
     Campaign,
     /// Evaluate and propose a write; `epoch_version` is the region version
     /// the router routed it by.
-    Write { req: WriteRequest, epoch_version: u64, cb: WriteCallback },
+    /// A write; `router` is the store whose router sent it.
+    Write { req: WriteRequest, epoch_version: u64, router: u64, cb: WriteCallback },
     /// The leader store's answer to this leader's ask `seq` (in `term`)
     /// for a revision: the revision and the leader store's term.
     Revision { term: u64, seq: u64, result: Result<(u64, u64)> },

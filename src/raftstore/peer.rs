@@ -320,7 +320,7 @@ impl PeerFsm {
                 PeerMsg::Campaign => {
                     let _ = self.raft.campaign();
                 }
-                PeerMsg::Write { req, epoch_version, cb } => self.on_write(req, epoch_version, cb),
+                PeerMsg::Write { req, epoch_version, router, cb } => self.on_write(req, epoch_version, router, cb),
                 PeerMsg::Revision { term, seq, result } => self.on_revision(term, seq, result),
                 PeerMsg::ReadIndex { cb } => self.on_read_index(cb),
                 PeerMsg::Compact { revision, cb } => self.on_compact(revision, cb),

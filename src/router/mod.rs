@@ -164,11 +164,17 @@ impl Router {
 
     /// Makes a read linearizable: this store must still be the leader
     /// store, whose sequencer every acknowledged write took its revision
-    /// from (docs/cluster.md, "Reads"). The meta group's lease shows it
-    /// (then `true`: checked again after the snapshot); else a ReadIndex
-    /// round of the meta group.
-    async fn confirm_leader_store(&self) -> Result<bool> {
+    /// from (docs/cluster.md, "Reads"), in the sequencer `term` the read
+    /// point was taken in: a read a deposed leader store still runs, or one
+    /// that began before this store became the leader store again, took
+    /// its read point from a sequencer that did not hand out the newest
+    /// revisions. The meta group's lease shows it (then `true`: checked
+    /// again after the snapshot); else a ReadIndex round of the meta group.
+    async fn confirm_leader_store(&self, term: u64) -> Result<bool> {
         let meta = self.store.meta_region;
+        if !self.store.is_evaluating() || self.store.sequencer.term() != term {
+            return Err(Error::NotLeader { region: meta });
+        }
         if self.store.peer(meta)?.shared.lease.is_valid() {
             return Ok(true);
         }
@@ -182,12 +188,13 @@ impl Router {
     /// store's lease.
     async fn read_revision(&self, at: ReadAt) -> Result<(u64, bool)> {
         let sequencer = &self.store.sequencer;
+        let term = sequencer.term();
         let revision = match at {
             ReadAt::Resolved => return Ok((sequencer.resolved(), false)),
             ReadAt::ReadPoint => sequencer.read_point(),
             ReadAt::Newest => sequencer.last(),
         };
-        let leased = self.confirm_leader_store().await?;
+        let leased = self.confirm_leader_store(term).await?;
         tokio::time::timeout(self.request_timeout, sequencer.wait_resolved(revision))
             .await
             .map_err(|_| Error::Timeout)?;

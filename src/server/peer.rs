@@ -70,7 +70,7 @@ impl PeerTransport for PeerService {
         let store = &self.store;
         let answer = match req.kind {
             Some(Kind::Write(w)) => match remote::decode_write(w) {
-                Some(w) => store.write_here(region, epoch, w).await.map(remote::encode_outcome),
+                Some(w) => store.write_here(region, epoch, w, req.router_store).await.map(remote::encode_outcome),
                 None => return Err(Status::invalid_argument("tessera: a region write without an operation")),
             },
             Some(Kind::Command(cmd)) => store
@@ -101,6 +101,10 @@ impl PeerTransport for PeerService {
             return Err(Error::NotLeader { region: self.store.meta_region }.into());
         }
         let revision = sequencer.take(req.region_id, req.term, Some(req.seq))?;
+        if req.router_store != 0 && req.router_store != self.store.store_id {
+            // A former leader store's router will acknowledge this write.
+            sequencer.acknowledge(revision);
+        }
         Ok(Response::new(AllocateResponse { revision, term: sequencer.term() }))
     }
 

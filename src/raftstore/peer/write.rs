@@ -27,6 +27,8 @@ use crate::region::span;
 struct Queued {
     req: WriteRequest,
     epoch_version: u64,
+    /// The store whose router sent the write.
+    router: u64,
     cb: WriteCallback,
 }
 
@@ -49,16 +51,16 @@ pub(super) struct Asks {
 }
 
 impl PeerFsm {
-    pub(super) fn on_write(&mut self, req: WriteRequest, epoch_version: u64, cb: WriteCallback) {
+    pub(super) fn on_write(&mut self, req: WriteRequest, epoch_version: u64, router: u64, cb: WriteCallback) {
         if let Err(e) = self.check_write(&req, epoch_version) {
             let _ = cb.send(Err(e));
             return;
         }
         if self.asks.queue.is_empty() && self.store.evaluating.load(Ordering::Acquire) {
-            self.write_here(req, cb);
+            self.write_here(req, router, cb);
             return;
         }
-        self.asks.queue.push_back(Queued { req, epoch_version, cb });
+        self.asks.queue.push_back(Queued { req, epoch_version, router, cb });
         self.drain_asks();
     }
 
@@ -73,10 +75,16 @@ impl PeerFsm {
     }
 
     /// Evaluates and proposes a write with a revision from this (the
-    /// leader) store's own sequencer.
-    fn write_here(&mut self, req: WriteRequest, cb: WriteCallback) {
+    /// leader) store's own sequencer. A write another store's router sent
+    /// (a former leader store finishing a write it accepted) will be
+    /// acknowledged there: its revision counts as acknowledged here at
+    /// once, so that no read here answers below it.
+    fn write_here(&mut self, req: WriteRequest, router: u64, cb: WriteCallback) {
         let (region, term, seq) = (self.region.id, self.raft.raft.term, self.sequencer.clone());
         let (result, taken) = self.evaluate(&req, || seq.take(region, term, None));
+        if let Some(r) = taken.filter(|_| router != self.store.store_id) {
+            self.sequencer.acknowledge(r);
+        }
         self.propose_write(result, taken, self.sequencer.term(), cb);
     }
 
@@ -186,7 +194,7 @@ impl PeerFsm {
             }
             if self.store.evaluating.load(Ordering::Acquire) {
                 // This store became the leader store meanwhile.
-                self.write_here(q.req, q.cb);
+                self.write_here(q.req, q.router, q.cb);
                 continue;
             }
             // A dry run: its guess is no revision anyone handed out.
@@ -194,15 +202,17 @@ impl PeerFsm {
             let (result, _) = self.evaluate(&q.req, || Ok(guess));
             match result {
                 Ok(ev) if ev.revision.is_some() => {
+                    let router = q.router;
                     self.asks.queue.push_front(q);
-                    self.ask();
+                    self.ask(router);
                 }
                 other => self.propose_write(other, None, 0, q.cb),
             }
         }
     }
 
-    fn ask(&mut self) {
+    /// Asks for a revision for a write `router` sent (0: for no write).
+    fn ask(&mut self, router: u64) {
         let (seq, reclaiming) = match self.asks.unanswered.take() {
             Some(seq) => (seq, true),
             None => {
@@ -212,7 +222,7 @@ impl PeerFsm {
         };
         self.asks.asking = Some(seq);
         self.asks.reclaiming = reclaiming;
-        self.store.ask_revision(self.region.id, self.raft.raft.term, seq);
+        self.store.ask_revision(self.region.id, self.raft.raft.term, seq, router);
     }
 
     /// The leader store's answer to ask `seq` of `term`.
@@ -265,7 +275,7 @@ impl PeerFsm {
             if self.store.evaluating.load(Ordering::Acquire) {
                 self.asks.unanswered = None;
             } else {
-                self.ask();
+                self.ask(0);
             }
         }
     }

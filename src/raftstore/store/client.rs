@@ -47,7 +47,7 @@ impl RegionClient {
         }
         let kind = kind();
         let repeatable = !matches!(kind, RegionKind::Write(_));
-        let req = RegionRequest { region_id: region, epoch_version, kind: Some(kind) };
+        let req = RegionRequest { region_id: region, epoch_version, kind: Some(kind), router_store: self.store.store_id };
         t.region(leader, req, repeatable).await.map(Some)
     }
 
@@ -56,7 +56,7 @@ impl RegionClient {
     pub async fn write(&self, region: u64, epoch_version: u64, req: WriteRequest) -> Result<WriteOutcome> {
         match self.ask_leader(region, epoch_version, || RegionKind::Write(remote::encode_write(req.clone()))).await? {
             Some(resp) => remote::decode_outcome(resp),
-            None => self.store.write_here(region, epoch_version, req).await,
+            None => self.store.write_here(region, epoch_version, req, self.store.store_id).await,
         }
     }
 

@@ -476,8 +476,9 @@ impl Store {
     }
 
     /// [`Self::write`] through this store's own peer.
-    pub async fn write_here(&self, region: u64, epoch_version: u64, req: WriteRequest) -> Result<WriteOutcome> {
-        self.ask(region, |cb| PeerMsg::Write { req, epoch_version, cb }).await
+    /// `router`: the store whose router sent the write.
+    pub async fn write_here(&self, region: u64, epoch_version: u64, req: WriteRequest, router: u64) -> Result<WriteOutcome> {
+        self.ask(region, |cb| PeerMsg::Write { req, epoch_version, router, cb }).await
     }
 
     /// Confirms leadership of `region` through ReadIndex and waits for the
