@@ -101,6 +101,16 @@ impl Lessor {
         self.leases.lock().contains_key(&id)
     }
 
+    /// Whether every lease of `ids` exists. Checked on the leader store
+    /// after a write took its revision: a revoke applied before the check
+    /// refuses the write, and one applied after it waits for the write (it
+    /// deletes what is attached once every revision handed out before it is
+    /// resolved), so no key stays attached to a revoked lease.
+    pub fn all_exist(&self, ids: &[i64]) -> bool {
+        let leases = self.leases.lock();
+        ids.iter().all(|id| leases.contains_key(id))
+    }
+
     /// Applies a committed lease change into `wb`; whether it took effect
     /// (a grant of an existing id or a revoke of an unknown one does not).
     pub fn apply(&self, op: &LeaseOp, wb: &mut WriteBatch, engine: &Engine) -> bool {

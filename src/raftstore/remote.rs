@@ -89,6 +89,7 @@ impl Transport {
                     let resp = resp.into_inner();
                     Ok((resp.revision, resp.term))
                 }
+                Ok(Err(status)) if status.message() == Error::LeaseNotFound.to_string() => Err(Error::LeaseNotFound),
                 Ok(Err(status)) => {
                     tracing::debug!(region, to, "asking for a revision: {status}");
                     Err(Error::ProposalDropped { region })

@@ -65,6 +65,17 @@ pub struct Evaluation {
     pub response: WriteResponse,
 }
 
+impl Evaluation {
+    /// The etcd leases the write attaches keys to.
+    pub fn leases(&self) -> Vec<i64> {
+        let mut leases: Vec<i64> =
+            self.effects.iter().filter_map(|e| e.kv.as_ref().map(|kv| kv.lease)).filter(|l| *l != 0).collect();
+        leases.sort_unstable();
+        leases.dedup();
+        leases
+    }
+}
+
 /// The end of a request's range: `None` for a single key, `Some(None)` for
 /// "to the end of the keyspace" (`range_end == "\0"`), `Some(Some(end))`.
 pub fn range_end(key: &[u8], end: &[u8]) -> Option<Option<Vec<u8>>> {

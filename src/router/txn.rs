@@ -113,6 +113,11 @@ impl Router {
                 r
             })
         };
+        // A lease revoked since the evaluation checked it (see Lessor::all_exist).
+        let evaluated = evaluated.and_then(|ev| match self.store.lessor.all_exist(&ev.leases()) {
+            true => Ok(ev),
+            false => Err(Error::LeaseNotFound),
+        });
         let ev = match evaluated {
             Ok(ev) if ev.revision.is_some() => ev,
             other => {

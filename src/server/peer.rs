@@ -105,6 +105,10 @@ impl PeerTransport for PeerService {
             // A former leader store's router will acknowledge this write.
             sequencer.acknowledge(revision);
         }
+        if !self.store.lessor.all_exist(&req.leases) {
+            sequencer.finish(revision);
+            return Err(Error::LeaseNotFound.into());
+        }
         Ok(Response::new(AllocateResponse { revision, term: sequencer.term() }))
     }
 

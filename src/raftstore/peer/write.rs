@@ -81,9 +81,13 @@ impl PeerFsm {
     /// once, so that no read here answers below it.
     fn write_here(&mut self, req: WriteRequest, router: u64, cb: WriteCallback) {
         let (region, term, seq) = (self.region.id, self.raft.raft.term, self.sequencer.clone());
-        let (result, taken) = self.evaluate(&req, || seq.take(region, term, None));
+        let (mut result, taken) = self.evaluate(&req, || seq.take(region, term, None));
         if let Some(r) = taken.filter(|_| router != self.store.store_id) {
             self.sequencer.acknowledge(r);
+        }
+        if result.as_ref().is_ok_and(|ev| !self.store.lessor.all_exist(&ev.leases())) {
+            // Revoked since the evaluation checked it (see Lessor::all_exist).
+            result = Err(Error::LeaseNotFound);
         }
         self.propose_write(result, taken, self.sequencer.term(), cb);
     }
@@ -204,15 +208,16 @@ impl PeerFsm {
                 Ok(ev) if ev.revision.is_some() => {
                     let router = q.router;
                     self.asks.queue.push_front(q);
-                    self.ask(router);
+                    self.ask(router, ev.leases());
                 }
                 other => self.propose_write(other, None, 0, q.cb),
             }
         }
     }
 
-    /// Asks for a revision for a write `router` sent (0: for no write).
-    fn ask(&mut self, router: u64) {
+    /// Asks for a revision for a write `router` sent (0: for no write),
+    /// attaching keys to `leases`.
+    fn ask(&mut self, router: u64, leases: Vec<i64>) {
         let (seq, reclaiming) = match self.asks.unanswered.take() {
             Some(seq) => (seq, true),
             None => {
@@ -222,7 +227,7 @@ impl PeerFsm {
         };
         self.asks.asking = Some(seq);
         self.asks.reclaiming = reclaiming;
-        self.store.ask_revision(self.region.id, self.raft.raft.term, seq, router);
+        self.store.ask_revision(self.region.id, self.raft.raft.term, seq, router, leases);
     }
 
     /// The leader store's answer to ask `seq` of `term`.
@@ -257,6 +262,13 @@ impl PeerFsm {
                     None => self.store.void(r),
                 }
             }
+            // A lease the write attaches to was revoked; the leader store
+            // voided the revision.
+            Err(Error::LeaseNotFound) => {
+                if let Some(q) = self.asks.queue.pop_front() {
+                    let _ = q.cb.send(Err(Error::LeaseNotFound));
+                }
+            }
             Err(e) => {
                 self.asks.unanswered = Some(seq);
                 if let Some(q) = self.asks.queue.pop_front() {
@@ -275,7 +287,7 @@ impl PeerFsm {
             if self.store.evaluating.load(Ordering::Acquire) {
                 self.asks.unanswered = None;
             } else {
-                self.ask(0);
+                self.ask(0, Vec::new());
             }
         }
     }

@@ -47,7 +47,8 @@ impl RegionClient {
         }
         let kind = kind();
         let repeatable = !matches!(kind, RegionKind::Write(_));
-        let req = RegionRequest { region_id: region, epoch_version, kind: Some(kind), router_store: self.store.store_id };
+        let req =
+            RegionRequest { region_id: region, epoch_version, kind: Some(kind), router_store: self.store.store_id };
         t.region(leader, req, repeatable).await.map(Some)
     }
 

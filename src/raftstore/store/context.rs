@@ -80,8 +80,9 @@ impl StoreContext {
     /// Asks the leader store for a revision for the write the leader of
     /// `region` in `term` evaluates; the answer comes as
     /// [`PeerMsg::Revision`].
-    /// `router`: the store whose router sent the write (0: none).
-    pub fn ask_revision(&self, region: u64, term: u64, seq: u64, router: u64) {
+    /// `router`: the store whose router sent the write (0: none);
+    /// `leases`: those the write attaches keys to.
+    pub fn ask_revision(&self, region: u64, term: u64, seq: u64, router: u64, leases: Vec<i64>) {
         let Some(mailbox) = self.peers.get(&region).map(|p| p.mailbox.clone()) else { return };
         let answer = move |result| {
             let _ = mailbox.send(PeerMsg::Revision { term, seq, result });
@@ -89,8 +90,15 @@ impl StoreContext {
         let leader = self.meta_leader.load(Ordering::Acquire);
         match &self.transport {
             Some(t) if leader != 0 && leader != self.store_id => {
-                let req =
-                    AllocateRequest { from_store: self.store_id, region_id: region, term, seq, voids: Vec::new(), router_store: router };
+                let req = AllocateRequest {
+                    from_store: self.store_id,
+                    region_id: region,
+                    term,
+                    seq,
+                    voids: Vec::new(),
+                    router_store: router,
+                    leases,
+                };
                 t.ask_revision(leader, req, answer);
             }
             // No leader store known, or it is this one and not activated yet.

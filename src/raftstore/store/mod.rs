@@ -477,7 +477,13 @@ impl Store {
 
     /// [`Self::write`] through this store's own peer.
     /// `router`: the store whose router sent the write.
-    pub async fn write_here(&self, region: u64, epoch_version: u64, req: WriteRequest, router: u64) -> Result<WriteOutcome> {
+    pub async fn write_here(
+        &self,
+        region: u64,
+        epoch_version: u64,
+        req: WriteRequest,
+        router: u64,
+    ) -> Result<WriteOutcome> {
         self.ask(region, |cb| PeerMsg::Write { req, epoch_version, router, cb }).await
     }
 
