@@ -11,7 +11,7 @@
 
 mod inproc;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use inproc::InProc;
 use tessera::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -21,15 +21,6 @@ use tessera::proto::etcdserverpb::{Compare, PutRequest, RequestOp, TxnRequest};
 fn put(key: &str, value: &str) -> RequestOp {
     let req = PutRequest { key: key.into(), value: value.into(), ..Default::default() };
     RequestOp { request: Some(Request::RequestPut(req)) }
-}
-
-/// Waits (bounded) until `done`.
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "waited 20 s for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -53,13 +44,15 @@ async fn a_txn_across_regions_its_client_gave_up_on_leaves_no_lock() {
             let patience = Duration::from_micros(i * 20);
             let _ = tokio::time::timeout(patience, node.router.txn(txn)).await;
         }
-        wait_for("every lock of the abandoned txns to be released", || {
+        inproc::wait_for("every lock of the abandoned txns to be released", || {
             node.store.txn_state().is_ok_and(|(locks, records)| locks.is_empty() && records.is_empty())
         })
         .await;
         let last = node.store.sequencer.last();
-        wait_for("the resolved revision to reach the last handed out", || node.store.sequencer.resolved() >= last)
-            .await;
+        inproc::wait_for("the resolved revision to reach the last handed out", || {
+            node.store.sequencer.resolved() >= last
+        })
+        .await;
         let mut c = node.client().await;
         for key in ["a", "z"] {
             let done = tokio::time::timeout(Duration::from_secs(5), c.put(key, "after", None)).await;
@@ -82,7 +75,7 @@ async fn a_merge_its_caller_gave_up_on_does_not_leave_its_source_merging() {
                 let regions = node.store.regions();
                 regions.iter().all(|r| r.merging_into == 0) && regions.iter().filter(|r| !r.meta).count() == 1
             };
-            wait_for("the abandoned merge to complete", merged).await;
+            inproc::wait_for("the abandoned merge to complete", merged).await;
         }
         let mut c = node.client().await;
         let done = tokio::time::timeout(Duration::from_secs(5), c.put("z", "after", None)).await;

@@ -14,7 +14,7 @@ mod inproc;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use inproc::cluster::InProcCluster;
 use tessera::proto::etcdserverpb::{PutRequest, RangeRequest};
@@ -38,7 +38,8 @@ async fn a_read_on_the_new_leader_store_covers_a_write_the_former_one_acknowledg
         let client = RegionClient::new(cluster.members[new].store.clone());
         client.move_leader(region, old_id, Duration::from_secs(20)).await.expect("move the region's leader");
         let peer = cluster.members[old].store.peer(region).unwrap();
-        wait_for("the former leader store's peer to lead", || peer.shared.leading.load(Ordering::Acquire)).await;
+        inproc::wait_for("the former leader store's peer to lead", || peer.shared.leading.load(Ordering::Acquire))
+            .await;
 
         // The new leader store does not apply the region's entries for now.
         for m in &cluster.members {
@@ -70,12 +71,4 @@ async fn a_read_on_the_new_leader_store_covers_a_write_the_former_one_acknowledg
         assert_eq!(resp.kvs.len(), 1, "the read did not see the acknowledged put");
     })
     .await;
-}
-
-async fn wait_for(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "waited 20 s for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

@@ -66,7 +66,7 @@ async fn watch_keeps_an_old_terms_write_committed_by_a_new_leader() {
         }
         let mut writer = Client::connect([endpoint.as_str()], None).await.unwrap();
         let put = tokio::spawn(async move { writer.put("a", "old-term", None).await });
-        wait_for("both followers to take the write", || answered.lock().unwrap().len() == 2).await;
+        inproc::wait_for("both followers to take the write", || answered.lock().unwrap().len() == 2).await;
 
         // Now the old leader is cut off entirely: the others elect a leader,
         // which commits the write with its own first entry.
@@ -100,14 +100,6 @@ async fn take_until(stream: &mut etcd_client::WatchStream, last: i64) -> Vec<i64
         seen.extend(resp.events().iter().map(|e| e.kv().unwrap().mod_revision()));
     }
     seen
-}
-
-async fn wait_for(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "waited 20 s for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The member whose peer leads `region` (bounded wait).

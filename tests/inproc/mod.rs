@@ -17,6 +17,15 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(300);
 /// How long any in-process test may run.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// Waits (at most 20 s, else the test fails) until `done`.
+pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "waited 20 s for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Runs a test body, failing it if it takes longer than [`TEST_TIMEOUT`].
 pub async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
     tokio::time::timeout(TEST_TIMEOUT, f).await.expect("test timed out");
