@@ -27,8 +27,7 @@ pub enum PeerMsg {
     /// Start an election now (a fresh single-voter region leads at once).
     Campaign,
     /// Evaluate and propose a write; `epoch_version` is the region version
-    /// the router routed it by.
-    /// A write; `router` is the store whose router sent it.
+    /// the router routed it by; `router` is the store whose router sent it.
     Write { req: WriteRequest, epoch_version: u64, router: u64, cb: WriteCallback },
     /// The leader store's answer to this leader's ask `seq` (in `term`)
     /// for a revision: the revision and the leader store's term.

@@ -25,6 +25,7 @@ use crate::proto::tesserapb::merge_command::Step;
 use crate::proto::tesserapb::{MergeCommand, RaftCommand, Region, RegionInfo, SplitCommand};
 use crate::region::mvcc::MvccReader;
 
+use super::retry::Retry;
 use super::Router;
 
 /// Pause between attempts of an admin step that found its region busy.
@@ -136,12 +137,8 @@ impl Router {
     /// (or the deadline passed), else a pause before the next attempt.
     async fn admin_backoff(&self, attempt: Result<()>, deadline: Instant) -> Result<()> {
         match attempt {
-            Err(e) if (e.is_retryable() || matches!(e, Error::RegionBusy { .. })) && Instant::now() < deadline => {
-                tokio::time::sleep(BUSY_BACKOFF).await;
-                Ok(())
-            }
-            Err(e) if e.is_retryable() => Err(Error::Timeout),
-            other => other,
+            Err(e) => Retry::until(deadline).pausing(BUSY_BACKOFF).on_busy().after(e).await,
+            done => done,
         }
     }
 

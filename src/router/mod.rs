@@ -17,6 +17,7 @@ mod balance;
 mod cluster;
 mod lease;
 mod members;
+mod retry;
 pub mod table;
 mod txn;
 
@@ -39,6 +40,7 @@ use crate::region::eval::{self, range_end, KvView, WriteRequest, WriteResponse};
 use crate::region::mvcc::{MvccReader, ScanOptions};
 use crate::region::range::{finish_range, limit_pushdown};
 use crate::region::span;
+use retry::Retry;
 use table::{Piece, RoutingTable};
 
 pub struct Router {
@@ -72,9 +74,6 @@ fn due(last: &parking_lot::Mutex<Instant>, every: Duration) -> bool {
     *last = Instant::now();
     true
 }
-
-/// Backoff between retries of a routing error.
-const RETRY_BACKOFF: Duration = Duration::from_millis(10);
 
 impl Router {
     pub fn new(store: Arc<Store>) -> Result<Router> {
@@ -131,33 +130,14 @@ impl Router {
         }
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or the deadline passes.
-    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    /// Runs `attempt` until it succeeds, fails for good, or the request
+    /// deadline passes ([`Retry`]).
+    async fn retrying<T, F, Fut>(&self, attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let deadline = Instant::now() + self.request_timeout;
-        loop {
-            match attempt().await {
-                Err(e) if e.is_retryable() => {
-                    if Instant::now() >= deadline {
-                        tracing::warn!("giving up after retries: {e}");
-                        return Err(Error::Timeout);
-                    }
-                    let pause = match e {
-                        // Contending txns back off by different amounts, so
-                        // that one of them wins the next round.
-                        Error::Locked { .. } | Error::TxnAborted => {
-                            Duration::from_micros(rand::random_range(200..=RETRY_BACKOFF.as_micros() as u64))
-                        }
-                        _ => RETRY_BACKOFF,
-                    };
-                    tokio::time::sleep(pause).await;
-                }
-                other => return other,
-            }
-        }
+        Retry::within(self.request_timeout).run(attempt).await
     }
 
     // ---- reads ------------------------------------------------------------
@@ -228,7 +208,7 @@ impl Router {
         at: ReadAt,
         read: impl Fn(&MvccReader, &[Piece], u64) -> Result<T>,
     ) -> Result<(T, u64)> {
-        let deadline = Instant::now() + self.request_timeout;
+        let retry = Retry::within(self.request_timeout);
         loop {
             let attempt = async {
                 let pieces = pieces_of(&self.table(), spans)?;
@@ -240,14 +220,11 @@ impl Router {
             match attempt.await {
                 Ok(Some(done)) => return Ok(done),
                 // A lease ran out before the snapshot: again.
+                Ok(None) if retry.expired() => return Err(Error::Timeout),
                 Ok(None) => {}
                 // A region changed shape (split, merge) or lost its leader
                 // under the read: again, on a fresh table.
-                Err(e) if e.is_retryable() => tokio::time::sleep(RETRY_BACKOFF).await,
-                Err(e) => return Err(e),
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout);
+                Err(e) => retry.after(e).await?,
             }
         }
     }

@@ -29,8 +29,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::retry::Retry;
 use super::table::{Piece, RoutingTable};
-use super::{Router, SnapshotView, RETRY_BACKOFF};
+use super::{Router, SnapshotView};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::proto::tesserapb::raft_command::Txn;
@@ -256,11 +257,11 @@ impl Router {
                 Err(Error::EpochNotMatch { .. } | Error::RegionNotFound) if matches!(cmd.txn, Some(Txn::Forget(_))) => {
                     part = self.whole_part(part.region).or_else(|_| self.any_part())?;
                 }
-                Err(e) if e.is_retryable() => {
-                    tracing::debug!(region = part.region, "retrying a txn step: {e}");
-                    tokio::time::sleep(RETRY_BACKOFF).await;
+                Err(e) => {
+                    tracing::debug!(region = part.region, "a txn step: {e}");
+                    Retry::forever().after(e).await?;
                 }
-                other => return other,
+                done => return done,
             }
         }
     }
