@@ -52,14 +52,19 @@ echo "region leaders by store: $(led_by "127.0.0.1:$base" 'import json,sys,colle
 leader=$(etcdctl --endpoints "$all" endpoint status -w json |
   python3 -c 'import json,sys; s=json.load(sys.stdin); print([i for i,e in enumerate(s) if e["Status"]["leader"]==e["Status"]["header"]["member_id"]][0])')
 lport=$(client_port $((leader + 1)))
+# A counter summed over the three stores (0 where a binary lacks it).
+total() { local t=0 i; for i in 1 2 3; do t=$((t + $(metric "$(client_port $i)" "$1" || true) + 0)); done; echo $t; }
 for w in "$@"; do
   f0=$(metric $lport tessera_lease_fast_path_reads_total)
   r0=$(metric $lport tessera_read_index_reads_total)
+  q0=$(total tessera_revision_requests_total) a0=$(total tessera_revision_asks_total)
   echo "== bench $w (10 s, endpoints of all three stores)"
   bench "$w"
   f=$(( $(metric $lport tessera_lease_fast_path_reads_total) - f0 ))
   r=$(( $(metric $lport tessera_read_index_reads_total) - r0 ))
   [ $((f + r)) -eq 0 ] || echo "linearizable reads on the lease fast path: $f of $((f + r)) ($((100 * f / (f + r)))%)"
+  q=$(( $(total tessera_revision_requests_total) - q0 )) a=$(( $(total tessera_revision_asks_total) - a0 ))
+  [ $q -eq 0 ] || echo "requests for revisions to the leader store: $q, carrying $a region asks"
 done
 survivor=$(client_port $(((leader + 1) % 3 + 1)))
 killed=$((leader + 1))

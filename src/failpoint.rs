@@ -12,11 +12,13 @@
 //! the member, no region has yet).
 //!
 //! One point drops rather than aborts ([`dropped`]): `ask-answer-lost`
-//! (src/raftstore/remote.rs: the leader store's answer to a region
-//! leader's ask for a revision is lost on the way back). One stalls
+//! (src/raftstore/remote.rs: the leader store's answer to a store's
+//! request for revisions, with asks in it, is lost on the way back). One stalls
 //! ([`stall`]), every time: `apply-before-write` (src/raftstore/poller.rs:
 //! an apply round's effects are evaluated, not yet written), which widens
-//! a window a test must see closed.
+//! a window a test must see closed. One slows: `allocate-slow`
+//! (src/server/peer.rs: the leader store answers each request for
+//! revisions 50 ms late), which lets asks queue up behind it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -57,9 +59,14 @@ pub fn hit(name: &str) {
 
 /// Sleeps for `pause` here, every time, if the failpoint `name` is armed.
 pub fn stall(name: &str, pause: std::time::Duration) {
-    if armed().is_some_and(|a| a.name == name) {
+    if is_armed(name) {
         std::thread::sleep(pause);
     }
+}
+
+/// Whether the failpoint `name` is armed (an async caller stalls itself).
+pub fn is_armed(name: &str) -> bool {
+    armed().is_some_and(|a| a.name == name)
 }
 
 /// Whether the failpoint `name` is armed and due: the caller then drops

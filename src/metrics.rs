@@ -70,6 +70,8 @@ pub struct Metrics {
     pub peer_batches_dropped: Counter,
     pub peer_messages_sent: Counter,
     pub peer_messages_received: Counter,
+    pub revision_requests: Counter,
+    pub revision_asks: Counter,
     pub fsync_seconds: Histogram,
 }
 
@@ -89,6 +91,8 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
         peer_batches_dropped: Counter::default(),
         peer_messages_sent: Counter::default(),
         peer_messages_received: Counter::default(),
+        revision_requests: Counter::default(),
+        revision_asks: Counter::default(),
         fsync_seconds,
     }
 });
@@ -96,7 +100,7 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
 impl Metrics {
     /// The counters in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 12] = [
+        let counters: [(&str, &str, &Counter); 14] = [
             (
                 "tessera_lease_fast_path_reads_total",
                 "Linearizable region reads served from a valid leader lease.",
@@ -136,6 +140,16 @@ impl Metrics {
                 "tessera_peer_messages_received_total",
                 "Raft messages received from other stores.",
                 &self.peer_messages_received,
+            ),
+            (
+                "tessera_revision_requests_total",
+                "Requests for revisions sent to the leader store (at most one in flight per store).",
+                &self.revision_requests,
+            ),
+            (
+                "tessera_revision_asks_total",
+                "Region leaders' asks for revisions carried by those requests.",
+                &self.revision_asks,
             ),
         ];
         for (name, help, c) in counters {

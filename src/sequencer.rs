@@ -48,11 +48,19 @@ struct State {
     /// Per region, the newest term this store applied an entry of: a leader
     /// of an older term can commit nothing more.
     terms: HashMap<u64, u64>,
-    /// Per region, the last ask answered: (term, seq, revision).
-    asked: HashMap<u64, (u64, u64, u64)>,
+    /// Per region, the last ask answered: (term, seq, first, count).
+    asked: HashMap<u64, (u64, u64, u64, u64)>,
 }
 
 impl State {
+    /// A leader of a term older than one applied here can commit nothing.
+    fn check_term(&self, region: u64, term: u64) -> crate::error::Result<()> {
+        match self.terms.get(&region) {
+            Some(t) if *t > term => Err(crate::error::Error::NotLeader { region }),
+            _ => Ok(()),
+        }
+    }
+
     fn resolved(&self) -> u64 {
         self.in_flight.first().map_or(self.last, |r| r - 1)
     }
@@ -156,36 +164,51 @@ impl Sequencer {
     }
 
     /// Takes the next revision for a write the leader of `region` in
-    /// `term` evaluates, registered as in flight until it is applied here,
-    /// voided, or a newer term of the region applies here. `seq` numbers
-    /// the leader's asks in its term: the same ask again gets the same
-    /// revision. Refused for a leader of a term older than one applied
-    /// here, and past the high mark.
-    pub fn take(&self, region: u64, term: u64, seq: Option<u64>) -> crate::error::Result<u64> {
-        use crate::error::Error;
+    /// `term` evaluates on this store, registered as in flight until it is
+    /// applied here, voided, or a newer term of the region applies here.
+    /// Refused for a leader of a term older than one applied here, and past
+    /// the high mark.
+    pub fn take(&self, region: u64, term: u64) -> crate::error::Result<u64> {
         let mut s = self.state.lock();
-        if let Some(seq) = seq {
-            if let Some(&(t, q, rev)) = s.asked.get(&region) {
-                if (t, q) == (term, seq) {
-                    return Ok(rev);
-                }
+        s.check_term(region, term)?;
+        let (first, _) = self.take_locked(&mut s, region, term, 1)?;
+        Ok(first)
+    }
+
+    /// Takes up to `count` contiguous revisions (fewer up to the high mark,
+    /// at least one unless `count` is 0) for ask `seq` of the leader of
+    /// `region` in `term` on another store; returns (first, how many).
+    /// Asking again with the same number answers the same range; an older
+    /// number of the same term is refused (its answer was given up on).
+    pub fn take_range(&self, region: u64, term: u64, seq: u64, count: u64) -> crate::error::Result<(u64, u64)> {
+        let mut s = self.state.lock();
+        if let Some(&(t, q, first, n)) = s.asked.get(&region) {
+            if (t, q) == (term, seq) {
+                return Ok((first, n));
+            }
+            if t == term && seq < q {
+                return Err(crate::error::Error::NotLeader { region });
             }
         }
-        if s.terms.get(&region).is_some_and(|t| *t > term) {
-            return Err(Error::NotLeader { region });
-        }
-        if s.last >= self.limit() {
+        s.check_term(region, term)?;
+        let (first, n) = if count == 0 { (0, 0) } else { self.take_locked(&mut s, region, term, count)? };
+        s.asked.insert(region, (term, seq, first, n));
+        Ok((first, n))
+    }
+
+    fn take_locked(&self, s: &mut State, region: u64, term: u64, count: u64) -> crate::error::Result<(u64, u64)> {
+        let n = count.min(self.limit().saturating_sub(s.last));
+        if n == 0 {
             // Past the committed high mark: wait for the next one.
-            return Err(Error::ProposalDropped { region });
+            return Err(crate::error::Error::ProposalDropped { region });
         }
-        s.last += 1;
-        let rev = s.last;
-        s.in_flight.insert(rev);
-        s.owners.insert(rev, (region, term));
-        if let Some(seq) = seq {
-            s.asked.insert(region, (term, seq, rev));
+        let first = s.last + 1;
+        s.last += n;
+        for rev in first..first + n {
+            s.in_flight.insert(rev);
+            s.owners.insert(rev, (region, term));
         }
-        Ok(rev)
+        Ok((first, n))
     }
 
     /// This store applied the first entry of `term` in `region`: every
@@ -311,17 +334,35 @@ mod tests {
     #[test]
     fn a_newer_term_voids_what_older_leaders_took() {
         let s = Sequencer::recover(10, [], NEVER_COMPACTED);
-        let a = s.take(7, 2, Some(1)).unwrap();
-        assert_eq!(s.take(7, 2, Some(1)).unwrap(), a, "the same ask gets the same revision");
-        let b = s.take(8, 2, None).unwrap();
+        let (a, _) = s.take_range(7, 2, 1, 1).unwrap();
+        assert_eq!(s.take_range(7, 2, 1, 1).unwrap(), (a, 1), "the same ask gets the same revision");
+        let b = s.take(8, 2).unwrap();
         assert_eq!((a, b, s.resolved()), (11, 12, 10));
         s.term_started(7, 3);
         assert_eq!(s.resolved(), 11, "region 7's term-2 revision is void");
-        assert!(s.take(7, 2, Some(2)).is_err(), "a deposed leader takes nothing");
+        assert!(s.take_range(7, 2, 2, 1).is_err(), "a deposed leader takes nothing");
         s.finish(b);
         assert_eq!(s.resolved(), 12);
         s.set_limit(12);
-        assert!(s.take(8, 2, None).is_err(), "nothing past the high mark");
+        assert!(s.take(8, 2).is_err(), "nothing past the high mark");
+    }
+
+    #[test]
+    fn an_ask_takes_a_contiguous_range_up_to_the_high_mark() {
+        let s = Sequencer::recover(10, [], NEVER_COMPACTED);
+        s.set_limit(30);
+        assert_eq!(s.take_range(7, 1, 1, 8).unwrap(), (11, 8));
+        assert_eq!(s.take(8, 1).unwrap(), 19);
+        assert_eq!(s.take_range(7, 1, 1, 3).unwrap(), (11, 8), "asked again: the same range");
+        assert!(s.take_range(7, 1, 0, 1).is_err(), "an older ask of the term is refused");
+        assert_eq!(s.take_range(7, 1, 2, 20).unwrap(), (20, 11), "cut at the high mark");
+        assert!(s.take_range(7, 1, 3, 1).is_err(), "nothing past it");
+        assert_eq!(s.take_range(9, 1, 1, 0).unwrap(), (0, 0), "an ask of nothing takes nothing");
+        assert_eq!(s.resolved(), 10);
+        for r in 11..=30 {
+            s.finish(r);
+        }
+        assert_eq!(s.resolved(), 30);
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::http::metric;
 use common::load::{check_acked, start_writers, wait_acks, wait_same_hash, Acked, Stale, StopOnDrop};
 use common::{admin, connect, make_leader_store, Cluster, CLUSTER_READY};
 
@@ -165,4 +166,58 @@ fn a_lost_answer_to_an_ask_voids_its_revision_and_nothing_waits_for_it() {
     });
     let logs = cluster.logs(1 << 20);
     assert!(logs.contains("failpoint ask-answer-lost reached"), "the failpoint was not reached:\n{logs}");
+}
+
+/// Concurrent puts to regions led by stores other than the leader store,
+/// whose answers to requests for revisions come late (failpoint
+/// `allocate-slow` on n1): each store keeps one request in flight,
+/// carrying every region's asks, each ask a range for the region's queued
+/// puts; so far fewer requests than puts, and, with no failure, the
+/// revisions the puts got are one dense sequence (nothing taken and left
+/// unused).
+#[test]
+fn concurrent_puts_share_revision_requests_and_leave_no_gap() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let slow = |i: usize| if i == 0 { vec!["--failpoint".into(), "allocate-slow".into()] } else { vec![] };
+    let cluster = Cluster::start_with(3, slow);
+    rt.block_on(make_leader_store(&cluster.endpoint(0)));
+    let entry = cluster.endpoint(0);
+    let (led, _) = wait_leaders(&entry, "leaders spread", |l| balanced(l, &[1, 2, 3], 4));
+    println!("leaders: {led:?}");
+    let requests = || -> u64 {
+        let counter = |i| metric(&cluster.endpoint(i), "tessera_revision_requests_total").expect("the counter");
+        counter(1) + counter(2)
+    };
+    let (writers, each) = (16u32, 25u32);
+    let before = requests();
+    let mut revisions = rt.block_on(async {
+        let first = connect(&entry).await.put("start", "", None).await.unwrap().header().unwrap().revision();
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let mut c = connect(&entry).await;
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..each {
+                    // Keys over every region (split at b, m and t).
+                    let key = format!("{}/{w}/{i}", (b'a' + ((w + i) % 26) as u8) as char);
+                    got.push(c.put(key, "v", None).await.expect("every put succeeds").header().unwrap().revision());
+                }
+                got
+            }));
+        }
+        let mut all = vec![first];
+        for t in tasks {
+            all.extend(tokio::time::timeout(Duration::from_secs(60), t).await.expect("puts within 60 s").unwrap());
+        }
+        all
+    });
+    let sent = requests() - before;
+    revisions.sort_unstable();
+    let puts = (writers * each) as usize;
+    let (lo, hi) = (revisions[0], *revisions.last().unwrap());
+    assert_eq!(hi - lo, puts as i64, "{} puts after revision {lo}, one revision each, no gap: {revisions:?}", puts);
+    assert!(revisions.windows(2).all(|w| w[1] == w[0] + 1), "no revision twice: {revisions:?}");
+    println!("{puts} puts at revisions {lo}..={hi}; {sent} revision requests from n2 and n3");
+    assert!(sent > 0, "n2 and n3 lead regions: they asked for revisions");
+    assert!((sent as usize) < puts / 3, "{sent} revision requests for {puts} puts: not batched");
 }

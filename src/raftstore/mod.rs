@@ -23,6 +23,7 @@ pub mod msg;
 pub mod peer;
 mod poller;
 pub mod remote;
+pub mod revisions;
 pub mod snap;
 pub mod storage;
 mod store;

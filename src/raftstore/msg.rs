@@ -30,8 +30,8 @@ pub enum PeerMsg {
     /// the router routed it by; `router` is the store whose router sent it.
     Write { req: WriteRequest, epoch_version: u64, router: u64, cb: WriteCallback },
     /// The leader store's answer to this leader's ask `seq` (in `term`)
-    /// for a revision: the revision and the leader store's term.
-    Revision { term: u64, seq: u64, result: Result<(u64, u64)> },
+    /// for revisions: a contiguous range and the leader store's term.
+    Revision { term: u64, seq: u64, result: Result<crate::raftstore::revisions::Grant> },
     /// Confirm leadership through a ReadIndex round and wait until the read
     /// index is applied.
     ReadIndex { cb: DoneCallback },

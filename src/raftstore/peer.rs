@@ -198,6 +198,8 @@ pub struct StoreContext {
     pub serving: AtomicBool,
     /// Links to the other stores of a cluster (none on a single store).
     pub transport: Option<Arc<super::transport::Transport>>,
+    /// Asks for revisions from the leader store (none on a single store).
+    pub revisions: Option<Arc<super::revisions::RevisionClient>>,
     /// Ticks of the store timer so far: every region leader starts lease
     /// round `ticks / heartbeat_ticks` in the same tick.
     pub ticks: AtomicU64,

@@ -13,18 +13,17 @@ use crate::error::{Error, Result};
 use crate::proto::tesserapb::peer_transport_client::PeerTransportClient;
 use crate::proto::tesserapb::region_response::Result as Answer;
 use crate::proto::tesserapb::region_write::Op;
-use crate::proto::tesserapb::{AllocateRequest, DeleteLeased, RegionError, RegionRequest, RegionResponse, RegionWrite};
+use crate::proto::tesserapb::{
+    AllocateRequest, AllocateResponse, DeleteLeased, RegionError, RegionRequest, RegionResponse, RegionWrite,
+};
 use crate::region::eval::{WriteRequest, WriteResponse};
 
-/// How long an ask for a revision may take before the write is refused
+/// How long a batch of asks for revisions may take before its writes are refused
 /// (and retried by the router).
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a region request may wait for its answer (a write's own
 /// deadline is the router's, about as long).
 const REGION_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long revisions a store did not use are offered back to a leader
-/// store that does not answer.
-const VOID_RETRY_FOR: Duration = Duration::from_secs(60);
 
 impl Transport {
     fn client(&self, store: u64) -> Option<PeerTransportClient<Channel>> {
@@ -70,51 +69,20 @@ impl Transport {
         }
     }
 
-    /// Asks the leader store `to` for a revision; `answer` gets it.
-    pub fn ask_revision(
-        &self,
-        to: u64,
-        req: AllocateRequest,
-        answer: impl FnOnce(Result<(u64, u64)>) + Send + 'static,
-    ) {
-        let region = req.region_id;
-        let (Some(mut client), Some(runtime)) = (self.client(to), self.runtime.as_ref()) else {
-            answer(Err(Error::NotLeader { region }));
-            return;
-        };
-        runtime.spawn(async move {
-            let result = match tokio::time::timeout(ASK_TIMEOUT, client.allocate(req)).await {
-                Ok(Ok(_)) if crate::failpoint::dropped("ask-answer-lost") => Err(Error::ProposalDropped { region }),
-                Ok(Ok(resp)) => {
-                    let resp = resp.into_inner();
-                    Ok((resp.revision, resp.term))
-                }
-                Ok(Err(status)) if status.message() == Error::LeaseNotFound.to_string() => Err(Error::LeaseNotFound),
-                Ok(Err(status)) => {
-                    tracing::debug!(region, to, "asking for a revision: {status}");
-                    Err(Error::ProposalDropped { region })
-                }
-                Err(_) => Err(Error::ProposalDropped { region }),
-            };
-            answer(result);
-        });
-    }
-
-    /// Gives `revision` (taken from leader store `to`, never to be used)
-    /// back, retried while `to` does not answer.
-    pub fn void(&self, to: u64, from_store: u64, revision: u64) {
-        let (Some(mut client), Some(runtime)) = (self.client(to), self.runtime.as_ref()) else { return };
-        runtime.spawn(async move {
-            let deadline = tokio::time::Instant::now() + VOID_RETRY_FOR;
-            let req = AllocateRequest { from_store, voids: vec![revision], ..Default::default() };
-            while client.allocate(req.clone()).await.is_err() {
-                if tokio::time::Instant::now() > deadline {
-                    tracing::warn!(to, revision, "could not give an unused revision back to the leader store");
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    /// Sends a batch of asks for revisions and voids to leader store `to`
+    /// (see [`super::revisions`]).
+    pub async fn allocate(&self, to: u64, req: AllocateRequest) -> Result<AllocateResponse> {
+        let mut client = self.client(to).ok_or(Error::ProposalDropped { region: 0 })?;
+        let asks = !req.asks.is_empty();
+        match tokio::time::timeout(ASK_TIMEOUT, client.allocate(req)).await {
+            Ok(Ok(_)) if asks && crate::failpoint::dropped("ask-answer-lost") => Err(Error::Timeout),
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => {
+                tracing::debug!(to, "asking for revisions: {status}");
+                Err(Error::ProposalDropped { region: 0 })
             }
-        });
+            Err(_) => Err(Error::Timeout),
+        }
     }
 }
 

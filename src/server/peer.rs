@@ -12,10 +12,10 @@ use crate::proto::tesserapb::region_request::Kind;
 use crate::proto::tesserapb::region_response::Result as Answer;
 use crate::proto::tesserapb::{
     AllocateRequest, AllocateResponse, JoinRequest, JoinResponse, RaftBatch, RaftDone, RegionRequest, RegionResponse,
-    SnapshotChunk,
+    RevisionAsk, SnapshotChunk,
 };
 use crate::raftstore::transport::REMOVED;
-use crate::raftstore::{remote, wire, Store};
+use crate::raftstore::{remote, revisions, wire, Store};
 
 /// The largest snapshot message taken (a region of `--region-max-bytes`
 /// with all its history is far below).
@@ -86,30 +86,25 @@ impl PeerTransport for PeerService {
         ))
     }
 
-    /// A region leader on another store asks this (the leader) store's
-    /// sequencer for a revision, or gives unused ones back.
+    /// The region leaders of another store ask this (the leader) store's
+    /// sequencer for revisions, and give unused ones back.
     async fn allocate(&self, request: Request<AllocateRequest>) -> Reply<AllocateResponse> {
         let req = request.into_inner();
         let sequencer = &self.store.sequencer;
         for r in req.voids {
             sequencer.finish(r);
         }
-        if req.region_id == 0 {
+        if req.asks.is_empty() {
             return Ok(Response::new(AllocateResponse::default()));
+        }
+        if crate::failpoint::is_armed("allocate-slow") {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         if !self.store.is_evaluating() {
             return Err(Error::NotLeader { region: self.store.meta_region }.into());
         }
-        let revision = sequencer.take(req.region_id, req.term, Some(req.seq))?;
-        if req.router_store != 0 && req.router_store != self.store.store_id {
-            // A former leader store's router will acknowledge this write.
-            sequencer.acknowledge(revision);
-        }
-        if !self.store.lessor.all_exist(&req.leases) {
-            sequencer.finish(revision);
-            return Err(Error::LeaseNotFound.into());
-        }
-        Ok(Response::new(AllocateResponse { revision, term: sequencer.term() }))
+        let grants = req.asks.iter().map(|ask| revisions::encode_grant(self.grant(ask))).collect();
+        Ok(Response::new(AllocateResponse { grants, term: sequencer.term() }))
     }
 
     async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Reply<RaftDone> {
@@ -163,5 +158,26 @@ pub async fn join(urls: &[String], peer_url: &str, name: &str) -> Result<JoinRes
             return Err(last);
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+impl PeerService {
+    /// One region leader's ask: a range of revisions, refused (and voided)
+    /// if a lease its writes attach to is gone.
+    fn grant(&self, ask: &RevisionAsk) -> Result<(u64, u64), Error> {
+        let sequencer = &self.store.sequencer;
+        let (first, count) = sequencer.take_range(ask.region_id, ask.term, ask.seq, ask.count as u64)?;
+        let last = first + count;
+        if count > 0 && ask.router_store != 0 && ask.router_store != self.store.store_id {
+            // A former leader store's router will acknowledge these writes.
+            sequencer.acknowledge(last - 1);
+        }
+        if count > 0 && !self.store.lessor.all_exist(&ask.leases) {
+            for r in first..last {
+                sequencer.finish(r);
+            }
+            return Err(Error::LeaseNotFound);
+        }
+        Ok((first, count))
     }
 }

@@ -3,12 +3,15 @@
 //!
 //! On the leader store a write takes its revision from the store's own
 //! sequencer while it is evaluated. A leader on another store asks the
-//! leader store's sequencer for it: its writes wait in a queue, the first
+//! leader store's sequencer for them: its writes wait in a queue, the first
 //! is evaluated once to learn whether it changes anything, and if it does
-//! the leader asks for one revision and evaluates it again with it when
-//! the answer comes (nothing else changes the region's state meanwhile:
-//! only this leader proposes). One ask at a time per region, in order, so
-//! a region's revisions increase along its log.
+//! the leader asks for a range of revisions for it and the plain puts
+//! queued right after it (each needs one whatever the state), and
+//! evaluates them again with the range when the answer comes (nothing else
+//! changes the region's state meanwhile: only this leader proposes). One
+//! ask at a time per region, in order, so a region's revisions increase
+//! along its log; the store's revision client carries every region's asks
+//! in one request (raftstore/revisions.rs).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -18,8 +21,9 @@ use prost::Message as _;
 use super::{PeerFsm, PeerView, Pending, PendingKind};
 use crate::error::{Error, Result};
 use crate::metrics::METRICS;
-use crate::proto::tesserapb::RaftCommand;
+use crate::proto::tesserapb::{RaftCommand, RevisionAsk};
 use crate::raftstore::msg::{WriteCallback, WriteOutcome};
+use crate::raftstore::revisions::Grant;
 use crate::region::eval::{self, Evaluation, WriteRequest};
 use crate::region::mvcc::MvccReader;
 use crate::region::span;
@@ -37,18 +41,27 @@ struct Queued {
 pub(super) struct Asks {
     /// Writes waiting for a revision, oldest first.
     queue: VecDeque<Queued>,
-    /// The ask in flight (its number).
-    asking: Option<u64>,
+    /// The ask in flight: its number, and how many writes at the head of
+    /// the queue it is for (only writes queued before it was sent may use
+    /// its revisions: they were taken after every write acknowledged before
+    /// those writes started).
+    asking: Option<(u64, usize)>,
     /// The last ask number used in this term.
     seq: u64,
     /// An ask whose answer never came: its number is asked again before a
-    /// new one (the leader store answers it with the same revision), and
-    /// the revision is given back, never used: it was taken before writes
+    /// new one (the leader store answers it with the same range), and the
+    /// revisions are given back, never used: they were taken before writes
     /// acknowledged since, which a write now must come after.
     unanswered: Option<u64>,
     /// The ask in flight asks again for an unanswered one.
     reclaiming: bool,
+    /// An ask for several writes was refused for a lease gone: the next
+    /// asks for one write, so that only a write attaching to it fails.
+    single: bool,
 }
+
+/// The most writes one ask is for.
+const MAX_WRITES_PER_ASK: usize = 128;
 
 impl PeerFsm {
     pub(super) fn on_write(&mut self, req: WriteRequest, epoch_version: u64, router: u64, cb: WriteCallback) {
@@ -81,7 +94,7 @@ impl PeerFsm {
     /// once, so that no read here answers below it.
     fn write_here(&mut self, req: WriteRequest, router: u64, cb: WriteCallback) {
         let (region, term, seq) = (self.region.id, self.raft.raft.term, self.sequencer.clone());
-        let (mut result, taken) = self.evaluate(&req, || seq.take(region, term, None));
+        let (mut result, taken) = self.evaluate(&req, || seq.take(region, term));
         if let Some(r) = taken.filter(|_| router != self.store.store_id) {
             self.sequencer.acknowledge(r);
         }
@@ -188,7 +201,8 @@ impl PeerFsm {
     }
 
     /// Works through the queue until a write needs a revision (then asks
-    /// for it) or the queue is empty.
+    /// for it and the writes after it that surely need one) or the queue
+    /// is empty.
     fn drain_asks(&mut self) {
         while self.asks.asking.is_none() {
             let Some(q) = self.asks.queue.pop_front() else { return };
@@ -208,16 +222,40 @@ impl PeerFsm {
                 Ok(ev) if ev.revision.is_some() => {
                     let router = q.router;
                     self.asks.queue.push_front(q);
-                    self.ask(router, ev.leases());
+                    let (count, leases) = self.writes_to_ask_for(router, ev.leases());
+                    self.ask(router, leases, count);
                 }
                 other => self.propose_write(other, None, 0, q.cb),
             }
         }
     }
 
-    /// Asks for a revision for a write `router` sent (0: for no write),
-    /// attaching keys to `leases`.
-    fn ask(&mut self, router: u64, leases: Vec<i64>) {
+    /// How many writes at the head of the queue to ask revisions for (the
+    /// first needs one; the plain puts of the same router right after it
+    /// need one each whatever the state), and the leases they attach to.
+    fn writes_to_ask_for(&self, router: u64, mut leases: Vec<i64>) -> (usize, Vec<i64>) {
+        let mut count = 1;
+        if !self.asks.single {
+            for q in self.asks.queue.iter().skip(1).take(MAX_WRITES_PER_ASK - 1) {
+                match &q.req {
+                    WriteRequest::Put(p) if q.router == router && !p.ignore_value && !p.ignore_lease => {
+                        leases.extend((p.lease != 0).then_some(p.lease));
+                        count += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        leases.sort_unstable();
+        leases.dedup();
+        (count, leases)
+    }
+
+    /// Asks for `count` revisions for writes `router` sent (0: for no
+    /// write), attaching keys to `leases`; or, if an ask went unanswered,
+    /// asks it again for nothing (its range, if it was taken, comes back to
+    /// be given back).
+    fn ask(&mut self, router: u64, leases: Vec<i64>, count: usize) {
         let (seq, reclaiming) = match self.asks.unanswered.take() {
             Some(seq) => (seq, true),
             None => {
@@ -225,46 +263,46 @@ impl PeerFsm {
                 (self.asks.seq, false)
             }
         };
-        self.asks.asking = Some(seq);
+        let count = if reclaiming { 0 } else { count };
+        self.asks.asking = Some((seq, count));
         self.asks.reclaiming = reclaiming;
-        self.store.ask_revision(self.region.id, self.raft.raft.term, seq, router, leases);
+        self.store.ask_revisions(RevisionAsk {
+            region_id: self.region.id,
+            term: self.raft.raft.term,
+            seq,
+            count: count as u32,
+            router_store: router,
+            leases,
+        });
     }
 
     /// The leader store's answer to ask `seq` of `term`.
-    pub(super) fn on_revision(&mut self, term: u64, seq: u64, result: Result<(u64, u64)>) {
-        if term != self.raft.raft.term || self.asks.asking != Some(seq) || !self.is_leader() {
-            if let Ok((r, _)) = result {
-                self.store.void(r);
+    pub(super) fn on_revision(&mut self, term: u64, seq: u64, result: Result<Grant>) {
+        let asked = match self.asks.asking {
+            Some((s, n)) if s == seq && term == self.raft.raft.term && self.is_leader() => n,
+            _ => {
+                if let Ok(g) = result {
+                    self.void_grant(g.first, g);
+                }
+                return;
             }
-            return;
-        }
+        };
         self.asks.asking = None;
         match result {
             // Given back; the queue's first write asks anew (below).
-            Ok((r, _)) if self.asks.reclaiming => self.store.void(r),
-            Ok((r, leader_store_term)) => {
-                self.sequencer.observe(r);
-                match self.asks.queue.pop_front() {
-                    Some(q) => match self.check_write(&q.req, q.epoch_version) {
-                        Err(e) => {
-                            self.store.void(r);
-                            let _ = q.cb.send(Err(e));
-                        }
-                        Ok(()) => {
-                            let (result, taken) = self.evaluate(&q.req, || Ok(r));
-                            if taken.is_none() {
-                                // Evaluated again, it took no revision after all.
-                                self.store.void(r);
-                            }
-                            self.propose_write(result, taken, leader_store_term, q.cb);
-                        }
-                    },
-                    None => self.store.void(r),
+            Ok(g) if self.asks.reclaiming => self.void_grant(g.first, g),
+            Ok(g) => {
+                self.asks.single = false;
+                if g.count > 0 {
+                    self.sequencer.observe(g.first + g.count - 1);
                 }
+                self.use_grant(g, asked);
             }
-            // A lease the write attaches to was revoked; the leader store
-            // voided the revision.
+            // A lease one of the writes attaches to was revoked; the leader
+            // store voided the range.
+            Err(Error::LeaseNotFound) if asked > 1 => self.asks.single = true,
             Err(Error::LeaseNotFound) => {
+                self.asks.single = false;
                 if let Some(q) = self.asks.queue.pop_front() {
                     let _ = q.cb.send(Err(Error::LeaseNotFound));
                 }
@@ -279,6 +317,41 @@ impl PeerFsm {
         self.drain_asks();
     }
 
+    /// Hands the grant's revisions, in order, to the `asked` writes at the
+    /// head of the queue (evaluated again, each after the last's proposal);
+    /// a write that fails or changes nothing leaves its revision to the
+    /// next. Revisions left over are given back; writes left over ask anew.
+    fn use_grant(&mut self, g: Grant, asked: usize) {
+        let mut next = g.first;
+        for _ in 0..asked {
+            if next == g.first + g.count {
+                break;
+            }
+            let Some(q) = self.asks.queue.pop_front() else { break };
+            if let Err(e) = self.check_write(&q.req, q.epoch_version) {
+                let _ = q.cb.send(Err(e));
+                continue;
+            }
+            match self.evaluate(&q.req, || Ok(next)) {
+                (Err(e), _) => {
+                    let _ = q.cb.send(Err(e));
+                }
+                (ok, taken) => {
+                    next += taken.map_or(0, |_| 1);
+                    self.propose_write(ok, taken, g.term, q.cb);
+                }
+            }
+        }
+        self.void_grant(next, g);
+    }
+
+    /// Gives back the grant's revisions from `from` on.
+    fn void_grant(&self, from: u64, g: Grant) {
+        for r in from..g.first + g.count {
+            self.store.void(r);
+        }
+    }
+
     /// On a tick: an ask whose answer was lost is asked again, so that the
     /// revision the leader store may have taken for it is given back (also
     /// done before the next write's own ask).
@@ -287,7 +360,7 @@ impl PeerFsm {
             if self.store.evaluating.load(Ordering::Acquire) {
                 self.asks.unanswered = None;
             } else {
-                self.ask(0, Vec::new());
+                self.ask(0, Vec::new(), 0);
             }
         }
     }

@@ -10,7 +10,7 @@ use crossbeam::channel;
 
 use super::PeerHandle;
 use crate::error::{Error, Result};
-use crate::proto::tesserapb::{AllocateRequest, MemberSet, Region};
+use crate::proto::tesserapb::{MemberSet, Region, RevisionAsk};
 use crate::raftstore::msg::PeerMsg;
 use crate::raftstore::peer::{PeerFsm, StoreContext};
 use crate::raftstore::{members, storage};
@@ -77,30 +77,18 @@ impl StoreContext {
         }
     }
 
-    /// Asks the leader store for a revision for the write the leader of
-    /// `region` in `term` evaluates; the answer comes as
+    /// Asks the leader store for revisions for the writes the leader of
+    /// `ask.region_id` evaluates; the answer comes to the region's peer as
     /// [`PeerMsg::Revision`].
-    /// `router`: the store whose router sent the write (0: none);
-    /// `leases`: those the write attaches keys to.
-    pub fn ask_revision(&self, region: u64, term: u64, seq: u64, router: u64, leases: Vec<i64>) {
+    pub fn ask_revisions(&self, ask: RevisionAsk) {
+        let (region, term, seq) = (ask.region_id, ask.term, ask.seq);
         let Some(mailbox) = self.peers.get(&region).map(|p| p.mailbox.clone()) else { return };
         let answer = move |result| {
             let _ = mailbox.send(PeerMsg::Revision { term, seq, result });
         };
         let leader = self.meta_leader.load(Ordering::Acquire);
-        match &self.transport {
-            Some(t) if leader != 0 && leader != self.store_id => {
-                let req = AllocateRequest {
-                    from_store: self.store_id,
-                    region_id: region,
-                    term,
-                    seq,
-                    voids: Vec::new(),
-                    router_store: router,
-                    leases,
-                };
-                t.ask_revision(leader, req, answer);
-            }
+        match &self.revisions {
+            Some(client) if leader != 0 && leader != self.store_id => client.ask(leader, ask, Box::new(answer)),
             // No leader store known, or it is this one and not activated yet.
             _ => answer(Err(Error::NotLeader { region: self.meta_region })),
         }
@@ -111,9 +99,9 @@ impl StoreContext {
     pub fn void(&self, revision: u64) {
         self.sequencer.finish(revision);
         let leader = self.meta_leader.load(Ordering::Acquire);
-        if let Some(t) = &self.transport {
+        if let Some(client) = &self.revisions {
             if leader != 0 && leader != self.store_id {
-                t.void(leader, self.store_id, revision);
+                client.void(leader, revision);
             }
         }
     }

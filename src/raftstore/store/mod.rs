@@ -16,6 +16,7 @@ use super::batch::{BatchConfig, BatchSystem, Mailbox};
 use super::msg::{PeerMsg, WriteOutcome};
 use super::peer::{PeerFsm, PeerShared, StoreContext};
 use super::poller::RaftPoller;
+use super::revisions::RevisionClient;
 use super::transport::Transport;
 use super::{storage, RaftConfig};
 use crate::engine::{keys, Engine};
@@ -179,6 +180,7 @@ impl Store {
             meta_leader: AtomicU64::new(0),
             evaluating: AtomicBool::new(!clustered),
             serving: AtomicBool::new(!clustered),
+            revisions: transport.as_ref().map(|t| RevisionClient::new(t.clone(), store_id)),
             transport,
             ticks: AtomicU64::new(0),
             early_votes: Default::default(),
