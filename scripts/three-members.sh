@@ -35,11 +35,12 @@ bench() {
   "$bin" bench $1 --endpoints "$urls" --duration 10s 2>/dev/null | grep '^{'
 }
 
-# Starts `tessera serve` ($bin) as n1-n3 with $1 regions (split at k00001,
-# k00002, ...), logs in $dir/nI.log, and waits until the cluster serves.
+# Starts `tessera serve` ($bin) as n1-n3 with $1 regions, split evenly over
+# `tessera bench`'s default key space (keys 00000000 to 00009999), logs in
+# $dir/nI.log, and waits until the cluster serves.
 start_tessera_members() {
   local split
-  split=$(seq -f "k%05g" 1 $(($1 - 1)) | paste -sd,)
+  split=$(for i in $(seq 1 $(($1 - 1))); do printf "%08d\n" $((i * 10000 / $1)); done | paste -sd,)
   for i in 1 2 3; do
     "$bin" serve --name "n$i" --data-dir "$dir/n$i" --initial-cluster "$(initial_cluster n)" \
       --listen-client-urls "http://127.0.0.1:$(client_port $i)" --initial-split-keys "$split" \
