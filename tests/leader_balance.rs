@@ -69,6 +69,16 @@ fn balanced(led: &BTreeMap<u64, Vec<u64>>, stores: &[u64], regions: usize) -> bo
     counts.iter().sum::<usize>() == regions && max - min <= 1
 }
 
+/// Three members, failpoint `spec` armed on member `on` (0-based), n1 the
+/// leader store, the 4 regions' leaders spread over all three.
+fn spread_with_failpoint(rt: &tokio::runtime::Runtime, on: usize, spec: &str) -> Cluster {
+    let cluster = Cluster::start_with(3, |i| if i == on { vec!["--failpoint".into(), spec.into()] } else { vec![] });
+    rt.block_on(make_leader_store(&cluster.endpoint(0)));
+    let (led, _) = wait_leaders(&cluster.endpoint(0), "leaders spread", |l| balanced(l, &[1, 2, 3], 4));
+    println!("leaders: {led:?}");
+    cluster
+}
+
 #[test]
 fn leaders_spread_leave_a_killed_store_and_come_back_to_it() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -139,12 +149,8 @@ fn leaders_spread_leave_a_killed_store_and_come_back_to_it() {
 #[test]
 fn a_lost_answer_to_an_ask_voids_its_revision_and_nothing_waits_for_it() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let failpoint = |i: usize| if i == 1 { vec!["--failpoint".into(), "ask-answer-lost:5".into()] } else { vec![] };
-    let cluster = Cluster::start_with(3, failpoint);
-    rt.block_on(make_leader_store(&cluster.endpoint(0)));
+    let cluster = spread_with_failpoint(&rt, 1, "ask-answer-lost:5");
     let entry = cluster.endpoint(0);
-    let (led, _) = wait_leaders(&entry, "n2 leading regions", |l| balanced(l, &[1, 2, 3], 4));
-    println!("leaders: {led:?}");
     rt.block_on(async {
         let mut c = connect(&entry).await;
         let mut revisions = vec![c.put("start", "", None).await.unwrap().header().unwrap().revision()];
@@ -178,12 +184,8 @@ fn a_lost_answer_to_an_ask_voids_its_revision_and_nothing_waits_for_it() {
 #[test]
 fn concurrent_puts_share_revision_requests_and_leave_no_gap() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let slow = |i: usize| if i == 0 { vec!["--failpoint".into(), "allocate-slow".into()] } else { vec![] };
-    let cluster = Cluster::start_with(3, slow);
-    rt.block_on(make_leader_store(&cluster.endpoint(0)));
+    let cluster = spread_with_failpoint(&rt, 0, "allocate-slow");
     let entry = cluster.endpoint(0);
-    let (led, _) = wait_leaders(&entry, "leaders spread", |l| balanced(l, &[1, 2, 3], 4));
-    println!("leaders: {led:?}");
     let requests = || -> u64 {
         let counter = |i| metric(&cluster.endpoint(i), "tessera_revision_requests_total").expect("the counter");
         counter(1) + counter(2)
