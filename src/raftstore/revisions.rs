@@ -101,17 +101,18 @@ impl RevisionClient {
                 }
                 (q.leader, std::mem::take(&mut q.asks), std::mem::take(&mut q.voids))
             };
+            let regions: Vec<u64> = asks.iter().map(|(a, _)| a.region_id).collect();
             let (asked, answers): (Vec<RevisionAsk>, Vec<Answer>) = asks.into_iter().unzip();
             let req = AllocateRequest {
                 from_store: self.store_id,
                 voids: voids.iter().map(|(r, _)| *r).collect(),
-                asks: asked.clone(),
+                asks: asked,
             };
             METRICS.revision_requests.inc();
-            METRICS.revision_asks.add(asked.len() as u64);
+            METRICS.revision_asks.add(regions.len() as u64);
             let result = self.transport.allocate(leader, req).await;
             let failed = result.is_err();
-            answer_all(&asked, answers, result);
+            answer_all(&regions, answers, result);
             if failed && !voids.is_empty() && self.offer_again(voids) {
                 tokio::time::sleep(VOID_RETRY_PAUSE).await;
             }
@@ -129,22 +130,14 @@ impl RevisionClient {
     }
 }
 
-/// Hands each ask its grant, or the request's error.
-fn answer_all(asked: &[RevisionAsk], answers: Vec<Answer>, result: Result<AllocateResponse>) {
-    match result {
-        Ok(resp) => {
-            let mut grants = resp.grants.into_iter();
-            for (ask, answer) in asked.iter().zip(answers) {
-                answer(grants.next().map_or(Err(Error::ProposalDropped { region: ask.region_id }), |g| {
-                    decode_grant(ask.region_id, g, resp.term)
-                }));
-            }
-        }
-        Err(_) => {
-            for (ask, answer) in asked.iter().zip(answers) {
-                answer(Err(Error::ProposalDropped { region: ask.region_id }));
-            }
-        }
+/// Hands each ask (of `regions`, in order) its grant, or the request's error.
+fn answer_all(regions: &[u64], answers: Vec<Answer>, result: Result<AllocateResponse>) {
+    let (term, mut grants) = match result {
+        Ok(resp) => (resp.term, resp.grants.into_iter()),
+        Err(_) => (0, Vec::new().into_iter()),
+    };
+    for (&region, answer) in regions.iter().zip(answers) {
+        answer(grants.next().map_or(Err(Error::ProposalDropped { region }), |g| decode_grant(region, g, term)));
     }
 }
 
@@ -199,7 +192,7 @@ mod tests {
                 Box::new(move |r: Result<Grant>| got.lock().push(r.is_err())) as Answer
             })
             .collect();
-        answer_all(&asked, answers, Err(Error::Timeout));
+        answer_all(&[1, 2], answers, Err(Error::Timeout));
         assert_eq!(*got.lock(), vec![true, true]);
     }
 }
