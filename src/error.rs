@@ -119,6 +119,13 @@ pub enum Error {
     /// leader store's to decide; the client retries.
     #[error("etcdserver: leader changed")]
     Fenced,
+    /// A write this store's router cannot finish without the leader store
+    /// (docs/serve-anywhere.md, "Writes through any store"): the call is
+    /// passed on there whole, nothing of it having been proposed. Marked
+    /// for the forwarding layer ([`NEEDS_LEADER_STORE`]); a client that
+    /// sees it anyway retries, as on any "leader changed".
+    #[error("etcdserver: leader changed")]
+    NeedsLeaderStore,
     #[error("etcdserver: server stopped")]
     Stopped,
     #[error("tessera: storage error: {0}")]
@@ -180,6 +187,7 @@ impl From<Error> for Status {
             | Error::TxnAborted
             | Error::Timeout
             | Error::Fenced
+            | Error::NeedsLeaderStore
             | Error::Stopped => Code::Unavailable,
             Error::NoSuchRegion { .. } => Code::NotFound,
             Error::KeyOutsideRegion { .. } | Error::NoPeerOnStore { .. } | Error::SplitWhere => Code::InvalidArgument,
@@ -194,6 +202,13 @@ impl From<Error> for Status {
             Error::Storage(_) => Code::Internal,
             Error::Remote { code, .. } => Code::from_i32(*code),
         };
-        Status::new(code, e.to_string())
+        let mut status = Status::new(code, e.to_string());
+        if matches!(e, Error::NeedsLeaderStore) {
+            status.metadata_mut().insert(NEEDS_LEADER_STORE, tonic::metadata::MetadataValue::from_static("1"));
+        }
+        status
     }
 }
+
+/// The metadata key marking [`Error::NeedsLeaderStore`] on its way out.
+pub const NEEDS_LEADER_STORE: &str = "tessera-leader-store";

@@ -72,6 +72,7 @@ pub struct Metrics {
     pub peer_messages_received: Counter,
     pub revision_requests: Counter,
     pub revision_asks: Counter,
+    pub forwarded_calls: Counter,
     pub fsync_seconds: Histogram,
 }
 
@@ -93,6 +94,7 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
         peer_messages_received: Counter::default(),
         revision_requests: Counter::default(),
         revision_asks: Counter::default(),
+        forwarded_calls: Counter::default(),
         fsync_seconds,
     }
 });
@@ -100,7 +102,7 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
 impl Metrics {
     /// The counters in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 14] = [
+        let counters: [(&str, &str, &Counter); 15] = [
             (
                 "tessera_lease_fast_path_reads_total",
                 "Linearizable region reads served from a valid leader lease.",
@@ -150,6 +152,11 @@ impl Metrics {
                 "tessera_revision_asks_total",
                 "Region leaders' asks for revisions carried by those requests.",
                 &self.revision_asks,
+            ),
+            (
+                "tessera_forwarded_calls_total",
+                "Client calls this store passed on to the leader store.",
+                &self.forwarded_calls,
             ),
         ];
         for (name, help, c) in counters {

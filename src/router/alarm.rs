@@ -72,13 +72,20 @@ impl Alarms {
     }
 
     /// Refuses a write that adds `bytes` while NOSPACE is up or when it
-    /// would take the store past its quota (raising NOSPACE then).
+    /// would take the store past its quota (raising NOSPACE then). The
+    /// alarm is the leader store's: another store raises nothing and
+    /// passes such a write on to it (docs/serve-anywhere.md, "Writes
+    /// through any store").
     pub fn check_write(&self, bytes: usize) -> Result<()> {
+        let quota = self.quota.load(Ordering::Relaxed);
+        let full = self.db_size() + bytes as u64 > quota;
+        if !self.store.is_serving() && (full || self.nospace.load(Ordering::Acquire)) {
+            return Err(Error::NeedsLeaderStore);
+        }
         if self.nospace.load(Ordering::Acquire) {
             return Err(Error::NoSpace);
         }
-        let quota = self.quota.load(Ordering::Relaxed);
-        if self.db_size() + bytes as u64 > quota {
+        if full {
             tracing::warn!(quota, "store past its quota: raising the NOSPACE alarm");
             self.set(AlarmType::Nospace as i32, true)?;
             return Err(Error::NoSpace);

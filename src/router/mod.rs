@@ -263,14 +263,22 @@ impl Router {
         self.to_completion(move |router| async move { router.write_attached(req).await }).await
     }
 
-    /// [`Self::write`] in the caller's task.
+    /// [`Self::write`] in the caller's task. On a store other than the
+    /// leader store, only a write its one region's leader commits with a
+    /// revision is finished here; anything else is
+    /// [`Error::NeedsLeaderStore`] before it proposed anything
+    /// (docs/serve-anywhere.md, "Writes through any store").
     async fn write_attached(&self, req: WriteRequest) -> Result<(WriteOutcome, u64)> {
         let deadline = Instant::now() + self.request_timeout;
+        let leader_store = self.store.is_serving();
         loop {
-            let outcome = self.retrying(|| self.write_once(&req)).await?;
+            let outcome = self.retrying(|| self.write_once(&req, leader_store)).await?;
             if let Some(revision) = outcome.revision {
                 self.store.sequencer.acknowledge(revision);
                 return Ok((outcome, revision));
+            }
+            if !leader_store {
+                return Err(Error::NeedsLeaderStore);
             }
             if let Some((response, at)) = self.unchanged_at_newest(&req).await? {
                 self.store.sequencer.acknowledge(at);
@@ -284,8 +292,8 @@ impl Router {
     }
 
     /// One attempt at a write: to the one region it touches, or through
-    /// two-phase commit when it touches several.
-    async fn write_once(&self, req: &WriteRequest) -> Result<WriteOutcome> {
+    /// two-phase commit when it touches several (on the leader store only).
+    async fn write_once(&self, req: &WriteRequest, leader_store: bool) -> Result<WriteOutcome> {
         let table = self.table();
         let mut pieces = Vec::new();
         for s in &span::write_spans(req) {
@@ -293,6 +301,9 @@ impl Router {
         }
         let piece = match pieces.first() {
             Some(first) if pieces.iter().any(|p| p.region != first.region) => {
+                if !leader_store {
+                    return Err(Error::NeedsLeaderStore);
+                }
                 return self.write_across(req, &table, &pieces).await;
             }
             Some(first) => first.clone(),
@@ -343,6 +354,9 @@ impl Router {
 
     pub async fn txn(self: &Arc<Self>, req: TxnRequest) -> Result<TxnResponse> {
         if !eval::txn_writes(&req) {
+            if !self.store.is_serving() {
+                return Err(Error::NeedsLeaderStore);
+            }
             let mut spans = Vec::new();
             span::txn_key_ranges(&req, &mut spans);
             return self.read_txn(&req, &spans).await;

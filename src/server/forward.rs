@@ -25,6 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 use tower_service::Service as _;
 
+use crate::error::NEEDS_LEADER_STORE;
 use crate::raftstore::Store;
 
 /// Marks a call a store forwarded, so that it is not forwarded again.
@@ -40,6 +41,14 @@ const LEADER_CHECK: Duration = Duration::from_millis(20);
 /// Streaming calls: their answers end when the leader store changes.
 const STREAMS: &[&str] =
     &["/etcdserverpb.Watch/Watch", "/etcdserverpb.Lease/LeaseKeepAlive", "/v3electionpb.Election/Observe"];
+
+/// Writes every store routes itself, straight to their region's leader
+/// (docs/serve-anywhere.md, "Writes through any store").
+const WRITES: &[&str] = &["/etcdserverpb.KV/Put", "/etcdserverpb.KV/DeleteRange", "/etcdserverpb.KV/Txn"];
+
+/// The largest write call kept to be passed on: above any request the KV
+/// service takes (etcd's --max-request-bytes is at most a few MiB).
+const MAX_WRITE_BYTES: usize = 64 << 20;
 
 /// Calls every member answers itself: its own status, data, membership view
 /// and health, and the peer transport.
@@ -128,11 +137,48 @@ pub async fn forward(State(f): State<Arc<Forwarder>>, req: Request, next: Next) 
         return next.run(req).await;
     }
     let forwarded = req.headers().contains_key(FORWARDED);
+    if !forwarded && WRITES.contains(&req.uri().path()) {
+        return write_here_first(&f, req, next).await;
+    }
+    pass_on(&f, req, forwarded, next).await
+}
+
+/// A write is routed by this store's own router; if that answers that it
+/// needs the leader store (before proposing anything), the call's kept
+/// bytes go there instead.
+async fn write_here_first(f: &Forwarder, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_WRITE_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(e) => return Status::resource_exhausted(format!("grpc: received message larger than max ({e})")).into_http(),
+    };
+    let again = head_of(&parts);
+    let resp = next.clone().run(Request::from_parts(parts, Body::from(bytes.clone()))).await;
+    if !resp.headers().contains_key(NEEDS_LEADER_STORE) {
+        return resp;
+    }
+    pass_on(f, Request::from_parts(again, Body::from(bytes)), false, next).await
+}
+
+/// A copy of a call's head (its extensions left out).
+fn head_of(parts: &axum::http::request::Parts) -> axum::http::request::Parts {
+    let mut head = axum::http::Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = parts.uri.clone();
+    *head.version_mut() = parts.version;
+    *head.headers_mut() = parts.headers.clone();
+    head.into_parts().0
+}
+
+/// Sends a call to the leader store and passes its answer back (or serves
+/// it here, `next`, once this store is the leader store).
+async fn pass_on(f: &Forwarder, req: Request, forwarded: bool, next: Next) -> Response {
     let (mut channel, target) = match f.target(forwarded).await {
         Ok(Target::Here) => return next.run(req).await,
         Ok(Target::Store(ch, store)) => (ch, store),
         Err(status) => return status.into_http(),
     };
+    crate::metrics::METRICS.forwarded_calls.inc();
     let stream = STREAMS.contains(&req.uri().path());
     let (mut parts, body) = req.into_parts();
     parts.headers.insert(FORWARDED, axum::http::HeaderValue::from_static("1"));

@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod load;
+pub mod spread;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
