@@ -15,8 +15,10 @@ pub mod alarm;
 pub mod auto_split;
 mod balance;
 mod cluster;
+pub mod feed;
 mod lease;
 mod members;
+mod read;
 mod retry;
 pub mod table;
 mod txn;
@@ -30,23 +32,22 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
-use crate::metrics::METRICS;
 use crate::proto::etcdserverpb::response_op::Response;
 use crate::proto::etcdserverpb::*;
-use crate::proto::mvccpb::KeyValue;
 use crate::raftstore::msg::WriteOutcome;
 use crate::raftstore::{RegionClient, Store};
-use crate::region::eval::{self, range_end, KvView, WriteRequest, WriteResponse};
-use crate::region::mvcc::{MvccReader, ScanOptions};
-use crate::region::range::{finish_range, limit_pushdown};
+use crate::region::eval::{self, WriteRequest, WriteResponse};
 use crate::region::span;
+use read::{ReadAt, SnapshotView};
 use retry::Retry;
-use table::{Piece, RoutingTable};
+use table::RoutingTable;
 
 pub struct Router {
     store: Arc<Store>,
     /// Reaches region leaders wherever they are.
     client: RegionClient,
+    /// The history the server streams and hashes.
+    feed: feed::Feed,
     /// The routing table and the store's regions version it was built at.
     table: RwLock<(u64, Arc<RoutingTable>)>,
     member_id: u64,
@@ -82,6 +83,7 @@ impl Router {
         let alarms = alarm::Alarms::load(store.clone())?;
         Ok(Router {
             client: RegionClient::new(store.clone()),
+            feed: feed::Feed::new(store.clone()),
             store,
             table: RwLock::new(table),
             member_id,
@@ -99,6 +101,10 @@ impl Router {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    pub fn feed(&self) -> &feed::Feed {
+        &self.feed
     }
 
     /// The routing table, rebuilt first if a region changed shape since.
@@ -138,107 +144,6 @@ impl Router {
         Fut: std::future::Future<Output = Result<T>>,
     {
         Retry::within(self.request_timeout).run(attempt).await
-    }
-
-    // ---- reads ------------------------------------------------------------
-
-    /// Makes a read linearizable: this store must still be the leader
-    /// store, whose sequencer every acknowledged write took its revision
-    /// from (docs/cluster.md, "Reads"), in the sequencer `term` the read
-    /// point was taken in: a read a deposed leader store still runs, or one
-    /// that began before this store became the leader store again, took
-    /// its read point from a sequencer that did not hand out the newest
-    /// revisions. The meta group's lease shows it (then `true`: checked
-    /// again after the snapshot); else a ReadIndex round of the meta group.
-    async fn confirm_leader_store(&self, term: u64) -> Result<bool> {
-        let meta = self.store.meta_region;
-        if !self.store.is_evaluating() || self.store.sequencer.term() != term {
-            return Err(Error::NotLeader { region: meta });
-        }
-        if self.store.peer(meta)?.shared.lease.is_valid() {
-            return Ok(true);
-        }
-        self.store.read_index(meta).await?;
-        METRICS.read_index_reads.inc();
-        Ok(false)
-    }
-
-    /// Picks the revision a read is served at and waits until it is
-    /// resolved (see [`ReadAt`]). Also whether the read rests on the leader
-    /// store's lease.
-    async fn read_revision(&self, at: ReadAt) -> Result<(u64, bool)> {
-        let sequencer = &self.store.sequencer;
-        let term = sequencer.term();
-        let revision = match at {
-            ReadAt::Resolved => return Ok((sequencer.resolved(), false)),
-            ReadAt::ReadPoint => sequencer.read_point(),
-            ReadAt::Newest => sequencer.last(),
-        };
-        let leased = self.confirm_leader_store(term).await?;
-        tokio::time::timeout(self.request_timeout, sequencer.wait_resolved(revision))
-            .await
-            .map_err(|_| Error::Timeout)?;
-        Ok((revision, leased))
-    }
-
-    /// Reads under one RocksDB snapshot; `Ok(None)` if the lease the read
-    /// used expired before the snapshot was taken (the read is retried).
-    fn with_snapshot<T>(&self, leased: bool, read: impl FnOnce(&MvccReader) -> Result<T>) -> Result<Option<T>> {
-        let db = &self.store.engine.db;
-        let snapshot = db.snapshot();
-        // Check the lease after taking the snapshot: a paused process may
-        // wake up past its lease.
-        if leased {
-            if !self.store.peer(self.store.meta_region)?.shared.lease.is_valid() {
-                return Ok(None);
-            }
-            METRICS.lease_fast_path_reads.inc();
-        }
-        let reader = MvccReader::new(db, self.store.engine.mvcc(), Some(&snapshot));
-        read(&reader).map(Some)
-    }
-
-    /// The one read path: cuts `spans` into region pieces, picks the read's
-    /// revision (`at`; all but [`ReadAt::Resolved`] linearizable), and runs
-    /// `read` on one snapshot with the pieces and that revision. Retried
-    /// (bounded) while a lease it used runs out before the snapshot.
-    async fn snapshot_read<T>(
-        &self,
-        spans: &[(Vec<u8>, Vec<u8>)],
-        at: ReadAt,
-        read: impl Fn(&MvccReader, &[Piece], u64) -> Result<T>,
-    ) -> Result<(T, u64)> {
-        let retry = Retry::within(self.request_timeout);
-        loop {
-            let attempt = async {
-                let pieces = pieces_of(&self.table(), spans)?;
-                let (current, leased) = self.read_revision(at).await?;
-                Ok::<_, Error>(
-                    self.with_snapshot(leased, |reader| read(reader, &pieces, current))?.map(|r| (r, current)),
-                )
-            };
-            match attempt.await {
-                Ok(Some(done)) => return Ok(done),
-                // A lease ran out before the snapshot: again.
-                Ok(None) if retry.expired() => return Err(Error::Timeout),
-                Ok(None) => {}
-                // A region changed shape (split, merge) or lost its leader
-                // under the read: again, on a fresh table.
-                Err(e) => retry.after(e).await?,
-            }
-        }
-    }
-
-    pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
-        let spans = [(req.key.clone(), req.range_end.clone())];
-        let (mut resp, current) = self
-            .snapshot_read(&spans, ReadAt::of(req.serializable), |reader, pieces, current| {
-                let at = self.store.sequencer.check_read(req.revision, current)?;
-                read_pieces(reader, req, pieces, at)
-            })
-            .await?;
-        resp.header = Some(self.header(current));
-        Ok(resp)
     }
 
     // ---- writes -----------------------------------------------------------
@@ -370,23 +275,6 @@ impl Router {
         Ok(resp)
     }
 
-    /// A txn without puts or deletes is a read: served at one snapshot,
-    /// whatever regions it touches.
-    async fn read_txn(&self, req: &TxnRequest, spans: &[(Vec<u8>, Vec<u8>)]) -> Result<TxnResponse> {
-        let (mut resp, current) = self
-            .snapshot_read(spans, ReadAt::ReadPoint, |reader, _pieces, current| {
-                eval::evaluate_read_txn(req, &self.snapshot_view(reader, current))
-            })
-            .await?;
-        fill_inner_headers(&mut resp, current as i64);
-        resp.header = Some(self.header(current));
-        Ok(resp)
-    }
-
-    fn snapshot_view<'a>(&'a self, reader: &'a MvccReader<'a>, revision: u64) -> SnapshotView<'a> {
-        SnapshotView { reader, revision, sequencer: &self.store.sequencer, lessor: &self.store.lessor }
-    }
-
     pub async fn compact(&self, req: &CompactionRequest) -> Result<CompactionResponse> {
         let _one_at_a_time = self.compact_lock.lock().await;
         let revision = req.revision;
@@ -423,49 +311,6 @@ pub fn unique_id() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos() as u64
 }
 
-/// The pieces of an etcd (key, range_end) pair.
-fn pieces_for(table: &RoutingTable, key: &[u8], end: &[u8]) -> Result<Vec<Piece>> {
-    match range_end(key, end) {
-        None => table.point(key).map(|p| vec![p]),
-        Some(end) => table.split(key, end.as_deref()),
-    }
-    .ok_or(Error::RegionNotFound)
-}
-
-/// The pieces of several etcd (key, range_end) pairs.
-fn pieces_of(table: &RoutingTable, spans: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Piece>> {
-    let mut pieces = Vec::new();
-    for (key, end) in spans {
-        pieces.extend(pieces_for(table, key, end)?);
-    }
-    Ok(pieces)
-}
-
-/// Scans every piece at `at` in key order and applies etcd's post-processing.
-fn read_pieces(reader: &MvccReader, req: &RangeRequest, pieces: &[Piece], at: u64) -> Result<RangeResponse> {
-    let pushdown = if req.count_only { None } else { limit_pushdown(req) };
-    let mut kvs: Vec<KeyValue> = Vec::new();
-    let mut count = 0;
-    for p in pieces {
-        if p.end.is_none() && range_end(&req.key, &req.range_end).is_none() {
-            // A single key.
-            if let Some(kv) = reader.get(&p.start, at)? {
-                count += 1;
-                if !req.count_only {
-                    kvs.push(kv);
-                }
-            }
-            continue;
-        }
-        let remaining = pushdown.map(|l| l.saturating_sub(kvs.len()));
-        let opts = ScanOptions { limit: remaining.unwrap_or(0), count_only: req.count_only || remaining == Some(0) };
-        let res = reader.scan(&p.start, p.end.as_deref(), at, opts)?;
-        count += res.count;
-        kvs.extend(res.kvs);
-    }
-    Ok(finish_range(req, kvs, count))
-}
-
 /// Gives the inner responses of a txn evaluated before any write (header
 /// revision 0) the store revision `before` the txn.
 fn fill_inner_headers(resp: &mut TxnResponse, before: i64) {
@@ -485,53 +330,5 @@ fn fill_inner_headers(resp: &mut TxnResponse, before: i64) {
                 h.revision = before;
             }
         }
-    }
-}
-
-/// The revision a read is served at.
-#[derive(Clone, Copy)]
-enum ReadAt {
-    /// The resolved revision, confirming nothing (`serializable` reads).
-    Resolved,
-    /// The read point: at or above every write acknowledged so far
-    /// (linearizable reads).
-    ReadPoint,
-    /// The newest revision handed out: also at or above every write in
-    /// flight (writes that changed nothing; they may have read such writes).
-    Newest,
-}
-
-impl ReadAt {
-    fn of(serializable: bool) -> ReadAt {
-        if serializable {
-            ReadAt::Resolved
-        } else {
-            ReadAt::ReadPoint
-        }
-    }
-}
-
-/// A read-only view of all regions at one revision of one snapshot.
-struct SnapshotView<'a> {
-    reader: &'a MvccReader<'a>,
-    revision: u64,
-    sequencer: &'a crate::sequencer::Sequencer,
-    lessor: &'a crate::lessor::Lessor,
-}
-
-impl KvView for SnapshotView<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        self.reader.get(key, self.revision)
-    }
-    fn range(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<KeyValue>> {
-        Ok(self.reader.scan(start, end, self.revision, ScanOptions::default())?.kvs)
-    }
-    fn range_at(&self, key: &[u8], end: Option<Option<Vec<u8>>>, revision: i64) -> Result<Vec<KeyValue>> {
-        let at = self.sequencer.check_read(revision, self.revision)?;
-        self.reader.read_at(key, end, at)
-    }
-
-    fn lease_exists(&self, id: i64) -> bool {
-        self.lessor.exists(id)
     }
 }

@@ -97,7 +97,7 @@ pub async fn waiters(router: &Router, name: &[u8]) -> Result<(Vec<KeyValue>, Res
 /// oldest under `name/`; fails with `session expired` if its key goes
 /// (its lease ended). Returns the header of the read that saw it first.
 pub async fn wait_turn(router: &Router, name: &[u8], key: &[u8], rev: i64) -> Result<ResponseHeader> {
-    let mut resolved = router.store().sequencer.subscribe_resolved();
+    let mut resolved = router.feed().subscribe();
     loop {
         let (kvs, header) = waiters(router, name).await?;
         if !kvs.iter().any(|kv| kv.key == key) {

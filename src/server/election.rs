@@ -89,7 +89,7 @@ impl Election for ElectionService {
         let router = self.router.clone();
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
-            let mut resolved = router.store().sequencer.subscribe_resolved();
+            let mut resolved = router.feed().subscribe();
             let mut last: Option<(Vec<u8>, i64)> = None;
             loop {
                 match waiters(&router, &name).await {

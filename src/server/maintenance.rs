@@ -93,7 +93,7 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(HashKvResponse {
             header: Some(self.router.current_header()),
             hash,
-            compact_revision: self.router.store().sequencer.compacted(),
+            compact_revision: self.router.feed().compacted(),
             hash_revision: revision as i64,
         }))
     }
@@ -103,14 +103,14 @@ impl Maintenance for MaintenanceService {
     /// Streams a snapshot of the whole store (see [`crate::snapshot`]),
     /// SHA-256 trailer included, in 64 KiB pieces.
     async fn snapshot(&self, _r: Request<SnapshotRequest>) -> Reply<Self::SnapshotStream> {
-        let store = self.router.store().clone();
+        let feed = self.router.feed().clone();
         let header = self.router.current_header();
-        let scratch = store.data_dir.join("snapshot-tmp");
+        let scratch = feed.scratch_dir();
         let file = scratch.join(format!("snapshot-{}.tss", crate::router::unique_id()));
         let path = file.clone();
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&scratch).map_err(|e| crate::error::Error::Storage(e.to_string()))?;
-            crate::snapshot::create(&store.engine, &scratch, &path)
+            feed.snapshot_to(&scratch, &path)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
@@ -150,15 +150,11 @@ impl Maintenance for MaintenanceService {
 impl MaintenanceService {
     /// The hash of the MVCC data at `revision` (0: the current one).
     async fn hash_at(&self, revision: i64) -> Result<(u32, u64), Status> {
-        let store = self.router.store().clone();
-        let at = store.sequencer.check_read(revision, store.current_revision())?;
-        let hash = tokio::task::spawn_blocking(move || {
-            let reader = crate::region::mvcc::MvccReader::new(&store.engine.db, store.engine.mvcc(), None);
-            reader.hash(at)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
-        Ok((hash, at))
+        let feed = self.router.feed().clone();
+        let hashed = tokio::task::spawn_blocking(move || feed.hash_at(revision))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(hashed)
     }
 }
 

@@ -28,9 +28,9 @@ use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::proto::mvccpb::Event;
-use crate::region::events::{self, EventFilter};
-use crate::region::mvcc::MvccReader;
+use crate::region::events::EventFilter;
 use crate::region::span;
+use crate::router::feed::Changes;
 use crate::router::Router;
 
 /// Changes read from the index per wake-up (whole revisions, so a batch
@@ -96,12 +96,13 @@ impl WatchStream {
     }
 
     async fn run(mut self, mut requests: Streaming<WatchRequest>) {
-        let mut resolved = self.svc.router.store().sequencer.subscribe_resolved();
+        let feed = self.svc.router.feed().clone();
+        let mut resolved = feed.subscribe();
         let mut stopping = self.svc.stopping.clone();
         let mut progress = tokio::time::interval(self.svc.progress_interval);
         progress.tick().await; // the first tick is immediate
         let mut serving = tokio::time::interval(SERVING_CHECK);
-        let clustered = self.svc.router.store().clustered();
+        let clustered = feed.clustered();
         loop {
             let step = tokio::select! {
                 msg = requests.message() => match msg {
@@ -113,7 +114,7 @@ impl WatchStream {
                 _ = serving.tick(), if clustered => Ok(()),
                 _ = async { drop(stopping.wait_for(|s| *s).await) } => Err(Closed),
             };
-            if !self.svc.router.store().is_serving() {
+            if !feed.complete() {
                 // Revisions past what it resolved are for the new leader
                 // store to deliver: the client resumes there.
                 let _ = self.tx.send(Err(Status::unavailable("etcdserver: leader changed"))).await;
@@ -134,7 +135,7 @@ impl WatchStream {
             Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
             Some(RequestUnion::CancelRequest(c)) => {
                 if self.watchers.remove(&c.watch_id).is_some() {
-                    let last = self.svc.router.store().sequencer.last();
+                    let last = self.svc.router.feed().newest();
                     let resp = WatchResponse { canceled: true, ..response(&self.svc, c.watch_id, last) };
                     self.send(resp).await?;
                 }
@@ -144,7 +145,7 @@ impl WatchStream {
                 // Answered once every watcher has what is resolved (the
                 // request is followed by a delivery round).
                 self.deliver().await?;
-                let resolved = self.svc.router.store().sequencer.resolved();
+                let resolved = self.svc.router.feed().resolved();
                 self.send(response(&self.svc, INVALID_WATCH_ID, resolved)).await
             }
             None => Ok(()),
@@ -152,8 +153,7 @@ impl WatchStream {
     }
 
     async fn create(&mut self, c: WatchCreateRequest) -> Result<(), Closed> {
-        let sequencer = &self.svc.router.store().sequencer;
-        let current = sequencer.last();
+        let current = self.svc.router.feed().newest();
         let id = if c.watch_id != 0 {
             c.watch_id
         } else {
@@ -187,7 +187,7 @@ impl WatchStream {
     /// Cancels watchers whose next revision was compacted away, as etcd
     /// does: with the compacted revision.
     async fn cancel_compacted(&mut self) -> Result<(), Closed> {
-        let compacted = self.svc.router.store().sequencer.compacted();
+        let compacted = self.svc.router.feed().compacted();
         let gone: Vec<i64> =
             self.watchers.iter().filter(|(_, w)| (w.next as i64) < compacted).map(|(id, _)| *id).collect();
         for id in gone {
@@ -203,8 +203,8 @@ impl WatchStream {
     async fn deliver(&mut self) -> Result<(), Closed> {
         loop {
             self.cancel_compacted().await?;
-            let store = self.svc.router.store();
-            let resolved = store.sequencer.resolved();
+            let feed = self.svc.router.feed();
+            let resolved = feed.resolved();
             let Some(from) = self.watchers.values().map(|w| w.next).filter(|n| *n <= resolved).min() else {
                 return Ok(());
             };
@@ -218,7 +218,7 @@ impl WatchStream {
             };
             // History may have been compacted while it was read: such
             // watchers are cancelled rather than sent a partial batch.
-            if (from as i64) < store.sequencer.compacted() {
+            if (from as i64) < feed.compacted() {
                 continue;
             }
             let upto = batch.upto;
@@ -249,28 +249,17 @@ impl WatchStream {
     }
 
     /// Reads the changes from `from` up to at most `to`, with the events of
-    /// every watcher's filter resolved once per change.
-    fn read(&self, from: u64, to: u64) -> Result<Batch> {
-        let engine = &self.svc.router.store().engine;
-        let changes = events::changes(&engine.db, engine.events(), from, to, CHANGES_PER_BATCH)?;
-        // A batch cut short ends at its last whole revision.
-        let upto = if changes.len() >= CHANGES_PER_BATCH { changes.last().map_or(to, |(r, _)| *r) } else { to };
-        let snapshot = engine.db.snapshot();
-        let reader = MvccReader::new(&engine.db, engine.mvcc(), Some(&snapshot));
+    /// every watcher's filter read once per change.
+    fn read(&self, from: u64, to: u64) -> Result<Changes> {
         let prev_kv = self.watchers.values().any(|w| w.filter.prev_kv);
-        let mut out = Vec::with_capacity(changes.len());
-        for (rev, key) in changes {
-            let interested = self.watchers.values().any(|w| w.next <= rev && w.filter.covers(&key));
-            let ev = if interested { Some(events::event(&reader, rev, &key, prev_kv)?) } else { None };
-            out.push((rev, key, ev));
-        }
-        Ok(Batch { events: out, upto })
+        let wanted = |rev: u64, key: &[u8]| self.watchers.values().any(|w| w.next <= rev && w.filter.covers(key));
+        self.svc.router.feed().changes(from, to, CHANGES_PER_BATCH, wanted, prev_kv)
     }
 
     /// Progress notifications for quiet watchers that asked for them.
     async fn notify_progress(&mut self) -> Result<(), Closed> {
         self.deliver().await?;
-        let resolved = self.svc.router.store().sequencer.resolved();
+        let resolved = self.svc.router.feed().resolved();
         let mut quiet = Vec::new();
         for (id, w) in self.watchers.iter_mut() {
             if w.progress_notify && !std::mem::take(&mut w.active) && w.next > resolved {
@@ -286,13 +275,6 @@ impl WatchStream {
 
 fn response(svc: &WatchService, watch_id: i64, revision: u64) -> WatchResponse {
     WatchResponse { header: Some(svc.router.header(revision)), watch_id, ..Default::default() }
-}
-
-/// One read of the index: `(revision, key, event)` in order (the event is
-/// `None` where no watcher wanted the key), complete up to `upto`.
-struct Batch {
-    events: Vec<(u64, Vec<u8>, Option<Event>)>,
-    upto: u64,
 }
 
 /// Revisions per response at most (etcd's watchBatchMaxRevs).
