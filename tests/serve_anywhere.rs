@@ -10,9 +10,9 @@
 
 mod common;
 
+use common::connect;
 use common::http::metric;
 use common::spread::spread;
-use common::connect;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 const FORWARDED: &str = "tessera_forwarded_calls_total";

@@ -150,7 +150,9 @@ async fn write_here_first(f: &Forwarder, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_WRITE_BYTES).await {
         Ok(bytes) => bytes,
-        Err(e) => return Status::resource_exhausted(format!("grpc: received message larger than max ({e})")).into_http(),
+        Err(e) => {
+            return Status::resource_exhausted(format!("grpc: received message larger than max ({e})")).into_http()
+        }
     };
     let again = head_of(&parts);
     let resp = next.clone().run(Request::from_parts(parts, Body::from(bytes.clone()))).await;

@@ -67,7 +67,10 @@ pub fn spread(rt: &tokio::runtime::Runtime) -> Cluster {
 
 /// [`spread`], with failpoint `spec` armed on member `on` (0-based).
 pub fn spread_with_failpoint(rt: &tokio::runtime::Runtime, on: usize, spec: &str) -> Cluster {
-    spread_cluster(rt, Cluster::start_with(3, |i| if i == on { vec!["--failpoint".into(), spec.into()] } else { vec![] }))
+    spread_cluster(
+        rt,
+        Cluster::start_with(3, |i| if i == on { vec!["--failpoint".into(), spec.into()] } else { vec![] }),
+    )
 }
 
 fn spread_cluster(rt: &tokio::runtime::Runtime, cluster: Cluster) -> Cluster {
