@@ -30,6 +30,10 @@ pub enum Error {
     /// A lock or campaign whose key went away (its lease ended) while it waited.
     #[error("session expired")]
     SessionExpired,
+    /// A lock or campaign with a lease that does not exist: etcd's lock and
+    /// election servers pass their KV client's error on as a plain error.
+    #[error("etcdserver: requested lease not found")]
+    SessionLeaseNotFound,
     #[error("election: not leader")]
     ElectionNotLeader,
     #[error("election: no leader")]
@@ -174,9 +178,11 @@ impl From<Error> for Status {
             Error::NoSpace => Code::ResourceExhausted,
             Error::BadLeaderTransferee => Code::FailedPrecondition,
             // etcd's lock and election servers pass these on as plain errors.
-            Error::SessionExpired | Error::ElectionNotLeader | Error::ElectionNoLeader | Error::MissingLeaderKey => {
-                Code::Unknown
-            }
+            Error::SessionExpired
+            | Error::SessionLeaseNotFound
+            | Error::ElectionNotLeader
+            | Error::ElectionNoLeader
+            | Error::MissingLeaderKey => Code::Unknown,
             Error::MessageTooLarge { .. } => Code::ResourceExhausted,
             Error::Compacted | Error::FutureRevision => Code::OutOfRange,
             Error::NotLeader { .. }

@@ -374,6 +374,16 @@ fn cluster_members(args: &ServeArgs) -> Result<Vec<StoreMember>> {
     Ok(members)
 }
 
+/// The peer URLs `member list` shows for this member: its cluster entry's,
+/// else (a single store) the advertised ones, else etcd's default.
+fn peer_urls(args: &ServeArgs, store: &Store) -> Vec<String> {
+    match store.peer_url_of(store.store_id).filter(|u| !u.is_empty()) {
+        Some(url) => vec![url],
+        None if !args.initial_advertise_peer_urls.is_empty() => args.initial_advertise_peer_urls.clone(),
+        None => vec!["http://localhost:2380".to_string()],
+    }
+}
+
 async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result<()> {
     let router = Arc::new(Router::new(store.clone())?);
     router.alarms.set_quota(args.quota_backend_bytes);
@@ -400,12 +410,8 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
     let client_listeners = client.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?;
     let peer_listeners = peer.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?;
     let limits = Limits { max_request_bytes: args.max_request_bytes, max_txn_ops: args.max_txn_ops };
-    let peer_urls = store.peer_url_of(store.store_id).filter(|u| !u.is_empty());
-    let member = MemberInfo {
-        name: args.name.clone(),
-        client_urls: advertise.clone(),
-        peer_urls: peer_urls.into_iter().collect(),
-    };
+    let member =
+        MemberInfo { name: args.name.clone(), client_urls: advertise.clone(), peer_urls: peer_urls(&args, &store) };
     let server_cfg = ServerConfig {
         progress_notify_interval: args.experimental_watch_progress_notify_interval,
         ..ServerConfig::new(limits, member)

@@ -41,7 +41,9 @@ pub fn prefix_end(p: &[u8]) -> Vec<u8> {
 }
 
 /// Creates `key` with `value` and `lease` unless it exists; returns its
-/// create revision and its current value (as found when it existed).
+/// create revision and its current value (as found when it existed). A
+/// lease that does not exist fails as etcd's services fail it
+/// ([`Error::SessionLeaseNotFound`]).
 pub async fn create_once(router: &Arc<Router>, key: &[u8], value: &[u8], lease: i64) -> Result<(i64, KeyValue)> {
     let txn = TxnRequest {
         compare: vec![Compare {
@@ -62,7 +64,10 @@ pub async fn create_once(router: &Arc<Router>, key: &[u8], value: &[u8], lease: 
         ],
         failure: vec![op(Request::RequestRange(RangeRequest { key: key.to_vec(), ..Default::default() }))],
     };
-    let resp = router.txn(txn).await?;
+    let resp = router.txn(txn).await.map_err(|e| match e {
+        Error::LeaseNotFound => Error::SessionLeaseNotFound,
+        e => e,
+    })?;
     let kv = resp
         .responses
         .iter()
@@ -71,7 +76,7 @@ pub async fn create_once(router: &Arc<Router>, key: &[u8], value: &[u8], lease: 
             _ => None,
         })
         .next()
-        .ok_or(Error::LeaseNotFound)?;
+        .ok_or(Error::SessionLeaseNotFound)?;
     Ok((kv.create_revision, kv))
 }
 

@@ -80,7 +80,8 @@ impl Maintenance for MaintenanceService {
         tokio::task::spawn_blocking(move || store.defragment())
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(Response::new(DefragmentResponse { header: Some(self.router.current_header()) }))
+        // etcd answers Defragment and MoveLeader without a header.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, _r: Request<HashRequest>) -> Reply<HashResponse> {
@@ -129,17 +130,17 @@ impl Maintenance for MaintenanceService {
     /// another member it moves the leader store (docs/cluster.md); to
     /// anyone else etcd's "bad leader transferee".
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Reply<MoveLeaderResponse> {
-        let header = self.router.current_header();
+        let me = self.router.current_header().member_id;
         let target = request.into_inner().target_id;
         let store = self.router.store();
-        if target != header.member_id {
+        if target != me {
             let to = store.members().members.iter().find(|m| m.member_id == target).map(|m| m.store_id);
             let Some(to) = to.filter(|_| store.clustered()) else {
                 return Err(crate::error::Error::BadLeaderTransferee.into());
             };
             store.move_leader_store(to).await?;
         }
-        Ok(Response::new(MoveLeaderResponse { header: Some(self.router.current_header()) }))
+        Ok(Response::new(MoveLeaderResponse { header: None }))
     }
 
     async fn downgrade(&self, _r: Request<DowngradeRequest>) -> Reply<DowngradeResponse> {

@@ -154,8 +154,9 @@ fn mask_status(s: &str) -> String {
     s
 }
 
-/// `member list`: `id, status, name, peer urls, client urls, learner`. A
-/// single tessera store has no peer URL yet (docs/design.md).
+/// `member list`: `id, status, name, peer urls, client urls, learner`.
+/// The peer URLs differ (etcd here listens on a chosen port; a single
+/// tessera store shows etcd's default, http://localhost:2380).
 fn mask_peer_urls(s: &str) -> String {
     mask_columns(s, &[(3, "<peer urls>")])
 }
