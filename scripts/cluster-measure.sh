@@ -8,7 +8,9 @@
 # cost), and CPU percent of one core. Then it runs each `tessera bench`
 # workload given (quoted, default "range --consistency l" and "put") for
 # 10 s against all three endpoints, with the leader store's share of
-# linearizable reads served on the lease fast path. Then it kills the leader store with
+# linearizable reads served on the lease fast path, each store's server CPU
+# over the bench (busiest/least busy) and the calls passed on to the
+# leader store. Then it kills the leader store with
 # kill -9 and prints how long until a survivor reports every region led
 # by a live store again (`tessera admin regions`), and until a put
 # through a survivor succeeds.
@@ -58,8 +60,19 @@ for w in "$@"; do
   f0=$(metric $lport tessera_lease_fast_path_reads_total)
   r0=$(metric $lport tessera_read_index_reads_total)
   q0=$(total tessera_revision_requests_total) a0=$(total tessera_revision_asks_total)
+  p0=$(total tessera_forwarded_calls_total)
+  for i in 1 2 3; do c0[$i]=$(cpu "${pids[$((i - 1))]}"); done
+  t0=$(date +%s%N)
   echo "== bench $w (10 s, endpoints of all three stores)"
   bench "$w"
+  # Server CPU per store over the bench: how evenly the answering spreads.
+  t=$(( ($(date +%s%N) - t0) / 1000000 ))
+  spread=""
+  for i in 1 2 3; do spread="$spread $(( $(cpu "${pids[$((i - 1))]}") - c0[$i] ))"; done
+  echo "$spread" | awk -v t="$t" -v hz="$hz" '{ lo = hi = $1; for (i = 1; i <= NF; i++) {
+      printf "n%d %.0f%% ", i, 100 * $i / hz / (t / 1000); if ($i < lo) lo = $i; if ($i > hi) hi = $i }
+    printf "of a core; busiest/least busy %.2fx\n", (lo > 0 ? hi / lo : 0) }' | sed 's/^/server CPU over the bench: /'
+  echo "calls passed on to the leader store: $(( $(total tessera_forwarded_calls_total) - p0 ))"
   f=$(( $(metric $lport tessera_lease_fast_path_reads_total) - f0 ))
   r=$(( $(metric $lport tessera_read_index_reads_total) - r0 ))
   [ $((f + r)) -eq 0 ] || echo "linearizable reads on the lease fast path: $f of $((f + r)) ($((100 * f / (f + r)))%)"

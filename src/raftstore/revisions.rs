@@ -181,10 +181,6 @@ mod tests {
 
     #[test]
     fn a_failed_request_fails_every_ask_it_carried() {
-        let asked = vec![
-            RevisionAsk { region_id: 1, ..Default::default() },
-            RevisionAsk { region_id: 2, ..Default::default() },
-        ];
         let got = Arc::new(Mutex::new(Vec::new()));
         let answers: Vec<Answer> = (0..2)
             .map(|_| {
