@@ -63,6 +63,13 @@ pub(super) struct Asks {
 /// The most writes one ask is for.
 const MAX_WRITES_PER_ASK: usize = 128;
 
+/// The router of an ask for writes from several stores' routers: no store
+/// has this id, so the leader store counts the revisions as acknowledged
+/// once handed out (as for any router but its own). That is always safe:
+/// a read there then waits for these writes too, never answers below an
+/// acknowledged one.
+const SEVERAL_ROUTERS: u64 = u64::MAX;
+
 impl PeerFsm {
     pub(super) fn on_write(&mut self, req: WriteRequest, epoch_version: u64, router: u64, cb: WriteCallback) {
         if let Err(e) = self.check_write(&req, epoch_version) {
@@ -220,9 +227,8 @@ impl PeerFsm {
             let (result, _) = self.evaluate(&q.req, || Ok(guess));
             match result {
                 Ok(ev) if ev.revision.is_some() => {
-                    let router = q.router;
                     self.asks.queue.push_front(q);
-                    let (count, leases) = self.writes_to_ask_for(router, ev.leases());
+                    let (count, router, leases) = self.writes_to_ask_for(ev.leases());
                     self.ask(router, leases, count);
                 }
                 other => self.propose_write(other, None, 0, q.cb),
@@ -231,24 +237,13 @@ impl PeerFsm {
     }
 
     /// How many writes at the head of the queue to ask revisions for (the
-    /// first needs one; the plain puts of the same router right after it
-    /// need one each whatever the state), and the leases they attach to.
-    fn writes_to_ask_for(&self, router: u64, mut leases: Vec<i64>) -> (usize, Vec<i64>) {
-        let mut count = 1;
-        if !self.asks.single {
-            for q in self.asks.queue.iter().skip(1).take(MAX_WRITES_PER_ASK - 1) {
-                match &q.req {
-                    WriteRequest::Put(p) if q.router == router && !p.ignore_value && !p.ignore_lease => {
-                        leases.extend((p.lease != 0).then_some(p.lease));
-                        count += 1;
-                    }
-                    _ => break,
-                }
-            }
-        }
-        leases.sort_unstable();
-        leases.dedup();
-        (count, leases)
+    /// first needs one; the plain puts right after it need one each
+    /// whatever the state), the router they came from
+    /// ([`SEVERAL_ROUTERS`] if not all from one) and the leases they
+    /// attach to.
+    fn writes_to_ask_for(&self, leases: Vec<i64>) -> (usize, u64, Vec<i64>) {
+        let queued = self.asks.queue.iter().map(|q| (&q.req, q.router));
+        ask_batch(queued, if self.asks.single { 1 } else { MAX_WRITES_PER_ASK }, leases)
     }
 
     /// Asks for `count` revisions for writes `router` sent (0: for no
@@ -371,5 +366,62 @@ impl PeerFsm {
         for q in std::mem::take(&mut self.asks).queue {
             let _ = q.cb.send(Err(err()));
         }
+    }
+}
+
+/// The writes one ask is for, from the head of `queued` (`(write, router)`,
+/// the first known to need a revision, its leases in `leases`): it and the
+/// plain puts right after it, whichever router sent them, at most `max`.
+/// Returns their count, their router ([`SEVERAL_ROUTERS`] if not all from
+/// one) and every lease they attach keys to.
+fn ask_batch<'a>(
+    mut queued: impl Iterator<Item = (&'a WriteRequest, u64)>,
+    max: usize,
+    mut leases: Vec<i64>,
+) -> (usize, u64, Vec<i64>) {
+    let mut router = queued.next().map_or(0, |(_, r)| r);
+    let mut count = 1;
+    for (req, from) in queued.take(max.saturating_sub(1)) {
+        let WriteRequest::Put(p) = req else { break };
+        if p.ignore_value || p.ignore_lease {
+            break;
+        }
+        leases.extend((p.lease != 0).then_some(p.lease));
+        count += 1;
+        if from != router {
+            router = SEVERAL_ROUTERS;
+        }
+    }
+    leases.sort_unstable();
+    leases.dedup();
+    (count, router, leases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::etcdserverpb::{DeleteRangeRequest, PutRequest};
+
+    fn put(lease: i64) -> WriteRequest {
+        WriteRequest::Put(PutRequest { key: b"k".to_vec(), lease, ..Default::default() })
+    }
+
+    #[test]
+    fn puts_from_several_routers_share_one_ask() {
+        let delete = WriteRequest::DeleteRange(DeleteRangeRequest { key: b"k".to_vec(), ..Default::default() });
+        let queue = [(put(0), 1), (put(7), 2), (put(7), 1), (delete, 1), (put(0), 1)];
+        let queued = || queue.iter().map(|(w, r)| (w, *r));
+        // The first three: the delete ends the run; two routers in it.
+        assert_eq!(ask_batch(queued(), 128, vec![]), (3, SEVERAL_ROUTERS, vec![7]));
+        assert_eq!(ask_batch(queued(), 1, vec![3]), (1, 1, vec![3]), "one write alone keeps its router");
+        let one_router = [(put(0), 2), (put(0), 2)];
+        assert_eq!(ask_batch(one_router.iter().map(|(w, r)| (w, *r)), 128, vec![]), (2, 2, vec![]));
+    }
+
+    #[test]
+    fn a_put_that_may_change_nothing_ends_the_batch() {
+        let ignore = WriteRequest::Put(PutRequest { key: b"k".to_vec(), ignore_value: true, ..Default::default() });
+        let queue = [(put(0), 1), (ignore, 1), (put(0), 1)];
+        assert_eq!(ask_batch(queue.iter().map(|(w, r)| (w, *r)), 128, vec![]), (1, 1, vec![]));
     }
 }
