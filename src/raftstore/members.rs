@@ -42,19 +42,37 @@ pub fn write_store_id(engine: &Engine, id: u64, wb: &mut WriteBatch) {
 /// the bootstrap set: from its name and the cluster id, so every member
 /// computes every other's.
 pub fn member_id(name: &str, cluster_id: u64) -> u64 {
-    hash(&(name, cluster_id))
+    stable_id(&[b"member", name.as_bytes(), &cluster_id.to_be_bytes()])
 }
 
 /// The id of a member added by MemberAdd (it has no name yet).
 pub fn added_member_id(peer_url: &str, cluster_id: u64, store_id: u64) -> u64 {
-    hash(&(peer_url, cluster_id, store_id))
+    stable_id(&[b"added member", peer_url.as_bytes(), &cluster_id.to_be_bytes(), &store_id.to_be_bytes()])
 }
 
-fn hash(v: &impl std::hash::Hash) -> u64 {
-    use std::hash::Hasher;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.hash(&mut h);
-    h.finish().max(1)
+/// A cluster's id from its bootstrap members (the same on every member).
+pub fn cluster_id(members: &[StoreMember]) -> u64 {
+    let ids: Vec<[u8; 8]> = members.iter().map(|m| m.store_id.to_be_bytes()).collect();
+    let mut parts: Vec<&[u8]> = vec![b"cluster"];
+    for (m, id) in members.iter().zip(&ids) {
+        parts.extend([&id[..], m.name.as_bytes(), m.peer_url.as_bytes()]);
+    }
+    stable_id(&parts)
+}
+
+/// An id from `parts`: the first 8 bytes of the SHA-256 of the parts, each
+/// after its length; never 0. The same from every build (std's
+/// DefaultHasher may change between Rust releases, and members built by
+/// different toolchains must compute the same ids).
+fn stable_id(parts: &[&[u8]]) -> u64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    let digest = h.finalize();
+    u64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes")).max(1)
 }
 
 /// `set` with `member` added.
@@ -80,4 +98,24 @@ pub fn was_removed(set: &MemberSet, store_id: u64) -> bool {
 /// (store id, peer URL) of every member: the transport's links.
 pub fn peer_urls(set: &MemberSet) -> Vec<(u64, String)> {
     set.members.iter().map(|m| (m.store_id, m.peer_url.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(store_id: u64, name: &str, peer_url: &str) -> StoreMember {
+        StoreMember { store_id, name: name.into(), peer_url: peer_url.into(), ..Default::default() }
+    }
+
+    /// Pinned: a change here would make members of different builds
+    /// disagree on every id.
+    #[test]
+    fn ids_are_the_same_from_every_build() {
+        assert_eq!(member_id("n1", 42), 13313953988736458393);
+        assert_eq!(added_member_id("http://127.0.0.1:2380", 42, 4), 7842756044997112431);
+        let members = [member(1, "n1", "http://a:1"), member(2, "n2", "http://b:2")];
+        assert_eq!(cluster_id(&members), 16600466856997626432);
+        assert_ne!(member_id("n1", 42), member_id("n2", 42));
+    }
 }

@@ -50,7 +50,7 @@ pub(super) fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig) -> Result<Bo
         let mut regions = crate::region::initial_regions(&cfg.initial_split_keys, &stores);
         let meta = crate::region::meta_region(regions.len() as u64 + 1, &stores);
         // Every member of a new cluster must derive the same id on its own.
-        let cluster_id = if initial.len() > 1 { cluster_id_of(&initial) } else { random_id() };
+        let cluster_id = if initial.len() > 1 { members::cluster_id(&initial) } else { random_id() };
         let members = member_set(initial, cluster_id, meta.id);
         regions.push(meta);
         for r in &regions {
@@ -115,16 +115,6 @@ fn member_set(initial: Vec<StoreMember>, cluster_id: u64, meta_region: u64) -> M
     let members =
         initial.into_iter().map(|m| StoreMember { member_id: members::member_id(&m.name, cluster_id), ..m }).collect();
     MemberSet { members, next_store_id, meta_region }
-}
-
-/// A cluster's id from its members (the same on every member).
-fn cluster_id_of(members: &[StoreMember]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for m in members {
-        (m.store_id, &m.name, &m.peer_url).hash(&mut h);
-    }
-    h.finish().max(1)
 }
 
 pub(super) fn load_high_mark(engine: &Engine) -> Result<u64> {
