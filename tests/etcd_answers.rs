@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Etcd, Tessera};
-use etcd_client::{Client, LockOptions};
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client, LockOptions};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -32,6 +32,48 @@ struct Answers {
     move_leader_has_header: bool,
     /// Whether the one member lists a peer URL (etcd lists its advertised one).
     member_has_peer_url: bool,
+    /// What each call of [`ALARM_CALLS`] answered.
+    alarms: Vec<Vec<(Member, i32)>>,
+}
+
+/// A member id as the comparison sees it: this server's own or another.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Member {
+    Me,
+    Id(u64),
+}
+
+/// Alarm calls, in order: (action, member: `None` for the server's own, type).
+const ALARM_CALLS: [(AlarmAction, Option<u64>, AlarmType); 10] = [
+    (AlarmAction::Activate, Some(0), AlarmType::Nospace),
+    (AlarmAction::Activate, Some(0), AlarmType::Nospace),
+    (AlarmAction::Activate, None, AlarmType::Nospace),
+    (AlarmAction::Get, Some(0), AlarmType::None),
+    (AlarmAction::Get, Some(0), AlarmType::Corrupt),
+    (AlarmAction::Deactivate, Some(0), AlarmType::None),
+    (AlarmAction::Deactivate, Some(0), AlarmType::Nospace),
+    (AlarmAction::Deactivate, Some(0), AlarmType::Nospace),
+    (AlarmAction::Deactivate, None, AlarmType::Nospace),
+    (AlarmAction::Get, Some(0), AlarmType::None),
+];
+
+/// Runs [`ALARM_CALLS`]: each answer's alarms, sorted (etcd lists them in
+/// map order).
+async fn alarm_answers(c: &mut Client, me: u64) -> Vec<Vec<(Member, i32)>> {
+    let mut out = Vec::new();
+    for (action, member, kind) in ALARM_CALLS {
+        let mut options = AlarmOptions::new();
+        options.with_member(member.unwrap_or(me));
+        let resp = c.alarm(action, kind, Some(options)).await.expect("alarm");
+        let mut alarms: Vec<(Member, i32)> = resp
+            .alarms()
+            .iter()
+            .map(|a| (if a.member_id() == me { Member::Me } else { Member::Id(a.member_id()) }, a.alarm() as i32))
+            .collect();
+        alarms.sort();
+        out.push(alarms);
+    }
+    out
 }
 
 async fn answers(endpoint: &str) -> Answers {
@@ -44,12 +86,15 @@ async fn answers(endpoint: &str) -> Answers {
     let move_leader_has_header = c.move_leader(me).await.expect("move-leader to itself").header().is_some();
     let members = c.member_list().await.expect("member list");
     let member_has_peer_url = members.members().iter().all(|m| !m.peer_urls().is_empty());
+    // Last: a NOSPACE alarm refuses writes while it is up.
+    let alarms = alarm_answers(&mut c, me).await;
     Answers {
         lock_without_lease,
         campaign_without_lease,
         defragment_has_header,
         move_leader_has_header,
         member_has_peer_url,
+        alarms,
     }
 }
 

@@ -5,7 +5,7 @@
 
 mod inproc;
 
-use etcd_client::{AlarmAction, AlarmType, Client, GetOptions};
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client, GetOptions};
 use inproc::{bounded, code_of, InProc};
 use sha2::{Digest, Sha256};
 use tonic::Code;
@@ -111,7 +111,14 @@ async fn past_the_quota_writes_are_refused_until_the_alarm_is_disarmed() {
         node.router.alarms.set_quota(1 << 30);
         let (code, _) = code_of(c.put("k", "v", None).await.unwrap_err());
         assert_eq!(code, Code::ResourceExhausted, "the alarm stays up until disarmed");
-        let disarmed = c.alarm(AlarmAction::Deactivate, AlarmType::Nospace, None).await.unwrap();
+        // The alarm is this member's: disarming it names the member (as
+        // etcd's; etcdctl's `alarm disarm` lists and disarms each).
+        let nobody = c.alarm(AlarmAction::Deactivate, AlarmType::Nospace, None).await.unwrap();
+        assert!(nobody.alarms().is_empty(), "no alarm for member 0 was up");
+        let member = alarms.alarms()[0].member_id();
+        let mut this_member = AlarmOptions::new();
+        this_member.with_member(member);
+        let disarmed = c.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(this_member)).await.unwrap();
         assert_eq!(disarmed.alarms().len(), 1);
         c.put("k", "v", None).await.unwrap();
         assert!(c.alarm(AlarmAction::Get, AlarmType::None, None).await.unwrap().alarms().is_empty());

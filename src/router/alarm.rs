@@ -4,6 +4,11 @@
 //! space exceeded" until an operator disarms it (after compacting and
 //! defragmenting). Deletes, compaction and reads keep working. Alarms are
 //! persisted (fsynced), so they survive a restart, as in etcd.
+//!
+//! As in etcd an alarm belongs to a member: (member id, alarm type), the
+//! quota's NOSPACE to this store's member, an operator's to the member
+//! they name (0 for "all members"); any NOSPACE up refuses writes, and a
+//! disarm clears the one alarm it names.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,12 +27,20 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 /// How stale the measured store size may be.
 const SIZE_TTL: Duration = Duration::from_millis(100);
 
-const ALARMS_KEY: &[u8] = b"alarms";
+/// The alarms up before they had members: one byte per alarm type.
+const OLD_ALARMS_KEY: &[u8] = b"alarms";
+/// The alarms up: 9 bytes each, the member id (big-endian) and the type.
+const ALARMS_KEY: &[u8] = b"member-alarms";
+
+/// An alarm: the member it is for and its type (etcd's AlarmMember).
+pub type Alarm = (u64, i32);
 
 pub struct Alarms {
     store: Arc<Store>,
+    /// This store's member id: the one its quota alarm is raised for.
+    member: u64,
     quota: AtomicU64,
-    active: Mutex<BTreeSet<i32>>,
+    active: Mutex<BTreeSet<Alarm>>,
     /// Whether NOSPACE is in `active` (read by every write without a lock).
     nospace: AtomicBool,
     size: AtomicU64,
@@ -39,12 +52,25 @@ pub struct Alarms {
 impl Alarms {
     /// The alarms persisted in `store`, with etcd's default quota.
     pub fn load(store: Arc<Store>) -> Result<Alarms> {
-        let raw = store.engine.db.get_cf(store.engine.meta(), ALARMS_KEY)?.unwrap_or_default();
-        let active: BTreeSet<i32> = raw.iter().map(|b| *b as i32).collect();
+        let member = store.member_id_of(store.store_id);
+        let meta = store.engine.meta();
+        let active: BTreeSet<Alarm> = match store.engine.db.get_cf(meta, ALARMS_KEY)? {
+            Some(raw) => decode(&raw)?,
+            // Alarms of an older data dir were this member's.
+            None => store
+                .engine
+                .db
+                .get_cf(meta, OLD_ALARMS_KEY)?
+                .unwrap_or_default()
+                .iter()
+                .map(|b| (member, *b as i32))
+                .collect(),
+        };
         Ok(Alarms {
             store,
+            member,
             quota: AtomicU64::new(DEFAULT_QUOTA_BYTES),
-            nospace: AtomicBool::new(active.contains(&(AlarmType::Nospace as i32))),
+            nospace: AtomicBool::new(has_nospace(&active)),
             active: Mutex::new(active),
             size: AtomicU64::new(0),
             measured_ms: AtomicU64::new(0),
@@ -87,28 +113,59 @@ impl Alarms {
         }
         if full {
             tracing::warn!(quota, "store past its quota: raising the NOSPACE alarm");
-            self.set(AlarmType::Nospace as i32, true)?;
+            self.set((self.member, AlarmType::Nospace as i32), true)?;
             return Err(Error::NoSpace);
         }
         Ok(())
     }
 
-    /// The alarms that are up.
-    pub fn list(&self) -> Vec<i32> {
-        self.active.lock().iter().copied().collect()
+    /// The alarms that are up, of type `kind` (every type for NONE), as
+    /// etcd's alarm list gives them.
+    pub fn list(&self, kind: i32) -> Vec<Alarm> {
+        let every = kind == AlarmType::None as i32;
+        self.active.lock().iter().copied().filter(|(_, a)| every || *a == kind).collect()
     }
 
     /// Raises (`up`) or clears an alarm; whether that changed anything.
-    pub fn set(&self, alarm: i32, up: bool) -> Result<bool> {
+    pub fn set(&self, alarm: Alarm, up: bool) -> Result<bool> {
         let mut active = self.active.lock();
         let changed = if up { active.insert(alarm) } else { active.remove(&alarm) };
-        self.nospace.store(active.contains(&(AlarmType::Nospace as i32)), Ordering::Release);
+        self.nospace.store(has_nospace(&active), Ordering::Release);
         if changed {
-            let raw: Vec<u8> = active.iter().map(|a| *a as u8).collect();
             let mut wb = rocksdb::WriteBatch::default();
-            wb.put_cf(self.store.engine.meta(), ALARMS_KEY, raw);
+            wb.put_cf(self.store.engine.meta(), ALARMS_KEY, encode(&active));
+            wb.delete_cf(self.store.engine.meta(), OLD_ALARMS_KEY);
             self.store.engine.write(wb, true)?;
         }
         Ok(changed)
+    }
+}
+
+fn has_nospace(active: &BTreeSet<Alarm>) -> bool {
+    active.iter().any(|(_, a)| *a == AlarmType::Nospace as i32)
+}
+
+fn encode(active: &BTreeSet<Alarm>) -> Vec<u8> {
+    active.iter().flat_map(|(member, a)| member.to_be_bytes().into_iter().chain([*a as u8])).collect()
+}
+
+fn decode(raw: &[u8]) -> Result<BTreeSet<Alarm>> {
+    if raw.len() % 9 != 0 {
+        return Err(Error::Storage("corrupt alarms".into()));
+    }
+    Ok(raw.chunks(9).map(|c| (u64::from_be_bytes(c[..8].try_into().expect("8 bytes")), c[8] as i32)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alarms_round_trip_with_their_members() {
+        let active: BTreeSet<Alarm> = [(0, 1), (7, 1), (u64::MAX, 2)].into_iter().collect();
+        assert_eq!(decode(&encode(&active)).unwrap(), active);
+        assert!(decode(&[1, 2, 3]).is_err());
+        assert!(has_nospace(&active));
+        assert!(!has_nospace(&[(3, AlarmType::Corrupt as i32)].into_iter().collect()));
     }
 }

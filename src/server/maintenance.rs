@@ -46,32 +46,32 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
+    /// etcd's alarms: each for a member (0: all members). Activate
+    /// answers the alarm (new or already up), Deactivate the alarm it
+    /// cleared (none if it was not up), Get the alarms of the type asked
+    /// (every type for NONE).
     async fn alarm(&self, request: Request<AlarmRequest>) -> Reply<AlarmResponse> {
         let req = request.into_inner();
         let header = self.router.current_header();
-        let member = header.member_id;
-        let members =
-            |alarms: Vec<i32>| alarms.into_iter().map(|alarm| AlarmMember { member_id: member, alarm }).collect();
-        let alarms = match alarm_request::AlarmAction::try_from(req.action).unwrap_or(alarm_request::AlarmAction::Get) {
-            alarm_request::AlarmAction::Get => members(self.router.alarms.list()),
+        let alarms = &self.router.alarms;
+        let named = (req.member_id, req.alarm);
+        let answered = match alarm_request::AlarmAction::try_from(req.action).unwrap_or(alarm_request::AlarmAction::Get)
+        {
+            alarm_request::AlarmAction::Get => alarms.list(req.alarm),
+            _ if req.alarm == AlarmType::None as i32 => Vec::new(),
             alarm_request::AlarmAction::Activate => {
-                if req.alarm != AlarmType::None as i32 {
-                    self.router.alarms.set(req.alarm, true)?;
-                }
-                members(vec![req.alarm])
+                alarms.set(named, true)?;
+                vec![named]
             }
             alarm_request::AlarmAction::Deactivate => {
-                // etcd answers with the alarms it cleared.
-                let cleared = |a: i32| self.router.alarms.set(a, false).map(|changed| changed.then_some(a));
-                let targets =
-                    if req.alarm == AlarmType::None as i32 { self.router.alarms.list() } else { vec![req.alarm] };
-                let mut done = Vec::new();
-                for a in targets {
-                    done.extend(cleared(a)?);
+                if alarms.set(named, false)? {
+                    vec![named]
+                } else {
+                    Vec::new()
                 }
-                members(done)
             }
         };
+        let alarms = answered.into_iter().map(|(member_id, alarm)| AlarmMember { member_id, alarm }).collect();
         Ok(Response::new(AlarmResponse { header: Some(header), alarms }))
     }
 
