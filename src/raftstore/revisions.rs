@@ -22,6 +22,20 @@ const VOID_RETRY_FOR: Duration = Duration::from_secs(60);
 /// The pause before offering voids again after a failed request.
 const VOID_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
+/// The router of an ask for writes from several stores' routers. No store
+/// has this id, so [`acknowledged_once_handed_out`] holds for it.
+pub const SEVERAL_ROUTERS: u64 = u64::MAX;
+
+/// Whether the sequencer on store `here` counts an ask's revisions as
+/// acknowledged the moment it hands them out: unless the one router that
+/// coordinates the writes is its own store's (that router acknowledges
+/// each write as it answers it) or the ask is for no write (0). Early is
+/// always safe: a linearizable read there then also waits for these
+/// writes, and never answers below one acknowledged elsewhere (DESIGN 3).
+pub fn acknowledged_once_handed_out(router_store: u64, here: u64) -> bool {
+    router_store != 0 && router_store != here
+}
+
 /// Revisions `first .. first + count`, handed out by the leader store of
 /// meta-group `term`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +191,14 @@ mod tests {
         assert!(matches!(refused(Error::NotLeader { region: 7 }), Error::NotLeader { region: 7 }));
         assert!(matches!(refused(Error::LeaseNotFound), Error::LeaseNotFound));
         assert!(matches!(refused(Error::ProposalDropped { region: 7 }), Error::ProposalDropped { region: 7 }));
+    }
+
+    #[test]
+    fn asks_of_other_or_several_routers_are_acknowledged_once_handed_out() {
+        assert!(acknowledged_once_handed_out(2, 1), "another store's router");
+        assert!(acknowledged_once_handed_out(SEVERAL_ROUTERS, 1), "several routers, this one's among them");
+        assert!(!acknowledged_once_handed_out(1, 1), "this store's own router acknowledges as it answers");
+        assert!(!acknowledged_once_handed_out(0, 1), "an ask for no write");
     }
 
     #[test]

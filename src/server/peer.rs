@@ -168,8 +168,7 @@ impl PeerService {
         let sequencer = &self.store.sequencer;
         let (first, count) = sequencer.take_range(ask.region_id, ask.term, ask.seq, ask.count as u64)?;
         let last = first + count;
-        if count > 0 && ask.router_store != 0 && ask.router_store != self.store.store_id {
-            // A former leader store's router will acknowledge these writes.
+        if count > 0 && revisions::acknowledged_once_handed_out(ask.router_store, self.store.store_id) {
             sequencer.acknowledge(last - 1);
         }
         if count > 0 && !self.store.lessor.all_exist(&ask.leases) {

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::metrics::METRICS;
 use crate::proto::tesserapb::{RaftCommand, RevisionAsk};
 use crate::raftstore::msg::{WriteCallback, WriteOutcome};
-use crate::raftstore::revisions::Grant;
+use crate::raftstore::revisions::{Grant, SEVERAL_ROUTERS};
 use crate::region::eval::{self, Evaluation, WriteRequest};
 use crate::region::mvcc::MvccReader;
 use crate::region::span;
@@ -62,13 +62,6 @@ pub(super) struct Asks {
 
 /// The most writes one ask is for.
 const MAX_WRITES_PER_ASK: usize = 128;
-
-/// The router of an ask for writes from several stores' routers: no store
-/// has this id, so the leader store counts the revisions as acknowledged
-/// once handed out (as for any router but its own). That is always safe:
-/// a read there then waits for these writes too, never answers below an
-/// acknowledged one.
-const SEVERAL_ROUTERS: u64 = u64::MAX;
 
 impl PeerFsm {
     pub(super) fn on_write(&mut self, req: WriteRequest, epoch_version: u64, router: u64, cb: WriteCallback) {
