@@ -73,6 +73,9 @@ pub struct Metrics {
     pub revision_requests: Counter,
     pub revision_asks: Counter,
     pub forwarded_calls: Counter,
+    pub region_lease_reads: Counter,
+    pub read_points: Counter,
+    pub read_point_requests: Counter,
     pub fsync_seconds: Histogram,
 }
 
@@ -95,6 +98,9 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
         revision_requests: Counter::default(),
         revision_asks: Counter::default(),
         forwarded_calls: Counter::default(),
+        region_lease_reads: Counter::default(),
+        read_points: Counter::default(),
+        read_point_requests: Counter::default(),
         fsync_seconds,
     }
 });
@@ -102,7 +108,7 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
 impl Metrics {
     /// The counters in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             (
                 "tessera_lease_fast_path_reads_total",
                 "Linearizable region reads served from a valid leader lease.",
@@ -157,6 +163,21 @@ impl Metrics {
                 "tessera_forwarded_calls_total",
                 "Client calls this store passed on to the leader store.",
                 &self.forwarded_calls,
+            ),
+            (
+                "tessera_region_lease_reads_total",
+                "Pieces of linearizable reads a region leader here served at a read point under its region lease.",
+                &self.region_lease_reads,
+            ),
+            (
+                "tessera_read_points_total",
+                "Read points this (the leader) store's sequencer gave linearizable reads.",
+                &self.read_points,
+            ),
+            (
+                "tessera_read_point_requests_total",
+                "Requests for a read point sent to the leader store (at most one in flight per store).",
+                &self.read_point_requests,
             ),
         ];
         for (name, help, c) in counters {

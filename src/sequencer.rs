@@ -135,16 +135,7 @@ impl Sequencer {
     /// is served at, given the read's `current` revision; etcd's errors for
     /// a future or compacted revision.
     pub fn check_read(&self, requested: i64, current: u64) -> crate::error::Result<u64> {
-        if requested <= 0 {
-            return Ok(current);
-        }
-        if requested as u64 > current {
-            return Err(crate::error::Error::FutureRevision);
-        }
-        if requested < self.compacted() {
-            return Err(crate::error::Error::Compacted);
-        }
-        Ok(requested as u64)
+        check_read(requested, current, self.compacted())
     }
 
     /// A revision another store's sequencer handed out: this store's last
@@ -309,6 +300,22 @@ impl Sequencer {
         // The sender lives as long as `self`, so this cannot fail.
         let _ = rx.wait_for(|r| *r >= revision).await;
     }
+}
+
+/// The revision a read asking for `requested` (<= 0: the current one) is
+/// served at, given the read's `current` revision and the `compacted`
+/// one; etcd's errors for a future or compacted revision.
+pub fn check_read(requested: i64, current: u64, compacted: i64) -> crate::error::Result<u64> {
+    if requested <= 0 {
+        return Ok(current);
+    }
+    if requested as u64 > current {
+        return Err(crate::error::Error::FutureRevision);
+    }
+    if requested < compacted {
+        return Err(crate::error::Error::Compacted);
+    }
+    Ok(requested as u64)
 }
 
 #[cfg(test)]

@@ -6,14 +6,17 @@
 //! store (a write across regions, a write that changes nothing, a read)
 //! is still passed on there and answered as before; and a linearizable
 //! read through any member right after a put sees it (DESIGN 1, real-time
-//! order).
+//! order). Linearizable Ranges through a member other than the leader
+//! store are served by the regions' leaders at a read point (docs/
+//! serve-anywhere.md, "Reads at region leaders"), each whole read one
+//! snapshot (DESIGN 2) even while txns across regions commit.
 
 mod common;
 
 use common::connect;
 use common::http::metric;
 use common::spread::spread;
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 
 const FORWARDED: &str = "tessera_forwarded_calls_total";
 
@@ -69,5 +72,104 @@ fn puts_through_another_store_go_straight_to_region_leaders() {
             assert_eq!(got.kvs()[0].mod_revision(), revision, "{key} written by the txn, at one revision");
         }
         assert_eq!(via_n3.get("a/0", None).await.unwrap().kvs()[0].value(), b"v0", "the failed CAS wrote nothing");
+    });
+}
+
+const LEASE_READS: &str = "tessera_region_lease_reads_total";
+const READ_POINT_REQUESTS: &str = "tessera_read_point_requests_total";
+
+#[test]
+fn reads_through_another_store_are_served_by_region_leaders() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = spread(&rt);
+    let endpoints: Vec<String> = (0..3).map(|i| cluster.endpoint(i)).collect();
+    let (n1, n2, n3) = (&endpoints[0], &endpoints[1], &endpoints[2]);
+    let sum = |name: &str| endpoints.iter().map(|e| metric(e, name).unwrap_or(0)).collect::<Vec<_>>();
+    rt.block_on(async {
+        let mut via_n1 = connect(n1).await;
+        let mut via_n2 = connect(n2).await;
+        let mut via_n3 = connect(n3).await;
+        // One key in each region (split at b, m and t).
+        let keys = ["a/k", "c/k", "n/k", "x/k"];
+        let mut last = 0;
+        for k in keys {
+            last = via_n1.put(k, "v", None).await.unwrap().header().unwrap().revision();
+        }
+        let (forwarded2, forwarded3) = (metric(n2, FORWARDED).unwrap(), metric(n3, FORWARDED).unwrap());
+        let (lease_before, points_before) = (sum(LEASE_READS), metric(n2, READ_POINT_REQUESTS).unwrap());
+        for k in keys {
+            for via in [&mut via_n2, &mut via_n3] {
+                let got = via.get(k, None).await.expect("a linearizable get");
+                assert_eq!(got.kvs()[0].value(), b"v", "{k}");
+                assert!(got.header().unwrap().revision() >= last, "at or above the last put");
+            }
+        }
+        // A prefix read over every region, whole and with a limit.
+        let all = via_n2.get("", Some(GetOptions::new().with_from_key())).await.unwrap();
+        let listed: Vec<&[u8]> = all.kvs().iter().map(|kv| kv.key()).collect();
+        assert_eq!(listed, keys.iter().map(|k| k.as_bytes()).collect::<Vec<_>>(), "every region's key, in order");
+        let limited = via_n3.get("", Some(GetOptions::new().with_from_key().with_limit(3))).await.unwrap();
+        assert_eq!((limited.kvs().len(), limited.more(), limited.count()), (3, true, 4));
+        assert_eq!(metric(n2, FORWARDED).unwrap(), forwarded2, "n2 passed no linearizable read on");
+        assert_eq!(metric(n3, FORWARDED).unwrap(), forwarded3, "n3 passed no linearizable read on");
+        let lease_after = sum(LEASE_READS);
+        let served: Vec<u64> = lease_after.iter().zip(&lease_before).map(|(a, b)| a - b).collect();
+        println!("pieces served under region leases, by store: {served:?}");
+        assert!(served.iter().sum::<u64>() >= 8 + 8, "every get's piece and every prefix read's pieces: {served:?}");
+        assert!(served.iter().filter(|n| **n > 0).count() >= 2, "leaders on several stores served: {served:?}");
+        let points = metric(n2, READ_POINT_REQUESTS).unwrap() - points_before;
+        assert!(points >= 1 && points <= 5, "n2 asked one read point per read at most: {points}");
+
+        // A serializable read is still the leader store's.
+        via_n2.get("a/k", Some(GetOptions::new().with_serializable())).await.unwrap();
+        assert_eq!(metric(n2, FORWARDED).unwrap(), forwarded2 + 1, "a serializable read went to the leader store");
+    });
+}
+
+/// While txns across all four regions rewrite one key in each (and puts
+/// elsewhere move the read point past them as they commit), every
+/// prefix read through the other members sees all four at one revision:
+/// a read's pieces at the region leaders are one snapshot (DESIGN 2).
+#[test]
+fn a_read_over_regions_at_leaders_is_one_snapshot_while_txns_commit() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = spread(&rt);
+    let (n1, n2, n3) = (cluster.endpoint(0), cluster.endpoint(1), cluster.endpoint(2));
+    rt.block_on(async {
+        let keys = ["a/s", "c/s", "n/s", "x/s"];
+        let mut writer = connect(&n1).await;
+        let write = move |i: u32| Txn::new().and_then(keys.map(|k| TxnOp::put(k, format!("{i}"), None)));
+        writer.txn(write(0)).await.unwrap();
+        let writes = tokio::spawn(async move {
+            for i in 1..=40 {
+                writer.txn(write(i)).await.expect("a txn across regions");
+            }
+        });
+        // Puts alongside (acknowledged above a txn's revision while it
+        // commits, so that read points fall between its regions' commits).
+        let mut putter = connect(&n2).await;
+        let puts = tokio::spawn(async move {
+            for i in 0..200 {
+                putter.put("q/other", format!("{i}"), None).await.expect("a put");
+            }
+        });
+        let mut reads = 0;
+        for via in [n2, n3].iter().cycle().take(60) {
+            let mut c = connect(via).await;
+            let got = c.get("", Some(GetOptions::new().with_from_key())).await.expect("a prefix read");
+            let seen: Vec<(&[u8], i64)> = got
+                .kvs()
+                .iter()
+                .filter(|kv| kv.key().ends_with(b"/s"))
+                .map(|kv| (kv.value(), kv.mod_revision()))
+                .collect();
+            assert_eq!(seen.len(), 4, "all four keys: {seen:?}");
+            assert!(seen.iter().all(|s| *s == seen[0]), "one txn's writes in every region: {seen:?}");
+            assert!(got.header().unwrap().revision() >= seen[0].1);
+            reads += 1;
+        }
+        writes.await.unwrap();
+        puts.await.unwrap();
+        println!("{reads} consistent reads");
     });
 }

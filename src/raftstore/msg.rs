@@ -35,6 +35,11 @@ pub enum PeerMsg {
     /// Confirm leadership through a ReadIndex round and wait until the read
     /// index is applied.
     ReadIndex { cb: DoneCallback },
+    /// Answered once nothing of the region's `span` at or below `revision`
+    /// can still appear (a leader's read at that revision; see
+    /// `peer/read.rs`); `epoch_version` is the region version the router
+    /// routed it by.
+    ReadAt { revision: u64, epoch_version: u64, span: crate::proto::tesserapb::Span, cb: DoneCallback },
     /// Propose a command as it is: a step of a cross-region txn (`cmd.txn`)
     /// or a lease change (`cmd.lease`, meta group). The peer fills in its
     /// region and epoch. A lock is refused with `Locked` when it overlaps
@@ -69,7 +74,9 @@ impl PeerMsg {
             PeerMsg::Command { cb, .. } | PeerMsg::CaughtUp { cb } | PeerMsg::ChangePeer { cb, .. } => {
                 drop(cb.send(Err(err)))
             }
-            PeerMsg::ReadIndex { cb } | PeerMsg::Compact { cb, .. } => drop(cb.send(Err(err))),
+            PeerMsg::ReadIndex { cb } | PeerMsg::ReadAt { cb, .. } | PeerMsg::Compact { cb, .. } => {
+                drop(cb.send(Err(err)))
+            }
             PeerMsg::Tick
             | PeerMsg::Campaign
             | PeerMsg::Destroy

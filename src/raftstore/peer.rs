@@ -25,6 +25,7 @@ use super::RaftConfig;
 mod admin;
 mod apply;
 mod conf;
+mod read;
 mod ready;
 mod restore;
 mod write;
@@ -155,6 +156,8 @@ pub struct PeerFsm {
     restored: Option<restore::Restored>,
     /// Writes waiting for revisions from the leader store.
     asks: write::Asks,
+    /// Reads at a revision waiting for the region's state at it.
+    reads_at: Vec<read::ReadAt>,
 }
 
 /// A lease round's ReadIndex context: this tag, then the round's number
@@ -283,6 +286,7 @@ impl PeerFsm {
             truncate_proposed: 0,
             restored: None,
             asks: Default::default(),
+            reads_at: Vec::new(),
         })
     }
 
@@ -326,6 +330,9 @@ impl PeerFsm {
                 PeerMsg::Write { req, epoch_version, router, cb } => self.on_write(req, epoch_version, router, cb),
                 PeerMsg::Revision { term, seq, result } => self.on_revision(term, seq, result),
                 PeerMsg::ReadIndex { cb } => self.on_read_index(cb),
+                PeerMsg::ReadAt { revision, epoch_version, span, cb } => {
+                    self.on_read_at(revision, epoch_version, span, cb)
+                }
                 PeerMsg::Compact { revision, cb } => self.on_compact(revision, cb),
                 PeerMsg::Command { cmd, epoch_version, cb } => self.on_command(cmd, epoch_version, cb),
                 PeerMsg::ChangePeer { cc, epoch_version, cb } => self.on_change_peer(cc, epoch_version, cb),

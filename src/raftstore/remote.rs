@@ -14,7 +14,8 @@ use crate::proto::tesserapb::peer_transport_client::PeerTransportClient;
 use crate::proto::tesserapb::region_response::Result as Answer;
 use crate::proto::tesserapb::region_write::Op;
 use crate::proto::tesserapb::{
-    AllocateRequest, AllocateResponse, DeleteLeased, RegionError, RegionRequest, RegionResponse, RegionWrite,
+    AllocateRequest, AllocateResponse, DeleteLeased, ReadPointRequest, ReadPointResponse, RegionError, RegionRequest,
+    RegionResponse, RegionWrite,
 };
 use crate::region::eval::{WriteRequest, WriteResponse};
 
@@ -82,6 +83,20 @@ impl Transport {
                 Err(Error::ProposalDropped { region: 0 })
             }
             Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// Asks leader store `to` for a read point (see `router/read_point.rs`).
+    pub async fn read_point(&self, to: u64, req: ReadPointRequest) -> Result<ReadPointResponse> {
+        let not_there = || Error::NotLeader { region: 0 };
+        let mut client = self.client(to).ok_or_else(not_there)?;
+        match tokio::time::timeout(ASK_TIMEOUT, client.read_point(req)).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => {
+                tracing::debug!(to, "asking for a read point: {status}");
+                Err(not_there())
+            }
+            Err(_) => Err(not_there()),
         }
     }
 }

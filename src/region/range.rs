@@ -1,10 +1,47 @@
-//! etcd's Range post-processing: revision filters, sort, limit, `more`,
-//! `count`, keys-only. Pure, so the router applies it once over the merged
-//! result of several regions and a txn applies it to its own reads.
+//! etcd's Range: reading a request's pieces at a revision, and the
+//! post-processing (revision filters, sort, limit, `more`, `count`,
+//! keys-only), pure, so the router applies it once over the merged result
+//! of several regions and a txn applies it to its own reads.
 
+use crate::error::Result;
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use crate::proto::mvccpb::KeyValue;
+use crate::region::eval::range_end;
+use crate::region::mvcc::{MvccReader, ScanOptions};
+
+/// Reads the pieces (`(start, end)`, `end` none: to the end of the
+/// keyspace, or the key alone when `req` asks for one key) of `req` at
+/// `at`, in key order: the live key-values (as many as etcd's
+/// post-processing may need) and their count.
+pub fn scan_pieces<'a>(
+    reader: &MvccReader,
+    req: &RangeRequest,
+    pieces: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    at: u64,
+) -> Result<(Vec<KeyValue>, usize)> {
+    let pushdown = if req.count_only { None } else { limit_pushdown(req) };
+    let mut kvs: Vec<KeyValue> = Vec::new();
+    let mut count = 0;
+    for (start, end) in pieces {
+        if end.is_none() && range_end(&req.key, &req.range_end).is_none() {
+            // A single key.
+            if let Some(kv) = reader.get(start, at)? {
+                count += 1;
+                if !req.count_only {
+                    kvs.push(kv);
+                }
+            }
+            continue;
+        }
+        let remaining = pushdown.map(|l| l.saturating_sub(kvs.len()));
+        let opts = ScanOptions { limit: remaining.unwrap_or(0), count_only: req.count_only || remaining == Some(0) };
+        let res = reader.scan(start, end, at, opts)?;
+        count += res.count;
+        kvs.extend(res.kvs);
+    }
+    Ok((kvs, count))
+}
 
 /// Whether `req` can take its `limit` from each region's key-ordered scan
 /// (`limit + 1` each, for `more`) instead of reading everything first: etcd

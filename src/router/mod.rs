@@ -19,6 +19,7 @@ pub mod feed;
 mod lease;
 mod members;
 mod read;
+mod read_point;
 mod retry;
 pub mod table;
 mod txn;
@@ -48,6 +49,8 @@ pub struct Router {
     client: RegionClient,
     /// The history the server streams and hashes.
     feed: feed::Feed,
+    /// Where linearizable reads take their revision.
+    read_points: Arc<read_point::ReadPoints>,
     /// The routing table and the store's regions version it was built at.
     table: RwLock<(u64, Arc<RoutingTable>)>,
     member_id: u64,
@@ -84,6 +87,7 @@ impl Router {
         Ok(Router {
             client: RegionClient::new(store.clone()),
             feed: feed::Feed::new(store.clone()),
+            read_points: read_point::ReadPoints::new(store.clone()),
             store,
             table: RwLock::new(table),
             member_id,

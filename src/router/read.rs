@@ -1,15 +1,19 @@
-//! The router's read path: every read cuts its spans into region pieces,
-//! picks one revision ([`ReadAt`]), makes it linearizable where it must be
-//! (the leader store's lease, else a ReadIndex round of the meta group),
-//! and reads every piece from one RocksDB snapshot at that revision.
+//! The router's read path: every read cuts its spans into region pieces
+//! and picks one revision for all. On the leader store ([`ReadAt`]) it is
+//! made linearizable where it must be (the leader store's lease, else a
+//! ReadIndex round of the meta group) and every piece read from one RocksDB
+//! snapshot at that revision; on another store a linearizable Range takes
+//! its revision from the leader store and each piece is read by its
+//! region's leader (docs/serve-anywhere.md, "Reads at region leaders").
 
 use crate::error::{Error, Result};
 use crate::metrics::METRICS;
 use crate::proto::etcdserverpb::*;
 use crate::proto::mvccpb::KeyValue;
+use crate::raftstore::PieceRead;
 use crate::region::eval::{self, range_end, KvView};
 use crate::region::mvcc::{MvccReader, ScanOptions};
-use crate::region::range::{finish_range, limit_pushdown};
+use crate::region::range::{finish_range, scan_pieces};
 
 use super::retry::Retry;
 use super::table::{Piece, RoutingTable};
@@ -103,7 +107,16 @@ impl Router {
         }
     }
 
+    /// A Range: on the leader store from its own replica of every region;
+    /// on another store, a linearizable one at the regions' leaders
+    /// ([`Self::range_at_leaders`]), a serializable one on the leader store.
     pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        if !self.store.is_serving() {
+            if req.serializable {
+                return Err(Error::NeedsLeaderStore);
+            }
+            return self.range_at_leaders(req).await;
+        }
         let spans = [(req.key.clone(), req.range_end.clone())];
         let (mut resp, current) = self
             .snapshot_read(&spans, ReadAt::of(req.serializable), |reader, pieces, current| {
@@ -113,6 +126,41 @@ impl Router {
             .await?;
         resp.header = Some(self.header(current));
         Ok(resp)
+    }
+
+    /// A linearizable Range served by the leaders of the regions it
+    /// touches (docs/serve-anywhere.md, "Reads at region leaders"): at the
+    /// read point X from the leader store, every piece by its region's
+    /// leader at X under the region's lease, merged in key order. Every
+    /// piece is at X, so the whole is the state at X (DESIGN 2).
+    async fn range_at_leaders(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        self.retrying(|| async {
+            let (current, compacted) = self.read_points.get().await?;
+            let revision = crate::sequencer::check_read(req.revision, current, compacted)?;
+            let pieces = pieces_for(&self.table(), &req.key, &req.range_end)?;
+            let (mut kvs, mut count) = (Vec::new(), 0);
+            if let [one] = &pieces[..] {
+                (kvs, count) = self.client.read(&piece_read(one, revision, req)).await?;
+            } else {
+                // In parallel; answers taken in key order.
+                let sent: Vec<_> = pieces
+                    .into_iter()
+                    .map(|p| {
+                        let (client, req) = (self.client.clone(), req.clone());
+                        tokio::spawn(async move { client.read(&piece_read(&p, revision, &req)).await })
+                    })
+                    .collect();
+                for answer in sent {
+                    let (piece_kvs, piece_count) = answer.await.map_err(|_| Error::Stopped)??;
+                    kvs.extend(piece_kvs);
+                    count += piece_count;
+                }
+            }
+            let mut resp = finish_range(req, kvs, count);
+            resp.header = Some(self.header(current));
+            Ok(resp)
+        })
+        .await
     }
 
     /// A txn without puts or deletes is a read: served at one snapshot,
@@ -130,6 +178,18 @@ impl Router {
 
     pub(super) fn snapshot_view<'a>(&'a self, reader: &'a MvccReader<'a>, revision: u64) -> SnapshotView<'a> {
         SnapshotView { reader, revision, sequencer: &self.store.sequencer, lessor: &self.store.lessor }
+    }
+}
+
+/// Piece `p` of `req`, read at `revision`.
+fn piece_read<'a>(p: &'a Piece, revision: u64, req: &'a RangeRequest) -> PieceRead<'a> {
+    PieceRead {
+        region: p.region,
+        epoch_version: p.epoch_version,
+        revision,
+        req,
+        start: &p.start,
+        end: p.end.as_deref(),
     }
 }
 
@@ -153,26 +213,7 @@ fn pieces_of(table: &RoutingTable, spans: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<P
 
 /// Scans every piece at `at` in key order and applies etcd's post-processing.
 fn read_pieces(reader: &MvccReader, req: &RangeRequest, pieces: &[Piece], at: u64) -> Result<RangeResponse> {
-    let pushdown = if req.count_only { None } else { limit_pushdown(req) };
-    let mut kvs: Vec<KeyValue> = Vec::new();
-    let mut count = 0;
-    for p in pieces {
-        if p.end.is_none() && range_end(&req.key, &req.range_end).is_none() {
-            // A single key.
-            if let Some(kv) = reader.get(&p.start, at)? {
-                count += 1;
-                if !req.count_only {
-                    kvs.push(kv);
-                }
-            }
-            continue;
-        }
-        let remaining = pushdown.map(|l| l.saturating_sub(kvs.len()));
-        let opts = ScanOptions { limit: remaining.unwrap_or(0), count_only: req.count_only || remaining == Some(0) };
-        let res = reader.scan(&p.start, p.end.as_deref(), at, opts)?;
-        count += res.count;
-        kvs.extend(res.kvs);
-    }
+    let (kvs, count) = scan_pieces(reader, req, pieces.iter().map(|p| (&p.start[..], p.end.as_deref())), at)?;
     Ok(finish_range(req, kvs, count))
 }
 

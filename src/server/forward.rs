@@ -42,13 +42,15 @@ const LEADER_CHECK: Duration = Duration::from_millis(20);
 const STREAMS: &[&str] =
     &["/etcdserverpb.Watch/Watch", "/etcdserverpb.Lease/LeaseKeepAlive", "/v3electionpb.Election/Observe"];
 
-/// Writes every store routes itself, straight to their region's leader
-/// (docs/serve-anywhere.md, "Writes through any store").
-const WRITES: &[&str] = &["/etcdserverpb.KV/Put", "/etcdserverpb.KV/DeleteRange", "/etcdserverpb.KV/Txn"];
+/// Calls every store routes itself, straight to their regions' leaders
+/// (docs/serve-anywhere.md, "Writes through any store" and "Reads at
+/// region leaders"), passing on to the leader store what needs it.
+const ROUTED_HERE: &[&str] =
+    &["/etcdserverpb.KV/Range", "/etcdserverpb.KV/Put", "/etcdserverpb.KV/DeleteRange", "/etcdserverpb.KV/Txn"];
 
-/// The largest write call kept to be passed on: above any request the KV
+/// The largest call kept to be passed on: above any request the KV
 /// service takes (etcd's --max-request-bytes is at most a few MiB).
-const MAX_WRITE_BYTES: usize = 64 << 20;
+const MAX_CALL_BYTES: usize = 64 << 20;
 
 /// Calls every member answers itself: its own status, data, membership view
 /// and health, and the peer transport.
@@ -66,6 +68,7 @@ const LOCAL: &[&str] = &[
     "/tesserapb.PeerTransport/Join",
     "/tesserapb.PeerTransport/Region",
     "/tesserapb.PeerTransport/Allocate",
+    "/tesserapb.PeerTransport/ReadPoint",
     "/health",
     "/version",
     "/metrics",
@@ -137,18 +140,18 @@ pub async fn forward(State(f): State<Arc<Forwarder>>, req: Request, next: Next) 
         return next.run(req).await;
     }
     let forwarded = req.headers().contains_key(FORWARDED);
-    if !forwarded && WRITES.contains(&req.uri().path()) {
-        return write_here_first(&f, req, next).await;
+    if !forwarded && ROUTED_HERE.contains(&req.uri().path()) {
+        return routed_here_first(&f, req, next).await;
     }
     pass_on(&f, req, forwarded, next).await
 }
 
-/// A write is routed by this store's own router; if that answers that it
-/// needs the leader store (before proposing anything), the call's kept
-/// bytes go there instead.
-async fn write_here_first(f: &Forwarder, req: Request, next: Next) -> Response {
+/// A call is routed by this store's own router; if that answers that it
+/// needs the leader store (before a write proposed anything), the call's
+/// kept bytes go there instead.
+async fn routed_here_first(f: &Forwarder, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_WRITE_BYTES).await {
+    let bytes = match axum::body::to_bytes(body, MAX_CALL_BYTES).await {
         Ok(bytes) => bytes,
         Err(e) => {
             return Status::resource_exhausted(format!("grpc: received message larger than max ({e})")).into_http()

@@ -7,15 +7,16 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Reply;
 use crate::error::Error;
+use crate::proto::etcdserverpb::RangeResponse;
 use crate::proto::tesserapb::peer_transport_server::PeerTransport;
 use crate::proto::tesserapb::region_request::Kind;
 use crate::proto::tesserapb::region_response::Result as Answer;
 use crate::proto::tesserapb::{
-    AllocateRequest, AllocateResponse, JoinRequest, JoinResponse, RaftBatch, RaftDone, RegionRequest, RegionResponse,
-    RevisionAsk, SnapshotChunk,
+    AllocateRequest, AllocateResponse, JoinRequest, JoinResponse, RaftBatch, RaftDone, ReadPointRequest,
+    ReadPointResponse, RegionRequest, RegionResponse, RevisionAsk, SnapshotChunk,
 };
 use crate::raftstore::transport::REMOVED;
-use crate::raftstore::{remote, revisions, wire, Store};
+use crate::raftstore::{remote, revisions, wire, PieceRead, Store};
 
 /// The largest snapshot message taken (a region of `--region-max-bytes`
 /// with all its history is far below).
@@ -79,6 +80,21 @@ impl PeerTransport for PeerService {
                 .map(|took| RegionResponse { result: Some(Answer::TookEffect(took)), ..Default::default() }),
             Some(Kind::Compact(revision)) => store.compact_here(region, revision).await.map(|()| Default::default()),
             Some(Kind::TransferTo(to)) => store.transfer_here(region, to).map(|()| Default::default()),
+            Some(Kind::Read(read)) => {
+                let req = read.request.unwrap_or_default();
+                let piece = PieceRead {
+                    region,
+                    epoch_version: epoch,
+                    revision: read.revision,
+                    req: &req,
+                    start: &read.start,
+                    end: read.end.as_deref(),
+                };
+                store.read_here(&piece).await.map(|(kvs, count)| RegionResponse {
+                    result: Some(Answer::Read(RangeResponse { kvs, count: count as i64, ..Default::default() })),
+                    ..Default::default()
+                })
+            }
             None => return Err(Status::invalid_argument("tessera: an empty region request")),
         };
         Ok(Response::new(
@@ -105,6 +121,12 @@ impl PeerTransport for PeerService {
         }
         let grants = req.asks.iter().map(|ask| revisions::encode_grant(self.grant(ask))).collect();
         Ok(Response::new(AllocateResponse { grants, term: sequencer.term() }))
+    }
+
+    /// Another store's linearizable reads take their revision here.
+    async fn read_point(&self, _request: Request<ReadPointRequest>) -> Reply<ReadPointResponse> {
+        let (revision, compacted) = self.store.read_point().await?;
+        Ok(Response::new(ReadPointResponse { revision, compacted }))
     }
 
     async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Reply<RaftDone> {

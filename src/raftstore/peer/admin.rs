@@ -221,6 +221,7 @@ impl PeerFsm {
         let region = self.region.id;
         self.fail_pending(u64::MAX, || Error::RegionNotFound);
         self.drop_asks(|| Error::RegionNotFound);
+        self.drop_reads_at(|| Error::RegionNotFound);
         for (cb, _) in self.reads.drain().map(|(_, v)| v) {
             let _ = cb.send(Err(Error::RegionNotFound));
         }

@@ -92,6 +92,12 @@ impl PeerFsm {
         self.outgoing(light.take_messages(), ctx);
         self.apply(light.take_committed_entries(), ctx)?;
         self.raft.advance_apply();
+        // Answered once this round's applied state is written.
+        self.serve_reads_at(&mut |cb| {
+            ctx.acks.push(Box::new(move || {
+                let _ = cb.send(Ok(()));
+            }))
+        });
         for rs in read_states {
             if let [LEASE_ROUND, round @ ..] = rs.request_ctx.as_slice() {
                 let round = <[u8; 8]>::try_from(round).map(u64::from_be_bytes).unwrap_or(0);
@@ -134,6 +140,7 @@ impl PeerFsm {
             self.lease_rounds.clear();
             let region = self.region.id;
             self.drop_asks(|| Error::NotLeader { region });
+            self.drop_reads_at(|| Error::NotLeader { region });
             if self.region.meta && self.store.transport.is_some() {
                 // No longer the leader store: stop taking revisions at once.
                 self.store.evaluating.store(false, Ordering::Release);

@@ -60,6 +60,13 @@ pub(super) struct Asks {
     single: bool,
 }
 
+impl Asks {
+    /// The number of the ask in flight.
+    pub(super) fn in_flight(&self) -> Option<u64> {
+        self.asking.map(|(seq, _)| seq)
+    }
+}
+
 /// The most writes one ask is for.
 const MAX_WRITES_PER_ASK: usize = 128;
 
@@ -303,6 +310,8 @@ impl PeerFsm {
             }
         }
         self.drain_asks();
+        // Reads that waited for this answer (its writes are proposed now).
+        self.serve_reads_at(&mut |cb| drop(cb.send(Ok(()))));
     }
 
     /// Hands the grant's revisions, in order, to the `asked` writes at the

@@ -7,11 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Store;
+use super::{PieceRead, Store};
 use crate::error::{Error, Result};
+use crate::proto::etcdserverpb::RangeResponse;
+use crate::proto::mvccpb::KeyValue;
 use crate::proto::tesserapb::region_request::Kind as RegionKind;
 use crate::proto::tesserapb::region_response::Result as Answer;
-use crate::proto::tesserapb::{RaftCommand, RegionRequest, RegionResponse};
+use crate::proto::tesserapb::{RaftCommand, RegionRead, RegionRequest, RegionResponse};
 use crate::raftstore::msg::WriteOutcome;
 use crate::raftstore::remote;
 use crate::region::eval::WriteRequest;
@@ -58,6 +60,28 @@ impl RegionClient {
         match self.ask_leader(region, epoch_version, || RegionKind::Write(remote::encode_write(req.clone()))).await? {
             Some(resp) => remote::decode_outcome(resp),
             None => self.store.write_here(region, epoch_version, req, self.store.store_id).await,
+        }
+    }
+
+    /// Reads a piece of a linearizable read at its region's leader,
+    /// wherever it is (see [`Store::read_here`]).
+    pub async fn read(&self, piece: &PieceRead<'_>) -> Result<(Vec<KeyValue>, usize)> {
+        let remote = self
+            .ask_leader(piece.region, piece.epoch_version, || {
+                RegionKind::Read(RegionRead {
+                    revision: piece.revision,
+                    request: Some(piece.req.clone()),
+                    start: piece.start.to_vec(),
+                    end: piece.end.map(<[u8]>::to_vec),
+                })
+            })
+            .await?;
+        match remote {
+            Some(RegionResponse { result: Some(Answer::Read(RangeResponse { kvs, count, .. })), .. }) => {
+                Ok((kvs, count as usize))
+            }
+            Some(_) => Err(Error::Storage("tessera: a region read answered without key-values".into())),
+            None => self.store.read_here(piece).await,
         }
     }
 

@@ -29,8 +29,10 @@ use crate::sequencer::{Sequencer, NEVER_COMPACTED};
 mod boot;
 mod client;
 mod context;
+mod read;
 
 pub use client::RegionClient;
+pub use read::PieceRead;
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
