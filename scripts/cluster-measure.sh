@@ -10,7 +10,9 @@
 # 10 s against all three endpoints, with the leader store's share of
 # linearizable reads served on the lease fast path, each store's server CPU
 # over the bench (busiest/least busy) and the calls passed on to the
-# leader store. Then it kills the leader store with
+# leader store, the read pieces served at region leaders and the read
+# point requests. With CPU_QUOTA (a fraction of a core, e.g. 0.3) each
+# member runs capped at that share (scripts/three-members.sh). Then it kills the leader store with
 # kill -9 and prints how long until a survivor reports every region led
 # by a live store again (`tessera admin regions`), and until a put
 # through a survivor succeeds.
@@ -25,6 +27,7 @@ base=${BASE_PORT:-31379}
 prefix=tessera-measure
 source "$(dirname "$0")/three-members.sh"
 start_tessera_members "$regions"
+cap_members
 sleep 5
 metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -61,6 +64,7 @@ for w in "$@"; do
   r0=$(metric $lport tessera_read_index_reads_total)
   q0=$(total tessera_revision_requests_total) a0=$(total tessera_revision_asks_total)
   p0=$(total tessera_forwarded_calls_total)
+  l0=$(total tessera_region_lease_reads_total) x0=$(total tessera_read_point_requests_total)
   for i in 1 2 3; do c0[$i]=$(cpu "${pids[$((i - 1))]}"); done
   t0=$(date +%s%N)
   echo "== bench $w (10 s, endpoints of all three stores)"
@@ -76,6 +80,8 @@ for w in "$@"; do
   f=$(( $(metric $lport tessera_lease_fast_path_reads_total) - f0 ))
   r=$(( $(metric $lport tessera_read_index_reads_total) - r0 ))
   [ $((f + r)) -eq 0 ] || echo "linearizable reads on the lease fast path: $f of $((f + r)) ($((100 * f / (f + r)))%)"
+  l=$(( $(total tessera_region_lease_reads_total) - l0 )) x=$(( $(total tessera_read_point_requests_total) - x0 ))
+  [ $l -eq 0 ] || echo "read pieces served at region leaders under their leases: $l; read point requests: $x"
   q=$(( $(total tessera_revision_requests_total) - q0 )) a=$(( $(total tessera_revision_asks_total) - a0 ))
   [ $q -eq 0 ] || echo "requests for revisions to the leader store: $q, carrying $a region asks"
 done

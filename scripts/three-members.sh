@@ -5,9 +5,12 @@
 # endpoint lists `all` (host:port) and `urls` (http://), and cleans up on exit.
 dir=$(mktemp -d "/tmp/$prefix-XXXX")
 pids=()
+cgroups=()
 cleanup() {
   kill "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
+  local g
+  for g in "${cgroups[@]}"; do rmdir "$g" 2>/dev/null || true; done
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -26,6 +29,23 @@ wait_serving() {
     [ $SECONDS -lt $deadline ] || { echo "not serving within $1 s" >&2; tail -n 20 "$dir"/*.log >&2; exit 1; }
     sleep 0.5
   done
+}
+
+# With CPU_QUOTA set (a fraction of one core, e.g. 0.3), puts each started
+# member in a cgroup (v1 cpu controller) of its own capped at that share;
+# the client stays uncapped. Does nothing otherwise.
+cap_members() {
+  [ -n "${CPU_QUOTA:-}" ] || return 0
+  local i g
+  for i in "${!pids[@]}"; do
+    g=/sys/fs/cgroup/cpu/$(basename "$dir")-n$((i + 1))
+    mkdir -p "$g"
+    cgroups+=("$g")
+    echo 100000 > "$g/cpu.cfs_period_us"
+    awk -v q="$CPU_QUOTA" 'BEGIN { printf "%d\n", q * 100000 }' > "$g/cpu.cfs_quota_us"
+    echo "${pids[$i]}" > "$g/cgroup.procs"
+  done
+  echo "each member capped at $CPU_QUOTA of a core" >&2
 }
 
 # Runs `tessera bench WORKLOAD` for 10 s against all three members; prints

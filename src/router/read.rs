@@ -134,33 +134,42 @@ impl Router {
     /// leader at X under the region's lease, merged in key order. Every
     /// piece is at X, so the whole is the state at X (DESIGN 2).
     async fn range_at_leaders(&self, req: &RangeRequest) -> Result<RangeResponse> {
-        self.retrying(|| async {
-            let (current, compacted) = self.read_points.get().await?;
-            let revision = crate::sequencer::check_read(req.revision, current, compacted)?;
-            let pieces = pieces_for(&self.table(), &req.key, &req.range_end)?;
-            let (mut kvs, mut count) = (Vec::new(), 0);
-            if let [one] = &pieces[..] {
-                (kvs, count) = self.client.read(&piece_read(one, revision, req)).await?;
-            } else {
-                // In parallel; answers taken in key order.
-                let sent: Vec<_> = pieces
-                    .into_iter()
-                    .map(|p| {
-                        let (client, req) = (self.client.clone(), req.clone());
-                        tokio::spawn(async move { client.read(&piece_read(&p, revision, &req)).await })
-                    })
-                    .collect();
-                for answer in sent {
-                    let (piece_kvs, piece_count) = answer.await.map_err(|_| Error::Stopped)??;
-                    kvs.extend(piece_kvs);
-                    count += piece_count;
-                }
+        // An attempt is bounded too: a piece waits at its leader until the
+        // region's state at the read point is complete.
+        let bounded = || async {
+            tokio::time::timeout(self.request_timeout, self.range_at_leaders_once(req))
+                .await
+                .map_err(|_| Error::Timeout)?
+        };
+        self.retrying(bounded).await
+    }
+
+    /// One attempt at [`Self::range_at_leaders`].
+    async fn range_at_leaders_once(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        let (current, compacted) = self.read_points.get().await?;
+        let revision = crate::sequencer::check_read(req.revision, current, compacted)?;
+        let pieces = pieces_for(&self.table(), &req.key, &req.range_end)?;
+        let (mut kvs, mut count) = (Vec::new(), 0);
+        if let [one] = &pieces[..] {
+            (kvs, count) = self.client.read(&piece_read(one, revision, req)).await?;
+        } else {
+            // In parallel; answers taken in key order.
+            let sent: Vec<_> = pieces
+                .into_iter()
+                .map(|p| {
+                    let (client, req) = (self.client.clone(), req.clone());
+                    tokio::spawn(async move { client.read(&piece_read(&p, revision, &req)).await })
+                })
+                .collect();
+            for answer in sent {
+                let (piece_kvs, piece_count) = answer.await.map_err(|_| Error::Stopped)??;
+                kvs.extend(piece_kvs);
+                count += piece_count;
             }
-            let mut resp = finish_range(req, kvs, count);
-            resp.header = Some(self.header(current));
-            Ok(resp)
-        })
-        .await
+        }
+        let mut resp = finish_range(req, kvs, count);
+        resp.header = Some(self.header(current));
+        Ok(resp)
     }
 
     /// A txn without puts or deletes is a read: served at one snapshot,
