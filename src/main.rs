@@ -428,7 +428,7 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
     for url in &args.listen_metrics_urls {
         let listener = TcpListener::bind(socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
         println!("tessera: serving metrics on http://{}", listener.local_addr()?);
-        tasks.spawn(server::http::serve(store.clone(), listener, stopped()).then_ok());
+        tasks.spawn(server::http::serve(router.clone(), listener, stopped()).then_ok());
     }
     for (listener, url) in client_listeners.into_iter().zip(&bound) {
         println!("tessera: serving clients on {url}");

@@ -165,6 +165,54 @@ async fn health_version_and_metrics_over_http_on_the_client_port() {
     .await;
 }
 
+/// etcd's /livez and /readyz (plain "ok"; `?verbose` lists the checks; a
+/// CORRUPT alarm fails /readyz's data_corruption with 503), and metrics
+/// under etcd's names: the server's, the disk histograms with etcd's
+/// buckets, and gRPC calls by method and status code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livez_readyz_and_metrics_under_etcds_names() {
+    bounded(async {
+        let node = InProc::start(SPLITS).await;
+        let (status, body) = http_get(&node.endpoint, "/livez").await;
+        assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok"));
+        let (_, body) = http_get(&node.endpoint, "/readyz?verbose").await;
+        let checks = "[+]serializable_read ok\n[+]data_corruption ok\n[+]linearizable_read ok\nreadyz check passed\n";
+        assert_eq!(body, checks);
+
+        let mut c = node.client().await;
+        c.put("k", "v", None).await.unwrap();
+        let future = c.get("k", Some(GetOptions::new().with_revision(1 << 40))).await.unwrap_err();
+        assert_eq!(code_of(future).0, Code::OutOfRange);
+        let member = c.status().await.unwrap().header().unwrap().member_id();
+        let mut corrupt = AlarmOptions::new();
+        corrupt.with_member(member);
+        c.alarm(AlarmAction::Activate, AlarmType::Corrupt, Some(corrupt.clone())).await.unwrap();
+        let (status, body) = http_get(&node.endpoint, "/readyz").await;
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert!(body.contains("[-]data_corruption failed: alarm activated: CORRUPT\n"), "{body}");
+        assert!(body.ends_with("readyz check failed\n"), "{body}");
+        let (status, _) = http_get(&node.endpoint, "/livez").await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "alive all the same");
+        c.alarm(AlarmAction::Deactivate, AlarmType::Corrupt, Some(corrupt)).await.unwrap();
+        assert_eq!(http_get(&node.endpoint, "/readyz").await.1, "ok");
+
+        let (_, metrics) = http_get(&node.endpoint, "/metrics").await;
+        for line in [
+            "etcd_server_has_leader 1",
+            "etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"}",
+            "etcd_disk_backend_commit_duration_seconds_bucket{le=\"8.192\"}",
+            "etcd_mvcc_db_total_size_in_bytes ",
+            "grpc_server_started_total{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}",
+            "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}",
+            "grpc_server_handled_total{grpc_code=\"OutOfRange\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}",
+        ] {
+            assert!(metrics.contains(line), "/metrics lacks {line}");
+        }
+        node.stop().await;
+    })
+    .await;
+}
+
 /// grpc.health.v1 on the client port: SERVING for the server and its etcd
 /// services, NOT_FOUND for an unknown name; Watch sends the status at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

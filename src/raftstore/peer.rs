@@ -56,6 +56,8 @@ pub struct PeerShared {
     pub max_revision: AtomicU64,
     /// The store whose peer leads the region, as far as this peer knows (0: none).
     pub leader: AtomicU64,
+    /// Proposals not yet answered (as of the last round).
+    pub pending: AtomicU64,
 }
 
 enum PendingKind {
@@ -361,6 +363,7 @@ impl PeerFsm {
             }
         }
         self.shared.awake.store(self.wants_tick(), Ordering::Relaxed);
+        self.shared.pending.store(self.pending.len() as u64, Ordering::Relaxed);
     }
 
     fn on_tick(&mut self) {

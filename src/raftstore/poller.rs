@@ -9,6 +9,7 @@ use super::batch::PollHandler;
 use super::peer::{ApplyContext, PeerFsm};
 use super::transport::Transport;
 use crate::engine::Engine;
+use crate::metrics::etcd::ETCD;
 use crate::metrics::METRICS;
 use crate::region::mvcc::MvccReader;
 use crate::sequencer::Sequencer;
@@ -52,6 +53,7 @@ impl PollHandler<PeerFsm> for RaftPoller {
                 fatal("persisting raft state", e);
             }
             METRICS.fsync_seconds.observe(started.elapsed());
+            ETCD.wal_fsync.observe(started.elapsed());
             METRICS.fsyncs.inc();
             METRICS.entries_persisted.add(entries as u64);
         }
@@ -63,9 +65,11 @@ impl PollHandler<PeerFsm> for RaftPoller {
         }
         if !ctx.wb.is_empty() {
             crate::failpoint::stall("apply-before-write", std::time::Duration::from_millis(20));
+            let started = Instant::now();
             if let Err(e) = self.engine.write(std::mem::take(&mut ctx.wb), false) {
                 fatal("writing applied data", e);
             }
+            ETCD.backend_commit.observe(started.elapsed());
         }
         for (region, revision) in ctx.compactions.drain(..) {
             let mut wb = WriteBatch::default();

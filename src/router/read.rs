@@ -144,6 +144,12 @@ impl Router {
         self.retrying(bounded).await
     }
 
+    /// The read point of a linearizable read starting now (from the
+    /// leader store).
+    pub async fn read_point(&self) -> Result<super::read_point::ReadPoint> {
+        self.read_points.get().await
+    }
+
     /// One attempt at [`Self::range_at_leaders`].
     async fn range_at_leaders_once(&self, req: &RangeRequest) -> Result<RangeResponse> {
         let (current, compacted) = self.read_points.get().await?;

@@ -70,6 +70,8 @@ const LOCAL: &[&str] = &[
     "/tesserapb.PeerTransport/Allocate",
     "/tesserapb.PeerTransport/ReadPoint",
     "/health",
+    "/livez",
+    "/readyz",
     "/version",
     "/metrics",
 ];

@@ -1,5 +1,5 @@
-//! etcd's plain HTTP paths: `GET /metrics` (Prometheus text), `/health`
-//! and `/version`. Served on the client port beside gRPC (see
+//! etcd's plain HTTP paths: `GET /metrics` (Prometheus text), `/health`,
+//! `/livez`, `/readyz` ([`super::probes`]) and `/version`. Served on the client port beside gRPC (see
 //! [`super::serve`]) and by a minimal HTTP/1.1 listener of their own for
 //! `--listen-metrics-urls`.
 
@@ -12,9 +12,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::metrics::METRICS;
 use crate::raftstore::Store;
+use crate::router::Router;
 
 /// The paths [`answer_path`] serves.
-pub const PATHS: [&str; 3] = ["/metrics", "/health", "/version"];
+pub const PATHS: [&str; 5] = ["/metrics", "/health", "/livez", "/readyz", "/version"];
 
 /// A response: status, content type, body (an axum response as it is).
 pub type Answer = (StatusCode, [(header::HeaderName, &'static str); 1], String);
@@ -23,10 +24,15 @@ fn not_found() -> Answer {
     (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain")], "404 page not found\n".to_string())
 }
 
-/// The answer to `GET path`.
-pub fn answer_path(path: &str, store: &Store) -> Answer {
+/// The answer to `GET path?query`.
+pub async fn answer_path(path: &str, query: &str, router: &Router) -> Answer {
+    let store = router.store();
     let json = |status, body: String| (status, [(header::CONTENT_TYPE, "application/json")], body);
     match path {
+        "/livez" | "/readyz" => {
+            let (status, body) = super::probes::answer(&path[1..], query, router).await;
+            (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body)
+        }
         "/metrics" => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(store)),
         "/health" if store.healthy() => json(StatusCode::OK, r#"{"health":"true"}"#.to_string()),
         "/health" => {
@@ -54,23 +60,23 @@ pub fn render_metrics(store: &Store) -> String {
     out
 }
 
-pub async fn serve(store: Arc<Store>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn serve(router: Arc<Router>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => {
                 let Ok((conn, _)) = accepted else { continue };
-                let store = store.clone();
+                let router = router.clone();
                 tokio::spawn(async move {
-                    let _ = answer(conn, &store).await;
+                    let _ = answer(conn, &router).await;
                 });
             }
         }
     }
 }
 
-async fn answer(mut conn: TcpStream, store: &Store) -> std::io::Result<()> {
+async fn answer(mut conn: TcpStream, router: &Router) -> std::io::Result<()> {
     let mut buf = vec![0u8; 8192];
     let mut len = 0;
     // Read the request head (bounded); the body, if any, is ignored.
@@ -87,9 +93,9 @@ async fn answer(mut conn: TcpStream, store: &Store) -> std::io::Result<()> {
     let head = String::from_utf8_lossy(&buf[..len]);
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let (status, [(_, content_type)], body) = match method {
-        "GET" => answer_path(path, store),
+        "GET" => answer_path(path, query, router).await,
         _ => not_found(),
     };
     let response = format!(

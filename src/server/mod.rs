@@ -9,6 +9,7 @@ mod concurrency;
 pub mod election;
 mod forward;
 mod front;
+mod grpc_metrics;
 pub mod health;
 pub mod http;
 pub mod kv;
@@ -16,6 +17,7 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod peer;
+mod probes;
 pub mod validate;
 pub mod watch;
 
@@ -147,13 +149,20 @@ async fn serve_on(
     // etcd's plain HTTP paths on the client port, beside gRPC.
     let store = router.store().clone();
     let mut routes = http::PATHS.iter().fold(grpc.routes().into_axum_router(), |routes, path| {
-        let store = store.clone();
-        routes.route(path, axum::routing::get(move || std::future::ready(http::answer_path(path, &store))))
+        let router = router.clone();
+        routes.route(
+            path,
+            axum::routing::get(move |axum::extract::RawQuery(query): axum::extract::RawQuery| async move {
+                http::answer_path(path, query.as_deref().unwrap_or(""), &router).await
+            }),
+        )
     });
     if store.clustered() {
         let forwarder = forward::Forwarder::new(store.clone());
         routes = routes.layer(axum::middleware::from_fn_with_state(forwarder, forward::forward));
     }
+    // Outermost: every etcd call this member receives, forwarded or not.
+    let routes = routes.layer(axum::middleware::from_fn(grpc_metrics::count));
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes.into())

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use super::{ApplyContext, PeerFsm, PendingKind};
 use crate::engine::keys;
 use crate::error::{Error, Result};
+use crate::metrics::etcd::ETCD;
 use crate::metrics::METRICS;
 use crate::proto::tesserapb::raft_command::Txn;
 use crate::proto::tesserapb::RaftCommand;
@@ -178,6 +179,9 @@ impl PeerFsm {
         while self.pending.front().is_some_and(|p| p.index <= e.index) {
             let p = self.pending.pop_front().expect("checked");
             let committed = p.index == e.index && p.term == e.term;
+            if !committed && !matches!(p.kind, PendingKind::Wait { .. }) {
+                ETCD.proposals_failed.inc();
+            }
             match p.kind {
                 PendingKind::Write { revision, keys, response, cb } => {
                     for k in keys {

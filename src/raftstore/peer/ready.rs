@@ -12,6 +12,7 @@ use rocksdb::WriteBatch;
 
 use super::{ApplyContext, PeerFsm, LEASE_ROUND, LOG_MAX_THRESHOLDS};
 use crate::error::{Error, Result};
+use crate::metrics::etcd::ETCD;
 use crate::proto::tesserapb::{RaftCommand, TruncatedState};
 use crate::raftstore::msg::PeerMsg;
 use crate::raftstore::storage;
@@ -45,7 +46,10 @@ impl PeerFsm {
         if let Some(ss) = rd.ss() {
             self.shared.leader.store(ss.leader_id, Ordering::Release);
             if self.region.meta {
-                self.store.meta_leader.store(ss.leader_id, Ordering::Release);
+                let before = self.store.meta_leader.swap(ss.leader_id, Ordering::AcqRel);
+                if ss.leader_id != 0 && ss.leader_id != before {
+                    ETCD.leader_changes.inc();
+                }
             }
             self.on_role_change(ss.raft_state);
         }
@@ -123,6 +127,7 @@ impl PeerFsm {
         }
         self.maybe_gc();
         self.shared.awake.store(self.wants_tick(), Ordering::Relaxed);
+        self.shared.pending.store(self.pending.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 

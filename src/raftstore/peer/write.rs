@@ -190,6 +190,7 @@ impl PeerFsm {
         if let Err(e) = self.raft.propose(vec![], data) {
             tracing::debug!(region, "proposal dropped: {e}");
             self.store.void(revision);
+            crate::metrics::etcd::ETCD.proposals_failed.inc();
             let _ = cb.send(Err(Error::ProposalDropped { region }));
             return;
         }

@@ -563,6 +563,13 @@ impl Store {
             "# HELP tessera_revision The last revision handed out.\n# TYPE tessera_revision gauge\ntessera_revision {}",
             self.sequencer.last()
         );
+        let gauges = crate::metrics::etcd::StoreGauges {
+            has_leader: !self.clustered() || self.leader_store() != 0,
+            applied_entries: crate::metrics::METRICS.applied_entries.get(),
+            pending_proposals: self.context.peers.iter().map(|p| p.shared.pending.load(Ordering::Relaxed)).sum(),
+            db_bytes: self.db_size(),
+        };
+        crate::metrics::etcd::ETCD.render(&gauges, out);
     }
 
     /// Stops the timer and the pollers (after their current round).

@@ -1,5 +1,8 @@
 //! Process-wide counters, rendered in the Prometheus text format on
-//! `/metrics`. Per-region gauges are added by the store at render time.
+//! `/metrics`. Per-region gauges are added by the store at render time;
+//! [`etcd`] renders the same facts under etcd's metric names.
+
+pub mod etcd;
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +31,9 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    const fn empty(bounds: &'static [f64]) -> Histogram {
-        Histogram { bounds, buckets: Vec::new(), sum_nanos: AtomicU64::new(0), count: AtomicU64::new(0) }
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        let buckets = bounds.iter().map(|_| AtomicU64::new(0)).collect();
+        Histogram { bounds, buckets, sum_nanos: AtomicU64::new(0), count: AtomicU64::new(0) }
     }
 
     pub fn observe(&self, d: std::time::Duration) {
@@ -41,7 +45,7 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn render(&self, name: &str, help: &str, out: &mut String) {
+    pub fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (b, n) in self.bounds.iter().zip(&self.buckets) {
@@ -80,8 +84,7 @@ pub struct Metrics {
 }
 
 pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
-    let mut fsync_seconds = Histogram::empty(FSYNC_BOUNDS);
-    fsync_seconds.buckets = FSYNC_BOUNDS.iter().map(|_| AtomicU64::new(0)).collect();
+    let fsync_seconds = Histogram::new(FSYNC_BOUNDS);
     Metrics {
         lease_fast_path_reads: Counter::default(),
         read_index_reads: Counter::default(),

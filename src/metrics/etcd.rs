@@ -1,0 +1,204 @@
+//! Metrics under etcd's names, beside tessera's own (issue [ops]): what
+//! etcd's Grafana dashboard and alert rules read, with etcd's types,
+//! labels and histogram buckets. docs/ops.md ("Metrics under etcd's
+//! names") says what each one measures in tessera.
+
+use std::fmt::Write;
+
+use dashmap::DashMap;
+
+use super::{Counter, Histogram};
+
+/// etcd's disk latency buckets: 1 ms to 8.192 s, doubling.
+const DISK_BOUNDS: &[f64] =
+    &[0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192];
+
+pub struct EtcdMetrics {
+    /// Leader changes of the meta group seen by this member.
+    pub leader_changes: Counter,
+    /// Proposals that did not commit.
+    pub proposals_failed: Counter,
+    /// Synced raft log writes (etcd's WAL fsync).
+    pub wal_fsync: Histogram,
+    /// Writes of applied state (etcd's backend commit).
+    pub backend_commit: Histogram,
+    /// gRPC calls started, by method path.
+    grpc_started: DashMap<String, Counter>,
+    /// gRPC calls finished, by method path and status code.
+    grpc_handled: DashMap<(String, i32), Counter>,
+}
+
+pub static ETCD: std::sync::LazyLock<EtcdMetrics> = std::sync::LazyLock::new(|| EtcdMetrics {
+    leader_changes: Counter::default(),
+    proposals_failed: Counter::default(),
+    wal_fsync: Histogram::new(DISK_BOUNDS),
+    backend_commit: Histogram::new(DISK_BOUNDS),
+    grpc_started: DashMap::new(),
+    grpc_handled: DashMap::new(),
+});
+
+/// What the store knows at render time.
+pub struct StoreGauges {
+    pub has_leader: bool,
+    pub applied_entries: u64,
+    pub pending_proposals: u64,
+    pub db_bytes: u64,
+}
+
+impl EtcdMetrics {
+    pub fn grpc_started(&self, path: &str) {
+        self.grpc_started.entry(path.to_string()).or_default().inc();
+    }
+
+    /// A call to `path` ended with gRPC status `code`.
+    pub fn grpc_handled(&self, path: &str, code: i32) {
+        self.grpc_handled.entry((path.to_string(), code)).or_default().inc();
+    }
+
+    pub fn render(&self, g: &StoreGauges, out: &mut String) {
+        let mut gauge = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        gauge(
+            "etcd_server_has_leader",
+            "gauge",
+            "Whether or not a leader exists. 1 is existence, 0 is not.",
+            g.has_leader as u64,
+        );
+        gauge(
+            "etcd_server_leader_changes_seen_total",
+            "counter",
+            "The number of leader changes seen.",
+            self.leader_changes.get(),
+        );
+        // Entries are applied in the poll round that learns them committed.
+        gauge(
+            "etcd_server_proposals_committed_total",
+            "gauge",
+            "The total number of consensus proposals committed.",
+            g.applied_entries,
+        );
+        gauge(
+            "etcd_server_proposals_applied_total",
+            "gauge",
+            "The total number of consensus proposals applied.",
+            g.applied_entries,
+        );
+        gauge(
+            "etcd_server_proposals_pending",
+            "gauge",
+            "The current number of pending proposals to commit.",
+            g.pending_proposals,
+        );
+        gauge(
+            "etcd_server_proposals_failed_total",
+            "counter",
+            "The total number of failed proposals seen.",
+            self.proposals_failed.get(),
+        );
+        gauge(
+            "etcd_mvcc_db_total_size_in_bytes",
+            "gauge",
+            "Total size of the underlying database physically allocated in bytes.",
+            g.db_bytes,
+        );
+        gauge(
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "gauge",
+            "Total size of the underlying database logically in use in bytes.",
+            g.db_bytes,
+        );
+        self.wal_fsync.render(
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by WAL.",
+            out,
+        );
+        self.backend_commit.render(
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend.",
+            out,
+        );
+        self.render_grpc(out);
+    }
+
+    fn render_grpc(&self, out: &mut String) {
+        let name = "grpc_server_started_total";
+        let _ = writeln!(out, "# HELP {name} Total number of RPCs started on the server.\n# TYPE {name} counter");
+        for e in self.grpc_started.iter() {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(e.key()), e.value().get());
+        }
+        let name = "grpc_server_handled_total";
+        let help = "Total number of RPCs completed on the server, regardless of success or failure.";
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for e in self.grpc_handled.iter() {
+            let (path, code) = e.key();
+            let _ = writeln!(out, "{name}{{grpc_code=\"{}\",{}}} {}", code_name(*code), labels(path), e.value().get());
+        }
+    }
+}
+
+/// `grpc_method`, `grpc_service` and `grpc_type` of a method path
+/// ("/etcdserverpb.KV/Range").
+fn labels(path: &str) -> String {
+    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
+    let kind = match method {
+        "Watch" | "LeaseKeepAlive" => "bidi_stream",
+        "Snapshot" | "Observe" => "server_stream",
+        _ => "unary",
+    };
+    format!("grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"")
+}
+
+/// gRPC's name of a status code, as grpc-go prints it.
+pub fn code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    usize::try_from(code).ok().and_then(|i| NAMES.get(i)).copied().unwrap_or("Unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_lines_carry_etcds_labels() {
+        let m = EtcdMetrics {
+            leader_changes: Counter::default(),
+            proposals_failed: Counter::default(),
+            wal_fsync: Histogram::new(DISK_BOUNDS),
+            backend_commit: Histogram::new(DISK_BOUNDS),
+            grpc_started: DashMap::new(),
+            grpc_handled: DashMap::new(),
+        };
+        m.grpc_started("/etcdserverpb.KV/Range");
+        m.grpc_handled("/etcdserverpb.KV/Range", 0);
+        m.grpc_handled("/etcdserverpb.Watch/Watch", 14);
+        let mut out = String::new();
+        m.render_grpc(&mut out);
+        assert!(out.contains(
+            "grpc_server_started_total{grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1"
+        ));
+        assert!(out.contains("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\","));
+        assert!(out.contains(
+            "grpc_server_handled_total{grpc_code=\"Unavailable\",grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"} 1"
+        ));
+        assert_eq!(code_name(99), "Unknown");
+    }
+}
