@@ -13,6 +13,7 @@ use tessera::bench::report::parse_hgrm;
 use tessera::bench::workloads::Workload;
 use tessera::proto::tesserapb::StoreMember;
 use tessera::raftstore::{Store, StoreConfig};
+use tessera::router::auto_compact;
 use tessera::router::auto_split::AutoSplit;
 use tessera::router::Router;
 use tessera::server::{self, Limits, MemberInfo, ServerConfig};
@@ -127,6 +128,13 @@ struct ServeArgs {
     /// add data are refused (0: etcd's default, 2 GiB).
     #[arg(long, default_value_t = 0)]
     quota_backend_bytes: u64,
+    /// Auto-compaction as etcd's: "periodic" (retention a duration, or a
+    /// number of hours) or "revision" (retention a number of revisions).
+    #[arg(long, default_value = "periodic")]
+    auto_compaction_mode: String,
+    /// How much history auto-compaction keeps (0: no auto-compaction).
+    #[arg(long, default_value = "0")]
+    auto_compaction_retention: String,
     /// How often watchers that asked for progress notifications get one.
     #[arg(long, default_value = "10m", value_parser = tessera::bench::parse_duration)]
     experimental_watch_progress_notify_interval: Duration,
@@ -263,6 +271,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some(spec) = &args.failpoint {
         tessera::failpoint::arm(spec);
     }
+    // Refused before anything starts, as etcd refuses its flags.
+    auto_compact::parse(&args.auto_compaction_mode, &args.auto_compaction_retention).map_err(|e| anyhow::anyhow!(e))?;
     // Bound before the store opens: the store tells the other members its
     // client URLs (a port 0 resolved).
     let client_listeners = bind_all(&args.listen_client_urls)?;
@@ -398,6 +408,8 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
         None
     };
     let _expiry = router.start_lease_expiry();
+    let compaction = auto_compact::parse(&args.auto_compaction_mode, &args.auto_compaction_retention);
+    let _auto_compaction = compaction.ok().flatten().map(|policy| router.start_auto_compaction(policy));
     let _auto_split = args.auto_split.then(|| {
         router.start_auto_split(AutoSplit {
             max_bytes: args.region_max_bytes,

@@ -28,14 +28,7 @@ pub struct EtcdMetrics {
     grpc_handled: DashMap<(String, i32), Counter>,
 }
 
-pub static ETCD: std::sync::LazyLock<EtcdMetrics> = std::sync::LazyLock::new(|| EtcdMetrics {
-    leader_changes: Counter::default(),
-    proposals_failed: Counter::default(),
-    wal_fsync: Histogram::new(DISK_BOUNDS),
-    backend_commit: Histogram::new(DISK_BOUNDS),
-    grpc_started: DashMap::new(),
-    grpc_handled: DashMap::new(),
-});
+pub static ETCD: std::sync::LazyLock<EtcdMetrics> = std::sync::LazyLock::new(EtcdMetrics::new);
 
 /// What the store knows at render time.
 pub struct StoreGauges {
@@ -46,6 +39,17 @@ pub struct StoreGauges {
 }
 
 impl EtcdMetrics {
+    fn new() -> EtcdMetrics {
+        EtcdMetrics {
+            leader_changes: Counter::default(),
+            proposals_failed: Counter::default(),
+            wal_fsync: Histogram::new(DISK_BOUNDS),
+            backend_commit: Histogram::new(DISK_BOUNDS),
+            grpc_started: DashMap::new(),
+            grpc_handled: DashMap::new(),
+        }
+    }
+
     pub fn grpc_started(&self, path: &str) {
         self.grpc_started.entry(path.to_string()).or_default().inc();
     }
@@ -179,14 +183,7 @@ mod tests {
 
     #[test]
     fn grpc_lines_carry_etcds_labels() {
-        let m = EtcdMetrics {
-            leader_changes: Counter::default(),
-            proposals_failed: Counter::default(),
-            wal_fsync: Histogram::new(DISK_BOUNDS),
-            backend_commit: Histogram::new(DISK_BOUNDS),
-            grpc_started: DashMap::new(),
-            grpc_handled: DashMap::new(),
-        };
+        let m = EtcdMetrics::new();
         m.grpc_started("/etcdserverpb.KV/Range");
         m.grpc_handled("/etcdserverpb.KV/Range", 0);
         m.grpc_handled("/etcdserverpb.Watch/Watch", 14);

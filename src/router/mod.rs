@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod alarm;
+pub mod auto_compact;
 pub mod auto_split;
 mod balance;
 mod cluster;
