@@ -24,8 +24,8 @@ pub struct EtcdMetrics {
     pub backend_commit: Histogram,
     /// gRPC calls started, by method path.
     grpc_started: DashMap<String, Counter>,
-    /// gRPC calls finished, by method path and status code.
-    grpc_handled: DashMap<(String, i32), Counter>,
+    /// gRPC calls finished, by method path, then status code.
+    grpc_handled: DashMap<String, Vec<(i32, Counter)>>,
 }
 
 pub static ETCD: std::sync::LazyLock<EtcdMetrics> = std::sync::LazyLock::new(EtcdMetrics::new);
@@ -51,12 +51,30 @@ impl EtcdMetrics {
     }
 
     pub fn grpc_started(&self, path: &str) {
-        self.grpc_started.entry(path.to_string()).or_default().inc();
+        // Looked up without a key of its own first: every call passes here.
+        match self.grpc_started.get(path) {
+            Some(c) => c.inc(),
+            None => self.grpc_started.entry(path.to_string()).or_default().inc(),
+        }
     }
 
     /// A call to `path` ended with gRPC status `code`.
     pub fn grpc_handled(&self, path: &str, code: i32) {
-        self.grpc_handled.entry((path.to_string(), code)).or_default().inc();
+        if let Some(codes) = self.grpc_handled.get(path) {
+            if let Some((_, n)) = codes.iter().find(|(c, _)| *c == code) {
+                n.inc();
+                return;
+            }
+        }
+        let mut codes = self.grpc_handled.entry(path.to_string()).or_default();
+        match codes.iter().find(|(c, _)| *c == code) {
+            Some((_, n)) => n.inc(),
+            None => {
+                let n = Counter::default();
+                n.inc();
+                codes.push((code, n));
+            }
+        }
     }
 
     pub fn render(&self, g: &StoreGauges, out: &mut String) {
@@ -135,8 +153,9 @@ impl EtcdMetrics {
         let help = "Total number of RPCs completed on the server, regardless of success or failure.";
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for e in self.grpc_handled.iter() {
-            let (path, code) = e.key();
-            let _ = writeln!(out, "{name}{{grpc_code=\"{}\",{}}} {}", code_name(*code), labels(path), e.value().get());
+            for (code, n) in e.value() {
+                let _ = writeln!(out, "{name}{{grpc_code=\"{}\",{}}} {}", code_name(*code), labels(e.key()), n.get());
+            }
         }
     }
 }
