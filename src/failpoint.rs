@@ -11,9 +11,12 @@
 //! `member-add-after-meta` (src/router/members.rs: the meta group added
 //! the member, no region has yet).
 //!
-//! One point drops rather than aborts ([`dropped`]): `ask-answer-lost`
+//! Two points drop rather than abort ([`dropped`]): `ask-answer-lost`
 //! (src/raftstore/remote.rs: the leader store's answer to a store's
-//! request for revisions, with asks in it, is lost on the way back). One stalls
+//! request for revisions, with asks in it, is lost on the way back) and
+//! `activation-recover-fails` (src/router/cluster.rs: a new leader store's
+//! activation fails once after its sequencer restarted, 100 ms later, while
+//! writes take revisions). One stalls
 //! ([`stall`]), every time: `apply-before-write` (src/raftstore/poller.rs:
 //! an apply round's effects are evaluated, not yet written), which widens
 //! a window a test must see closed. One slows: `allocate-slow`
@@ -46,7 +49,15 @@ fn armed() -> Option<&'static Armed> {
 
 /// Whether the failpoint `name` is armed and reached for the N-th time now.
 fn due(name: &str) -> bool {
-    armed().is_some_and(|a| a.name == name && a.left.fetch_sub(1, Ordering::AcqRel) == 1)
+    armed().is_some_and(|a| {
+        a.name == name && a.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_sub(1)) == Ok(1)
+    })
+}
+
+/// Whether the failpoint `name` is armed and was due once already (for
+/// tests that must know their fault happened).
+pub fn spent(name: &str) -> bool {
+    armed().is_some_and(|a| a.name == name && a.left.load(Ordering::Acquire) == 0)
 }
 
 /// Aborts the process here if the failpoint `name` is armed and due.

@@ -227,6 +227,31 @@ impl Sequencer {
         self.publish(resolved);
     }
 
+    /// A snapshot brought `region`'s data up to `revision` here: the
+    /// revisions taken for it at or below are applied or void (a region's
+    /// revisions increase along its log), though none applied here one
+    /// by one.
+    pub fn restored(&self, region: u64, revision: u64) {
+        let resolved = {
+            let mut s = self.state.lock();
+            let covered: Vec<u64> = s
+                .owners
+                .iter()
+                .filter(|(rev, (r, _))| *r == region && **rev <= revision)
+                .map(|(rev, _)| *rev)
+                .collect();
+            if covered.is_empty() {
+                return;
+            }
+            for rev in covered {
+                s.owners.remove(&rev);
+                s.in_flight.remove(&rev);
+            }
+            s.resolved()
+        };
+        self.publish(resolved);
+    }
+
     /// The revision is applied (or will never be): it leaves the in-flight set.
     pub fn finish(&self, revision: u64) {
         let resolved = {
@@ -352,6 +377,20 @@ mod tests {
         assert_eq!(s.resolved(), 12);
         s.set_limit(12);
         assert!(s.take(8, 2).is_err(), "nothing past the high mark");
+    }
+
+    #[test]
+    fn a_snapshot_resolves_the_revisions_it_covers() {
+        let s = Sequencer::recover(10, [], NEVER_COMPACTED);
+        let (a, n) = s.take_range(7, 2, 1, 3).unwrap();
+        let b = s.take(8, 2).unwrap();
+        assert_eq!((a, n, b), (11, 3, 14));
+        s.restored(7, 12);
+        assert_eq!(s.resolved(), 12, "11 and 12 came with the snapshot");
+        s.restored(7, u64::MAX);
+        assert_eq!(s.resolved(), 13, "region 8's 14 is still in flight");
+        s.finish(b);
+        assert_eq!(s.resolved(), 14);
     }
 
     #[test]

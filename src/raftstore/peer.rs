@@ -104,6 +104,9 @@ pub struct ApplyContext {
     /// (an older term's write applied earlier in the same round would
     /// otherwise be resolved before it is readable: a watch gap).
     pub terms_started: Vec<(u64, u64)>,
+    /// (region, revision): a snapshot brought the region's data up to the
+    /// revision; what older leaders took at or below it is applied or void.
+    pub restored: Vec<(u64, u64)>,
     pub acks: Vec<Box<dyn FnOnce() + Send>>,
     /// (region, revision) compactions to run after the write.
     pub compactions: Vec<(Region, u64)>,

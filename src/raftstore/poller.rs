@@ -91,6 +91,9 @@ impl PollHandler<PeerFsm> for RaftPoller {
         for (region, term) in ctx.terms_started.drain(..) {
             self.sequencer.term_started(region, term);
         }
+        for (region, revision) in ctx.restored.drain(..) {
+            self.sequencer.restored(region, revision);
+        }
         for ack in ctx.acks.drain(..) {
             ack();
         }

@@ -58,6 +58,37 @@ impl Router {
         if !store.leads_everything() || self.table().split(b"", None).is_none() {
             return Ok(());
         }
+        if store.sequencer.term() != term {
+            self.restart_sequencer(term).await?;
+        }
+        store.set_evaluating(true);
+        if crate::failpoint::dropped("activation-recover-fails") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Err(Error::Timeout);
+        }
+        let recovered = self.recover().await?;
+        for id in store.lessor.ids() {
+            // As etcd on a leader change: every lease gets its full TTL.
+            store.lessor.keep_alive(id);
+        }
+        if store.meta_term_if_leading() != Some(term) {
+            store.set_evaluating(false);
+            return Err(Error::NotLeader { region: store.meta_region });
+        }
+        store.set_serving(true);
+        tracing::info!(term, recovered, "this store is the leader store");
+        Ok(())
+    }
+
+    /// Activation's first half, once per meta-group `term`: the sequencer
+    /// continues after every revision an earlier leader store may have
+    /// handed out. A later attempt of
+    /// the same term (recovery failed) must not restart it again: the
+    /// revisions it handed out meanwhile are in flight, and a restart would
+    /// count them resolved before they apply (the watch gaps after kill -9
+    /// of a leader store, docs/serve-anywhere.md).
+    async fn restart_sequencer(&self, term: u64) -> Result<()> {
+        let store = &self.store;
         // Every revision any earlier leader store handed out is at or below
         // the committed high mark, and every committed entry is applied here.
         let last = store.sequencer.limit().max(store.max_applied_revision()).max(1);
@@ -71,18 +102,7 @@ impl Router {
         if compacted > 0 && compacted > store.sequencer.compacted() {
             store.set_compacted(compacted)?;
         }
-        store.set_evaluating(true);
-        let recovered = self.recover().await?;
-        for id in store.lessor.ids() {
-            // As etcd on a leader change: every lease gets its full TTL.
-            store.lessor.keep_alive(id);
-        }
-        if store.meta_term_if_leading() != Some(term) {
-            store.set_evaluating(false);
-            return Err(Error::NotLeader { region: store.meta_region });
-        }
-        store.set_serving(true);
-        tracing::info!(term, revision = last, recovered, "this store is the leader store");
+        tracing::info!(term, revision = last, "sequencer restarted");
         Ok(())
     }
 

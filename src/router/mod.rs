@@ -25,6 +25,7 @@ mod retry;
 pub mod table;
 mod txn;
 
+pub use cluster::HIGH_MARK_WINDOW;
 pub use lease::LeaseTtl;
 
 use std::sync::atomic::AtomicU64;

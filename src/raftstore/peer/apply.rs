@@ -62,6 +62,7 @@ impl PeerFsm {
             // Checked again at apply time: a command proposed before a split
             // or merge must not touch keys the region no longer owns.
             tracing::warn!(region = self.region.id, "skipping a command with a stale epoch");
+            skip_write(&cmd, ctx);
             return Ok(false);
         }
         if self.fenced(&cmd) {
@@ -71,6 +72,7 @@ impl PeerFsm {
                 revision = cmd.revision,
                 "refusing a write of a former leader store"
             );
+            skip_write(&cmd, ctx);
             return Ok(false);
         }
         if let Some(step) = cmd.txn {
@@ -234,5 +236,15 @@ impl PeerFsm {
                 }
             }
         }
+    }
+}
+
+/// A plain write every replica skips at apply never applies anywhere: its
+/// revision is void on every store, the one whose sequencer handed it out
+/// among them (a region leader on another store cannot tell it so).
+/// A txn step's revision is shared by regions; the txn finishes it.
+fn skip_write(cmd: &RaftCommand, ctx: &mut ApplyContext) {
+    if cmd.revision > 0 && cmd.txn.is_none() && cmd.lease.is_none() {
+        ctx.revisions.push(cmd.revision);
     }
 }
