@@ -171,3 +171,132 @@ async fn reads_stay_linearizable_across_leader_moves() {
     })
     .await;
 }
+
+/// DESIGN 6 per region, where reads at region leaders rest on it
+/// (docs/serve-anywhere.md, "Reads at region leaders"): a data region's
+/// leader on a store other than the leader store is cut off from its
+/// region's other peers (the meta group untouched). It serves pieces under
+/// its lease until the lease ends, then only after a ReadIndex round,
+/// which it cannot pass; the lease ends before another peer leads the
+/// region, and no piece read there returns a value older than one
+/// acknowledged by the new leader before the read started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_isolated_region_leader_stops_serving_pieces_before_another_is_elected() {
+    use tessera::proto::etcdserverpb::RangeRequest;
+    use tessera::raftstore::transport::Filter;
+    use tessera::raftstore::PieceRead;
+
+    inproc::bounded(async {
+        let cluster = InProcCluster::start(3, &["m"]).await;
+        let serving = cluster.leader().await;
+        // A data region led by a store other than the leader store (leader
+        // balance spreads them at start).
+        let led_elsewhere = || {
+            let regions = cluster.members[serving].store.regions();
+            regions.into_iter().filter(|r| !r.meta).find_map(|r| {
+                let i = (0..3).find(|&i| {
+                    i != serving
+                        && cluster.members[i].store.peer(r.id).is_ok_and(|p| p.shared.leading.load(Ordering::Acquire))
+                })?;
+                Some((r, i))
+            })
+        };
+        inproc::wait_for("a region led off the leader store", || led_elsewhere().is_some()).await;
+        let (region, old) = led_elsewhere().unwrap();
+        let other = 3 - serving - old;
+        let (old_id, epoch_version) = (cluster.members[old].store.store_id, region.epoch.map_or(0, |e| e.version));
+        let key = if region.start_key.is_empty() { "a" } else { "z" };
+        let mut writer = Client::connect([cluster.members[other].endpoint.as_str()], None).await.unwrap();
+        put_acked(&mut writer, key, "v1").await;
+        let lease = cluster.members[old].store.peer(region.id).unwrap().shared.clone();
+        inproc::wait_for("the region leader's lease", || lease.lease.is_valid()).await;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let others: Vec<_> = [serving, other]
+            .iter()
+            .map(|&i| cluster.members[i].store.peer(region.id).unwrap().shared.clone())
+            .collect();
+        let monitor = std::thread::spawn({
+            let (stop, lease) = (stop.clone(), lease.clone());
+            move || {
+                let (mut lease_end, mut new_leader) = (None, None);
+                while !stop.load(Ordering::Relaxed) && (lease_end.is_none() || new_leader.is_none()) {
+                    let now = Instant::now();
+                    if lease_end.is_none() && !lease.lease.is_valid() {
+                        lease_end = Some(now);
+                    }
+                    if new_leader.is_none() && others.iter().any(|p| p.is_leader.load(Ordering::Acquire)) {
+                        new_leader = Some(now);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                (lease_end, new_leader)
+            }
+        });
+
+        // Only the region's traffic to and from the old leader is cut.
+        let isolated = Instant::now();
+        for m in &cluster.members {
+            let me = m.store.store_id;
+            let filter: Filter = Arc::new(move |to, r, _msg| r != region.id || (me != old_id && to != old_id));
+            m.store.transport().unwrap().set_filter(Some(filter));
+        }
+        // Pieces read at the old leader, each at a read point taken as it
+        // starts (as a router does).
+        let reads = Arc::new(Mutex::new(Vec::new()));
+        let reader = tokio::spawn({
+            let (stop, reads) = (stop.clone(), reads.clone());
+            let (router, store) = (cluster.members[other].router.clone(), cluster.members[old].store.clone());
+            async move {
+                let req = RangeRequest { key: key.as_bytes().to_vec(), ..Default::default() };
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let value = match router.read_point().await {
+                        Ok((revision, _)) => {
+                            let (start, end) = (key.as_bytes(), None);
+                            let piece = PieceRead { region: region.id, epoch_version, revision, req: &req, start, end };
+                            let read = tokio::time::timeout(Duration::from_millis(300), store.read_here(&piece)).await;
+                            read.ok().and_then(|r| r.ok()).map(|(kvs, _)| {
+                                kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).to_string()).unwrap_or_default()
+                            })
+                        }
+                        Err(_) => None,
+                    };
+                    reads.lock().unwrap().push(Read { started, value });
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        });
+
+        // v2 once another peer leads (a put the old leader took would hold
+        // every read there until it commits or fails).
+        let new_peers: Vec<_> = [serving, other]
+            .iter()
+            .map(|&i| cluster.members[i].store.peer(region.id).unwrap().shared.clone())
+            .collect();
+        inproc::wait_for("another leader", || new_peers.iter().any(|p| p.leading.load(Ordering::Acquire))).await;
+        let acked = put_acked(&mut writer, key, "v2").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::Relaxed);
+        reader.await.unwrap();
+        let (lease_end, new_leader) = monitor.join().unwrap();
+        let (lease_end, new_leader) = (lease_end.expect("the lease ended"), new_leader.expect("a new leader"));
+        println!(
+            "cut at 0 ms: region lease ended at {} ms, another peer led at {} ms, v2 acknowledged at {} ms",
+            (lease_end - isolated).as_millis(),
+            (new_leader - isolated).as_millis(),
+            (acked - isolated).as_millis()
+        );
+        assert!(lease_end < new_leader, "the old region lease outlived the election of another leader");
+        let reads = reads.lock().unwrap();
+        let served_after_cut = reads.iter().filter(|r| r.value.is_some()).count();
+        assert!(served_after_cut > 0, "no piece was served under the lease after the cut");
+        for r in reads.iter() {
+            if r.value.as_deref() == Some("v1") {
+                assert!(r.started < acked, "a piece read started after v2 was acknowledged returned v1");
+            }
+        }
+        println!("{} piece reads at the cut-off leader, {served_after_cut} served", reads.len());
+    })
+    .await;
+}

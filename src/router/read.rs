@@ -20,27 +20,6 @@ use super::table::{Piece, RoutingTable};
 use super::{fill_inner_headers, Router};
 
 impl Router {
-    /// Makes a read linearizable: this store must still be the leader
-    /// store, whose sequencer every acknowledged write took its revision
-    /// from (docs/cluster.md, "Reads"), in the sequencer `term` the read
-    /// point was taken in: a read a deposed leader store still runs, or one
-    /// that began before this store became the leader store again, took
-    /// its read point from a sequencer that did not hand out the newest
-    /// revisions. The meta group's lease shows it (then `true`: checked
-    /// again after the snapshot); else a ReadIndex round of the meta group.
-    async fn confirm_leader_store(&self, term: u64) -> Result<bool> {
-        let meta = self.store.meta_region;
-        if !self.store.is_evaluating() || self.store.sequencer.term() != term {
-            return Err(Error::NotLeader { region: meta });
-        }
-        if self.store.peer(meta)?.shared.lease.is_valid() {
-            return Ok(true);
-        }
-        self.store.read_index(meta).await?;
-        METRICS.read_index_reads.inc();
-        Ok(false)
-    }
-
     /// Picks the revision a read is served at and waits until it is
     /// resolved (see [`ReadAt`]). Also whether the read rests on the leader
     /// store's lease.
@@ -52,7 +31,7 @@ impl Router {
             ReadAt::ReadPoint => sequencer.read_point(),
             ReadAt::Newest => sequencer.last(),
         };
-        let leased = self.confirm_leader_store(term).await?;
+        let leased = self.store.confirm_sequencer(term).await?;
         tokio::time::timeout(self.request_timeout, sequencer.wait_resolved(revision))
             .await
             .map_err(|_| Error::Timeout)?;

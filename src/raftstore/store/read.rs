@@ -75,24 +75,39 @@ impl Store {
 
     /// On the leader store, the revision a linearizable read starting now
     /// is served at: at or above every revision acknowledged so far,
-    /// confirmed to come from the current sequencer by the meta group's
-    /// lease (else a ReadIndex round of it). With the compacted revision.
+    /// confirmed to come from the current sequencer. With the compacted
+    /// revision.
     pub async fn read_point(&self) -> Result<(u64, i64)> {
+        let term = self.sequencer.term();
+        let revision = self.sequencer.read_point();
+        if !self.is_serving() {
+            return Err(Error::NotLeader { region: self.meta_region });
+        }
+        self.confirm_sequencer(term).await?;
+        METRICS.read_points.inc();
+        Ok((revision, self.sequencer.compacted()))
+    }
+
+    /// Confirms that this store's sequencer, in `term`, still hands out
+    /// the newest revisions: a read point a deposed leader store took, or
+    /// one taken before this store became the leader store again, may be
+    /// below a write acknowledged elsewhere. The meta group's lease shows
+    /// it (then `true`: a caller reading a snapshot checks the lease again
+    /// after taking it); else a ReadIndex round of the meta group does.
+    pub async fn confirm_sequencer(&self, term: u64) -> Result<bool> {
         let meta = self.meta_region;
-        let sequencer = &self.sequencer;
-        let term = sequencer.term();
-        let revision = sequencer.read_point();
-        let current = || self.is_serving() && sequencer.term() == term;
+        let current = || self.is_evaluating() && self.sequencer.term() == term;
         if !current() {
             return Err(Error::NotLeader { region: meta });
         }
-        if !self.peer(meta)?.shared.lease.is_valid() {
-            self.read_index(meta).await?;
-            if !current() {
-                return Err(Error::NotLeader { region: meta });
-            }
+        if self.peer(meta)?.shared.lease.is_valid() {
+            return Ok(true);
         }
-        METRICS.read_points.inc();
-        Ok((revision, sequencer.compacted()))
+        self.read_index(meta).await?;
+        METRICS.read_index_reads.inc();
+        if !current() {
+            return Err(Error::NotLeader { region: meta });
+        }
+        Ok(false)
     }
 }
