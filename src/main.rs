@@ -1,4 +1,8 @@
-//! The `tessera` command: `tessera serve` runs a store.
+//! The `tessera` command: `tessera serve` runs a store, and so does
+//! `tessera` with etcd's flags and no subcommand (as etcd is started; see
+//! `config` for etcd's flags, `ETCD_*` variables and `--config-file`).
+
+mod config;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +27,8 @@ use tokio::net::TcpListener;
 #[command(
     name = "tessera",
     version,
-    about = "A sharded, etcd v3 compatible key-value store: its keyspace is split into regions, each its own Raft group."
+    about = "A sharded, etcd v3 compatible key-value store: its keyspace is split into regions, each its own Raft group.",
+    after_help = "Without a subcommand, `tessera [FLAGS]` is `tessera serve [FLAGS]`, started as etcd is."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,7 +37,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a store serving the etcd v3 gRPC API.
+    /// Run a store serving the etcd v3 gRPC API (the default: `tessera
+    /// [FLAGS]`). Every etcd 3.5 server flag is accepted, and `ETCD_*`
+    /// variables and `--config-file` as etcd reads them (docs/ops.md).
     Serve(ServeArgs),
     /// Drive any etcd v3 endpoint with a workload and report throughput and latency.
     #[command(subcommand)]
@@ -79,6 +86,22 @@ enum BenchCommand {
     },
 }
 
+/// `tessera serve`'s own parser, for the arguments the etcd
+/// configuration resolver (`config::resolve`) hands it.
+#[derive(Parser)]
+#[command(
+    name = "tessera serve",
+    about = "Run a store serving the etcd v3 gRPC API.",
+    after_help = "Every etcd 3.5 server flag is also accepted: those tessera has a meaning for are listed above, \
+the others print one warning line each (TLS, discovery, the v2 proxy and --force-new-cluster are refused when \
+asked for). Any flag can come from an ETCD_* environment variable (--data-dir: ETCD_DATA_DIR) or from etcd's \
+YAML --config-file. See docs/ops.md, \"Starting tessera as etcd\"."
+)]
+struct ServeCli {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
 #[derive(Args)]
 struct ServeArgs {
     /// Human-readable name of this member (as etcd's --name).
@@ -104,9 +127,6 @@ struct ServeArgs {
     /// cluster after `etcdctl member add`; ignored once the data dir holds a store).
     #[arg(long, default_value = "new")]
     initial_cluster_state: String,
-    /// Accepted for etcd compatibility; the cluster id derives from --initial-cluster.
-    #[arg(long, default_value = "etcd-cluster")]
-    initial_cluster_token: String,
     /// Comma-separated URLs to listen on for other members (raft messages
     /// and forwarded client calls). Default: this member's --initial-cluster URL.
     #[arg(long, value_delimiter = ',')]
@@ -118,6 +138,22 @@ struct ServeArgs {
     /// Comma-separated URLs serving /metrics and /health over plain HTTP.
     #[arg(long, value_delimiter = ',')]
     listen_metrics_urls: Vec<String>,
+    /// Comma-separated URLs serving the client port's HTTP endpoints
+    /// (/health, /livez, /readyz, /version, /metrics) alone, as etcd's;
+    /// the --listen-client-urls keep serving them too.
+    #[arg(long, value_delimiter = ',')]
+    listen_client_http_urls: Vec<String>,
+    /// Milliseconds between leader heartbeats (etcd's; one raft tick).
+    /// Given with or without --election-timeout, the other takes etcd's
+    /// default (100 / 1000); given neither, tessera keeps 100 ms ticks
+    /// with a heartbeat every 2 and an election timeout of 10. Give every
+    /// member the same values (docs/ops.md).
+    #[arg(long)]
+    heartbeat_interval: Option<u64>,
+    /// Milliseconds without a leader before a follower campaigns (etcd's;
+    /// at least 5 heartbeat intervals, at most 50000).
+    #[arg(long)]
+    election_timeout: Option<u64>,
     /// Largest client request accepted, in bytes (etcd's default: 1.5 MiB).
     #[arg(long, default_value_t = 1536 * 1024)]
     max_request_bytes: usize,
@@ -167,9 +203,24 @@ struct ServeArgs {
     /// Raft poller threads (default: half the cores, at least one).
     #[arg(long)]
     pollers: Option<usize>,
-    /// Log level: error, warn, info, debug (RUST_LOG overrides).
+    /// Log level: error, warn, info, debug (etcd's panic and fatal mean
+    /// error), or a tracing directive; RUST_LOG overrides.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// etcd's logger: zap is the only one (capnslog is refused, as etcd 3.5).
+    #[arg(long, default_value = "zap")]
+    logger: String,
+    /// Comma-separated log outputs: default (stderr), stderr, stdout,
+    /// systemd/journal (stderr), or file paths (appended to).
+    #[arg(long, value_delimiter = ',', default_value = "default")]
+    log_outputs: Vec<String>,
+    /// console (text) or json (one object per line with etcd's level, ts,
+    /// caller and msg fields; etcd's own default).
+    #[arg(long, default_value = "console")]
+    log_format: String,
+    /// Print the version and exit.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    version: bool,
     /// Crash injection for tests: abort at the N-th time the named point is
     /// reached (NAME or NAME:N; see src/failpoint.rs).
     #[arg(long, hide = true)]
@@ -177,9 +228,76 @@ struct ServeArgs {
 }
 
 fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    match argv.first().map(String::as_str) {
+        Some("serve") => serve_main(&argv[1..]),
+        Some(first) if is_command(first) => command_main(),
+        _ => serve_main(&argv),
+    }
+}
+
+/// Whether `tessera FIRST ...` names a subcommand (or asks for the
+/// top-level help or version); anything else is `tessera serve`'s.
+fn is_command(first: &str) -> bool {
+    matches!(first, "help" | "-h" | "--help" | "-V" | "--version")
+        || <Cli as clap::CommandFactory>::command().get_subcommands().any(|c| c.get_name() == first)
+}
+
+/// `tessera serve ARGV` (or `tessera ARGV`): etcd's flags, variables and
+/// config file resolved, then `tessera serve`'s parser. A refusal is one
+/// line on stderr and exit code 1, as etcd's.
+fn serve_main(argv: &[String]) -> Result<()> {
+    let env: Vec<(String, String)> =
+        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+    let read = |path: &str| std::fs::read_to_string(path);
+    let resolved = config::resolve(argv, &env, &serve_flags(), &read).unwrap_or_else(|e| refuse(e));
+    let cli = ServeCli::parse_from(std::iter::once("tessera serve".to_string()).chain(resolved.args));
+    start(cli.args, &resolved.notes)
+}
+
+/// The long names of `tessera serve`'s flags.
+fn serve_flags() -> config::ServeFlags {
+    let cmd = <ServeCli as clap::CommandFactory>::command();
+    let names = cmd.get_arguments().filter(|a| !a.is_hide_set()).filter_map(|a| a.get_long());
+    config::ServeFlags(names.filter(|n| *n != "help").map(str::to_string).collect())
+}
+
+fn refuse(e: impl std::fmt::Display) -> ! {
+    eprintln!("tessera: {e}");
+    std::process::exit(1)
+}
+
+/// Sets up logging, logs the resolver's lines, runs the store. An error
+/// is logged (in the format asked for) and exits with code 1.
+fn start(args: ServeArgs, notes: &[config::Note]) -> Result<()> {
+    if args.version {
+        println!("tessera {} (etcd API {})", env!("CARGO_PKG_VERSION"), server::maintenance::ETCD_VERSION);
+        return Ok(());
+    }
+    let opts = config::log::LogOptions {
+        logger: &args.logger,
+        outputs: &args.log_outputs,
+        format: &args.log_format,
+        level: &args.log_level,
+    };
+    let log_notes = config::log::init(&opts).unwrap_or_else(|e| refuse(e));
+    for note in notes.iter().chain(&log_notes) {
+        match note.level {
+            config::Level::Info => tracing::info!(target: "tessera", "{}", note.msg),
+            config::Level::Warn => tracing::warn!(target: "tessera", "{}", note.msg),
+        }
+    }
+    if let Err(e) = serve(args) {
+        tracing::error!(target: "tessera", "{e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn command_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => start(args, &[]),
         Command::Bench(cmd) => tokio::runtime::Runtime::new()?.block_on(bench(cmd)),
         Command::Admin(args) => {
             // An operator's mistake (unknown region, not adjacent) is one
@@ -263,16 +381,12 @@ fn socket_addr(url: &str) -> Result<SocketAddr> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
-
     if let Some(spec) = &args.failpoint {
         tessera::failpoint::arm(spec);
     }
     // Refused before anything starts, as etcd refuses its flags.
     auto_compact::parse(&args.auto_compaction_mode, &args.auto_compaction_retention).map_err(|e| anyhow::anyhow!(e))?;
+    let timing = config::raft::timing(args.heartbeat_interval, args.election_timeout).map_err(anyhow::Error::msg)?;
     // Bound before the store opens: the store tells the other members its
     // client URLs (a port 0 resolved).
     let client_listeners = bind_all(&args.listen_client_urls)?;
@@ -283,6 +397,11 @@ fn serve(args: ServeArgs) -> Result<()> {
     let members = cluster_members(&args)?;
     let mut cfg = StoreConfig::new(&args.data_dir);
     cfg.raft.log_gc_threshold = args.raft_log_gc_threshold.max(1);
+    if let Some(t) = timing {
+        cfg.raft.tick_interval = t.tick;
+        cfg.raft.heartbeat_ticks = t.heartbeat_ticks;
+        cfg.raft.election_ticks = t.election_ticks;
+    }
     cfg.initial_split_keys = args.initial_split_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     if let Some(p) = args.pollers {
         cfg.pollers = p;
@@ -437,9 +556,10 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
     };
 
     let mut tasks = tokio::task::JoinSet::new();
-    for url in &args.listen_metrics_urls {
+    let http_only = args.listen_metrics_urls.iter().map(|u| ("metrics", u));
+    for (what, url) in http_only.chain(args.listen_client_http_urls.iter().map(|u| ("client HTTP", u))) {
         let listener = TcpListener::bind(socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
-        println!("tessera: serving metrics on http://{}", listener.local_addr()?);
+        println!("tessera: serving {what} on http://{}", listener.local_addr()?);
         tasks.spawn(server::http::serve(router.clone(), listener, stopped()).then_ok());
     }
     for (listener, url) in client_listeners.into_iter().zip(&bound) {
