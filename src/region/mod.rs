@@ -8,6 +8,7 @@ pub mod keys;
 pub mod mvcc;
 pub mod range;
 pub mod span;
+pub mod split_keys;
 
 use crate::proto::tesserapb::{Peer, Region, RegionEpoch};
 
