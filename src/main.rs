@@ -178,6 +178,11 @@ struct ServeArgs {
     /// regions (k1,k2 gives three regions). Ignored once the data dir exists.
     #[arg(long, value_delimiter = ',')]
     initial_split_keys: Vec<String>,
+    /// A file of keys, one per line, at which a NEW store splits its
+    /// keyspace (sorted, no duplicates; `hex:` lines for binary keys; see
+    /// docs/design.md, "Bulk regions"). Ignored once the data dir exists.
+    #[arg(long, conflicts_with = "initial_split_keys")]
+    initial_split_keys_file: Option<PathBuf>,
     /// Regions split by themselves past --region-max-bytes or
     /// --region-max-keys (docs/design.md, "Auto-split"); false turns it off.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -402,7 +407,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         cfg.raft.heartbeat_ticks = t.heartbeat_ticks;
         cfg.raft.election_ticks = t.election_ticks;
     }
-    cfg.initial_split_keys = args.initial_split_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+    cfg.initial_split_keys =
+        tessera::region::split_keys::from_flags(&args.initial_split_keys, args.initial_split_keys_file.as_deref())
+            .map_err(|e| anyhow::anyhow!(e))?;
     if let Some(p) = args.pollers {
         cfg.pollers = p;
     }
