@@ -54,6 +54,8 @@ pub struct PeerShared {
     pub leading: AtomicBool,
     /// The highest revision the region has applied.
     pub max_revision: AtomicU64,
+    /// The newest leader store term whose revision fence this peer applied.
+    pub fence_term: AtomicU64,
     /// The store whose peer leads the region, as far as this peer knows (0: none).
     pub leader: AtomicU64,
     /// Proposals not yet answered (as of the last round).
@@ -268,6 +270,7 @@ impl PeerFsm {
                 awake: AtomicBool::new(true),
                 applied_index: AtomicU64::new(loaded.apply_state.applied_index),
                 max_revision: AtomicU64::new(loaded.apply_state.max_revision),
+                fence_term: AtomicU64::new(loaded.apply_state.fence_term),
                 ..Default::default()
             }),
             sequencer: store.sequencer.clone(),

@@ -94,6 +94,7 @@ impl Router {
         let last = store.sequencer.limit().max(store.max_applied_revision()).max(1);
         self.commit_high_mark(last + HIGH_MARK_WINDOW).await?;
         self.fence_regions(term).await?;
+        self.wait_fences_applied_here(term).await?;
         let (_, records) = store.txn_state()?;
         store.sequencer.restart(term, last, records.iter().map(|r| r.revision));
         // The compaction the last leader store recorded reached this one
@@ -132,6 +133,31 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// Waits (bounded) until this store's own peer of every region applied
+    /// the fence of `term`. The fence applies at each region's leader,
+    /// which is this store once activation gathered the leaders, unless a
+    /// leadership moved off meanwhile (a transfer, a former leader store's
+    /// balance): then this store's replica may not have applied a write an
+    /// earlier leader store acknowledged, and the restarted sequencer
+    /// counts every earlier revision resolved, so a watch or a read here
+    /// would pass it.
+    async fn wait_fences_applied_here(&self, term: u64) -> Result<()> {
+        let deadline = std::time::Instant::now() + self.request_timeout;
+        loop {
+            let behind = self.store.regions().into_iter().find(|r| {
+                self.store
+                    .peer(r.id)
+                    .is_ok_and(|p| p.shared.fence_term.load(std::sync::atomic::Ordering::Acquire) < term)
+            });
+            let Some(region) = behind else { return Ok(()) };
+            if std::time::Instant::now() > deadline {
+                tracing::info!(region = region.id, term, "the revision fence has not applied here yet");
+                return Err(Error::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     async fn commit_high_mark(&self, mark: u64) -> Result<()> {

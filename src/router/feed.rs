@@ -36,10 +36,18 @@ impl Feed {
         Feed { store }
     }
 
-    /// Every revision at or below this is applied or void: what may be
-    /// delivered.
-    pub fn resolved(&self) -> u64 {
-        self.store.sequencer.resolved()
+    /// Every revision at or below this is applied or void here: what may
+    /// be delivered. `None` where this store's history is not complete: on
+    /// a cluster only the leader store's is; a stream elsewhere ends and
+    /// its client resumes through another member. Read before the check:
+    /// a store that stopped being the leader store takes revisions from the
+    /// new one without applying them, and its own resolved revision may
+    /// then pass them (found by the fault harness, seed 13016: a watch
+    /// catching up on a deposed leader store skipped the new one's first
+    /// revision).
+    pub fn frontier(&self) -> Option<u64> {
+        let resolved = self.store.sequencer.resolved();
+        self.store.is_serving().then_some(resolved)
     }
 
     /// Sees every move of the resolved revision.
@@ -58,14 +66,7 @@ impl Feed {
         self.store.sequencer.compacted()
     }
 
-    /// Whether this store's history is complete: on a cluster only the
-    /// leader store's is; a stream elsewhere ends and its client resumes
-    /// through another member.
-    pub fn complete(&self) -> bool {
-        self.store.is_serving()
-    }
-
-    /// Whether there are other members (then [`Self::complete`] can change
+    /// Whether there are other members (then [`Self::frontier`] can end
     /// without the resolved revision moving).
     pub fn clustered(&self) -> bool {
         self.store.clustered()

@@ -114,14 +114,22 @@ impl WatchStream {
                 _ = serving.tick(), if clustered => Ok(()),
                 _ = async { drop(stopping.wait_for(|s| *s).await) } => Err(Closed),
             };
-            if !feed.complete() {
-                // Revisions past what it resolved are for the new leader
-                // store to deliver: the client resumes there.
-                let _ = self.tx.send(Err(Status::unavailable("etcdserver: leader changed"))).await;
+            if step.is_err() || self.frontier().await.is_err() || self.deliver().await.is_err() {
                 return;
             }
-            if step.is_err() || self.deliver().await.is_err() {
-                return;
+        }
+    }
+
+    /// What may be delivered ([`crate::router::feed::Feed::frontier`]); once this store's
+    /// history is not complete, the stream ends with etcd's "leader
+    /// changed" and its client resumes through another member (where the
+    /// revisions past what this store resolved are delivered).
+    async fn frontier(&self) -> Result<u64, Closed> {
+        match self.svc.router.feed().frontier() {
+            Some(resolved) => Ok(resolved),
+            None => {
+                let _ = self.tx.send(Err(Status::unavailable("etcdserver: leader changed"))).await;
+                Err(Closed)
             }
         }
     }
@@ -145,7 +153,7 @@ impl WatchStream {
                 // Answered once every watcher has what is resolved (the
                 // request is followed by a delivery round).
                 self.deliver().await?;
-                let resolved = self.svc.router.feed().resolved();
+                let resolved = self.frontier().await?;
                 self.send(response(&self.svc, INVALID_WATCH_ID, resolved)).await
             }
             None => Ok(()),
@@ -203,8 +211,8 @@ impl WatchStream {
     async fn deliver(&mut self) -> Result<(), Closed> {
         loop {
             self.cancel_compacted().await?;
+            let resolved = self.frontier().await?;
             let feed = self.svc.router.feed();
-            let resolved = feed.resolved();
             let Some(from) = self.watchers.values().map(|w| w.next).filter(|n| *n <= resolved).min() else {
                 return Ok(());
             };
@@ -259,7 +267,7 @@ impl WatchStream {
     /// Progress notifications for quiet watchers that asked for them.
     async fn notify_progress(&mut self) -> Result<(), Closed> {
         self.deliver().await?;
-        let resolved = self.svc.router.feed().resolved();
+        let resolved = self.frontier().await?;
         let mut quiet = Vec::new();
         for (id, w) in self.watchers.iter_mut() {
             if w.progress_notify && !std::mem::take(&mut w.active) && w.next > resolved {

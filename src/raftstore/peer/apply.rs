@@ -46,6 +46,7 @@ impl PeerFsm {
         ctx.wb.put_cf(self.engine.meta(), keys::apply_state(self.region.id), self.apply_state.encode_to_vec());
         self.shared.applied_index.store(self.apply_state.applied_index, Ordering::Relaxed);
         self.shared.max_revision.store(self.apply_state.max_revision, Ordering::Release);
+        self.shared.fence_term.store(self.apply_state.fence_term, Ordering::Release);
         self.shared.leading.store(self.can_evaluate(), Ordering::Release);
         if self.is_leader() && self.single_voter() && self.apply_state.applied_term == self.raft.raft.term {
             // A single voter is its own quorum (DESIGN invariant 7).

@@ -87,6 +87,7 @@ impl PeerFsm {
         let region = self.region.clone();
         self.shared.applied_index.store(self.apply_state.applied_index, Ordering::Relaxed);
         self.shared.max_revision.store(self.apply_state.max_revision, Ordering::Release);
+        self.shared.fence_term.store(self.apply_state.fence_term, Ordering::Release);
         // Its revisions the snapshot covers never apply here one by one;
         // the merge sources it took over are gone with all theirs.
         ctx.restored.push((region.id, self.apply_state.max_revision));
