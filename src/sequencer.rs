@@ -64,6 +64,20 @@ impl State {
     fn resolved(&self) -> u64 {
         self.in_flight.first().map_or(self.last, |r| r - 1)
     }
+
+    /// Takes out of flight every revision whose (revision, (region, term))
+    /// matches; the resolved revision then, if any left.
+    fn void_owned(&mut self, matches: impl Fn(u64, (u64, u64)) -> bool) -> Option<u64> {
+        let void: Vec<u64> = self.owners.iter().filter(|(rev, o)| matches(**rev, **o)).map(|(rev, _)| *rev).collect();
+        if void.is_empty() {
+            return None;
+        }
+        for rev in void {
+            self.owners.remove(&rev);
+            self.in_flight.remove(&rev);
+        }
+        Some(self.resolved())
+    }
 }
 
 impl Sequencer {
@@ -213,18 +227,11 @@ impl Sequencer {
                 return;
             }
             *newest = term;
-            let stale: Vec<u64> =
-                s.owners.iter().filter(|(_, (r, t))| *r == region && *t < term).map(|(rev, _)| *rev).collect();
-            if stale.is_empty() {
-                return;
-            }
-            for rev in stale {
-                s.owners.remove(&rev);
-                s.in_flight.remove(&rev);
-            }
-            s.resolved()
+            s.void_owned(|_, (r, t)| r == region && t < term)
         };
-        self.publish(resolved);
+        if let Some(r) = resolved {
+            self.publish(r);
+        }
     }
 
     /// A snapshot brought `region`'s data up to `revision` here: the
@@ -232,24 +239,10 @@ impl Sequencer {
     /// revisions increase along its log), though none applied here one
     /// by one.
     pub fn restored(&self, region: u64, revision: u64) {
-        let resolved = {
-            let mut s = self.state.lock();
-            let covered: Vec<u64> = s
-                .owners
-                .iter()
-                .filter(|(rev, (r, _))| *r == region && **rev <= revision)
-                .map(|(rev, _)| *rev)
-                .collect();
-            if covered.is_empty() {
-                return;
-            }
-            for rev in covered {
-                s.owners.remove(&rev);
-                s.in_flight.remove(&rev);
-            }
-            s.resolved()
-        };
-        self.publish(resolved);
+        let resolved = self.state.lock().void_owned(|rev, (r, _)| r == region && rev <= revision);
+        if let Some(r) = resolved {
+            self.publish(r);
+        }
     }
 
     /// The revision is applied (or will never be): it leaves the in-flight set.
