@@ -24,7 +24,7 @@ use crossbeam::channel::{self, Receiver, Sender};
 use tessera::lease::LeaderLease;
 use tessera::proto::etcdserverpb::PutRequest;
 use tessera::proto::mvccpb::KeyValue;
-use tessera::raftstore::batch::{BatchConfig, BatchSystem, Fsm, Mailbox, PollHandler};
+use tessera::raftstore::batch::{BatchConfig, BatchSystem, Fsm, Inbox, Mailbox, PollHandler};
 use tessera::raftstore::msg::PeerMsg;
 use tessera::raftstore::{Store, StoreConfig};
 use tessera::region::eval::WriteRequest;
@@ -260,7 +260,7 @@ const NUDGE: u64 = u64::MAX;
 
 /// An FSM that echoes every message back on a channel shared by all FSMs.
 struct Echo {
-    rx: Receiver<u64>,
+    inbox: std::sync::Arc<Inbox<u64>>,
     reply: Sender<u64>,
 }
 
@@ -274,7 +274,7 @@ struct EchoHandler;
 
 impl PollHandler<Echo> for EchoHandler {
     fn handle(&mut self, fsm: &mut Echo) {
-        for m in fsm.rx.try_iter() {
+        while let Some(m) = fsm.inbox.pop() {
             let _ = fsm.reply.send(m);
         }
     }
@@ -297,8 +297,8 @@ impl EchoSystem {
         let (reply, replies) = channel::unbounded();
         let mailboxes = (0..fsms)
             .map(|_| {
-                let (tx, rx) = channel::unbounded();
-                system.registrar().register(Box::new(Echo { rx: rx.clone(), reply: reply.clone() }), tx, rx)
+                let inbox = Inbox::new();
+                system.registrar().register(Box::new(Echo { inbox: inbox.clone(), reply: reply.clone() }), inbox)
             })
             .collect();
         EchoSystem { system, mailboxes, replies, lost: LostWakeups::new(ECHO_STALL) }

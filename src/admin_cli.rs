@@ -26,12 +26,19 @@ pub struct AdminArgs {
 pub enum AdminCommand {
     /// List regions: id, range, epoch, peers, leader, lease, live keys and bytes.
     Regions,
-    /// Split the region owning --key at that key, or --region at its middle key.
+    /// Split the region owning --key at that key, or --region at its middle
+    /// key. Several --key, or --keys-file, split at every key in one call:
+    /// each region is cut at all of its keys by one raft command; keys that
+    /// already start a region are skipped.
     Split {
-        #[arg(long, conflicts_with = "region", required_unless_present = "region")]
-        key: Option<String>,
+        #[arg(long, conflicts_with = "region", required_unless_present_any = ["region", "keys_file"])]
+        key: Vec<String>,
         #[arg(long)]
         region: Option<u64>,
+        /// A file of keys, one per line, sorted, without duplicates (`hex:`
+        /// lines for binary keys; docs/design.md, "Bulk regions").
+        #[arg(long, conflicts_with_all = ["region", "key"])]
+        keys_file: Option<std::path::PathBuf>,
     },
     /// Merge region --right into its left neighbour --left (the result keeps left's id).
     Merge {
@@ -54,7 +61,9 @@ async fn connect(endpoints: &[String]) -> Result<AdminClient<tonic::transport::C
     for ep in endpoints {
         let url = if ep.contains("://") { ep.clone() } else { format!("http://{ep}") };
         match AdminClient::connect(url.clone()).await {
-            Ok(c) => return Ok(c),
+            // A store of 100,000 regions lists them in about 6 MB; a split
+            // at as many keys sends about as much.
+            Ok(c) => return Ok(c.max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX)),
             Err(e) => last = Some(format!("{url}: {e}")),
         }
     }
@@ -74,9 +83,27 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 regions_table(&regions)
             }
         }
-        AdminCommand::Split { key, region } => {
-            let req =
-                SplitRequest { key: key.map(String::into_bytes).unwrap_or_default(), region_id: region.unwrap_or(0) };
+        AdminCommand::Split { key, keys_file, .. } if keys_file.is_some() || key.len() > 1 => {
+            let keys = match keys_file {
+                Some(path) => crate::region::split_keys::read_file(&path).map_err(anyhow::Error::msg)?,
+                None => {
+                    let mut keys: Vec<Vec<u8>> = key.into_iter().map(String::into_bytes).collect();
+                    keys.sort();
+                    keys.dedup();
+                    keys
+                }
+            };
+            let req = SplitRequest { keys, ..Default::default() };
+            let resp = client.split(req).await.map_err(status)?.into_inner();
+            bulk_split_text(&resp, args.json)
+        }
+        AdminCommand::Split { key, region, .. } => {
+            let key = key.into_iter().next();
+            let req = SplitRequest {
+                key: key.map(String::into_bytes).unwrap_or_default(),
+                region_id: region.unwrap_or(0),
+                ..Default::default()
+            };
             let resp = client.split(req).await.map_err(status)?.into_inner();
             let (left, right) = (resp.left.context("no left region")?, resp.right.context("no right region")?);
             if args.json {
@@ -107,6 +134,28 @@ pub async fn run(args: AdminArgs) -> Result<()> {
     };
     print!("{out}");
     Ok(())
+}
+
+/// What a split at many keys did, for people or (`--json`) scripts.
+fn bulk_split_text(resp: &SplitResponse, json: bool) -> String {
+    let (created, skipped, commands) = (resp.created, resp.skipped, resp.commands);
+    if json {
+        let region = |r: &Option<Region>| r.as_ref().map_or("null".to_string(), region_json);
+        return format!(
+            "{{\"created\":{created},\"skipped\":{skipped},\"commands\":{commands},\"first\":{},\"last\":{}}}\n",
+            region(&resp.left),
+            region(&resp.right)
+        );
+    }
+    let mut out = format!(
+        "split: {created} regions created, {skipped} keys skipped (already a region's start), {commands} raft commands\n"
+    );
+    for (what, r) in [("first", &resp.left), ("last", &resp.right)] {
+        if let Some(r) = r {
+            let _ = writeln!(out, "       {what}: {}", region_line(r));
+        }
+    }
+    out
 }
 
 fn key_text(key: &[u8], open_end: &str) -> String {

@@ -105,7 +105,7 @@ pub mod keys {
         prefixed(b'r', region)
     }
     pub fn apply_state(region: u64) -> [u8; 9] {
-        prefixed(b'a', region)
+        prefixed(APPLY_STATE_PREFIX, region)
     }
     fn prefixed(tag: u8, region: u64) -> [u8; 9] {
         let mut k = [0u8; 9];
@@ -131,6 +131,7 @@ pub mod keys {
         prefixed(LEASE_PREFIX, id as u64)
     }
     pub const REGION_PREFIX: u8 = b'r';
+    pub const APPLY_STATE_PREFIX: u8 = b'a';
     pub const LOCK_PREFIX: u8 = b'l';
     pub const RECORD_PREFIX: u8 = b'x';
     pub const LEASE_PREFIX: u8 = b'e';

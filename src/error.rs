@@ -83,6 +83,9 @@ pub enum Error {
     /// Admin: a split names neither a key nor a region.
     #[error("tessera: a split needs a key or a region id")]
     SplitWhere,
+    /// Admin: the keys of a split at many keys are empty, unsorted or repeated.
+    #[error("tessera: {0}")]
+    SplitKeys(String),
     /// Admin: a region without two keys has no middle to split at.
     #[error("tessera: region {region} has fewer than two keys; give a split key")]
     NoMiddleKey { region: u64 },
@@ -196,7 +199,9 @@ impl From<Error> for Status {
             | Error::NeedsLeaderStore
             | Error::Stopped => Code::Unavailable,
             Error::NoSuchRegion { .. } => Code::NotFound,
-            Error::KeyOutsideRegion { .. } | Error::NoPeerOnStore { .. } | Error::SplitWhere => Code::InvalidArgument,
+            Error::KeyOutsideRegion { .. } | Error::NoPeerOnStore { .. } | Error::SplitWhere | Error::SplitKeys(_) => {
+                Code::InvalidArgument
+            }
             Error::MergeCatchUp { .. } => Code::Unavailable,
             Error::NoMiddleKey { .. } | Error::NotAdjacent { .. } | Error::RegionBusy { .. } => {
                 Code::FailedPrecondition

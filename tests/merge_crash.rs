@@ -94,7 +94,7 @@ async fn run(seed: u64, failpoint: &'static str, finishes: bool) {
     let mut c = connect(&n2).await;
     let start = eventually!("first put", c.put("k/000", "start", None)).header().unwrap().revision();
     let mut admin = AdminClient::connect(n2.clone()).await.unwrap();
-    eventually!("split", admin.split(SplitRequest { key: b"k/100".to_vec(), region_id: 0 }));
+    eventually!("split", admin.split(SplitRequest { key: b"k/100".to_vec(), region_id: 0, ..Default::default() }));
     let (left, right) = neighbours_at(&n2, "k/100").await;
 
     // The watcher (through n3, reconnecting from where it left off) and

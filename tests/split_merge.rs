@@ -29,7 +29,7 @@ async fn regions(admin: &mut Admin) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
 }
 
 async fn split_at(admin: &mut Admin, key: &str) -> Result<(), tonic::Status> {
-    admin.split(SplitRequest { key: key.as_bytes().to_vec(), region_id: 0 }).await.map(|_| ())
+    admin.split(SplitRequest { key: key.as_bytes().to_vec(), region_id: 0, ..Default::default() }).await.map(|_| ())
 }
 
 async fn merge(admin: &mut Admin, left: u64, right: u64) -> Result<(), tonic::Status> {
@@ -301,14 +301,15 @@ async fn bad_admin_requests_are_refused_clearly() {
         let err = split_at(&mut admin, "m").await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
         assert!(err.message().contains("is not inside region"), "{err:?}");
-        let err = admin.split(SplitRequest { key: Vec::new(), region_id: 0 }).await.unwrap_err();
+        let err = admin.split(SplitRequest { key: Vec::new(), region_id: 0, ..Default::default() }).await.unwrap_err();
         assert_eq!(
             (err.code(), err.message()),
             (tonic::Code::InvalidArgument, "tessera: a split needs a key or a region id")
         );
-        let err = admin.split(SplitRequest { key: Vec::new(), region_id: 99 }).await.unwrap_err();
+        let err = admin.split(SplitRequest { key: Vec::new(), region_id: 99, ..Default::default() }).await.unwrap_err();
         assert_eq!((err.code(), err.message()), (tonic::Code::NotFound, "tessera: region 99 not found"));
-        let err = admin.split(SplitRequest { key: Vec::new(), region_id: ids[0] }).await.unwrap_err();
+        let err =
+            admin.split(SplitRequest { key: Vec::new(), region_id: ids[0], ..Default::default() }).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition, "an empty region has no middle: {err:?}");
         let err = merge(&mut admin, ids[1], ids[0]).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);

@@ -213,7 +213,10 @@ async fn split_or_merge(cluster: &Cluster, rng: &mut StdRng) -> Result<bool> {
     if regions.len() < 12 && (regions.len() < 3 || rng.random_bool(0.5)) {
         let mut k = key(rng.random_range(0..30));
         k.push(b'a' + rng.random_range(0..26u8));
-        timeout(tokio::time::timeout(ADMIN_TIMEOUT, c.split(SplitRequest { key: k, region_id: 0 })).await)?;
+        timeout(
+            tokio::time::timeout(ADMIN_TIMEOUT, c.split(SplitRequest { key: k, region_id: 0, ..Default::default() }))
+                .await,
+        )?;
         return Ok(true);
     }
     let i = rng.random_range(0..regions.len() - 1);

@@ -1,6 +1,11 @@
 //! A small generic batch system: FSMs with mailboxes, driven by a fixed pool
 //! of poller threads. No Raft inside.
 //!
+//! A mailbox's queue is an [`Inbox`]: a deque whose buffer is freed once
+//! drained, so an idle FSM's queue holds no memory (a crossbeam list
+//! channel keeps a block of 31 message slots per channel: with 100,000
+//! regions that was 1.1 GB; docs/bench/regions-bulk-2026-12-03.md).
+//!
 //! Each FSM lives in a slot next to its mailbox. Sending a message to an idle
 //! FSM moves it (once: an atomic idle/notified flag) onto the scheduler
 //! queue; a poller takes a batch of scheduled FSMs, lets the
@@ -10,6 +15,7 @@
 //! meanwhile is scheduled again at once. An FSM nobody writes to costs
 //! nothing.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -26,12 +32,53 @@ pub trait Fsm: Send + 'static {
     type Message: Send + 'static;
 }
 
+/// An FSM's message queue, shared by its mailboxes (which push) and the
+/// FSM (which pops).
+pub struct Inbox<M> {
+    queue: Mutex<VecDeque<M>>,
+}
+
+impl<M> Inbox<M> {
+    pub fn new() -> Arc<Inbox<M>> {
+        Arc::new(Inbox { queue: Mutex::new(VecDeque::new()) })
+    }
+
+    fn push(&self, msg: M) {
+        let mut queue = self.queue.lock();
+        if queue.capacity() == 0 {
+            // Most wake-ups bring one message: room for one, not four.
+            queue.reserve_exact(1);
+        }
+        queue.push_back(msg);
+    }
+
+    /// The oldest message; `None` once drained, and then the queue's
+    /// buffer is freed (an idle FSM holds none).
+    pub fn pop(&self) -> Option<M> {
+        let mut queue = self.queue.lock();
+        let msg = queue.pop_front();
+        if msg.is_none() && queue.capacity() > 0 {
+            *queue = VecDeque::new();
+        }
+        msg
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.lock().is_empty()
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.queue.lock().len()
+    }
+}
+
 struct Slot<F: Fsm> {
     status: AtomicU8,
     fsm: Mutex<Option<Box<F>>>,
-    /// A clone of the FSM's receiver, to see whether messages arrived while
-    /// it was being polled.
-    inbox: Receiver<F::Message>,
+    /// The FSM's inbox, to see whether messages arrived while it was being
+    /// polled.
+    inbox: Arc<Inbox<F::Message>>,
 }
 
 struct Scheduled<F: Fsm> {
@@ -41,14 +88,13 @@ struct Scheduled<F: Fsm> {
 
 /// The sending side of one FSM's mailbox. Cheap to clone.
 pub struct Mailbox<F: Fsm> {
-    tx: Sender<F::Message>,
     slot: Arc<Slot<F>>,
     scheduler: Sender<Scheduled<F>>,
 }
 
 impl<F: Fsm> Clone for Mailbox<F> {
     fn clone(&self) -> Self {
-        Mailbox { tx: self.tx.clone(), slot: self.slot.clone(), scheduler: self.scheduler.clone() }
+        Mailbox { slot: self.slot.clone(), scheduler: self.scheduler.clone() }
     }
 }
 
@@ -59,7 +105,7 @@ pub struct Stopped;
 impl<F: Fsm> Mailbox<F> {
     /// Delivers `msg` and schedules the FSM if it was idle.
     pub fn send(&self, msg: F::Message) -> Result<(), Stopped> {
-        self.tx.send(msg).map_err(|_| Stopped)?;
+        self.slot.inbox.push(msg);
         // Pairs with the fence in `poll_loop`: either the poller sees this
         // message after marking the FSM idle, or this sees it idle.
         fence(Ordering::SeqCst);
@@ -105,10 +151,10 @@ impl<F: Fsm> Clone for Registrar<F> {
 }
 
 impl<F: Fsm> Registrar<F> {
-    /// Adds an FSM whose messages arrive on `inbox` (the other end of `tx`).
-    pub fn register(&self, fsm: Box<F>, tx: Sender<F::Message>, inbox: Receiver<F::Message>) -> Mailbox<F> {
+    /// Adds an FSM whose messages arrive in `inbox`.
+    pub fn register(&self, fsm: Box<F>, inbox: Arc<Inbox<F::Message>>) -> Mailbox<F> {
         let slot = Arc::new(Slot { status: AtomicU8::new(IDLE), fsm: Mutex::new(Some(fsm)), inbox });
-        let mailbox = Mailbox { tx, slot, scheduler: self.scheduler.clone() };
+        let mailbox = Mailbox { slot, scheduler: self.scheduler.clone() };
         if !mailbox.slot.inbox.is_empty() {
             notify(&mailbox.slot, &mailbox.scheduler);
         }
@@ -223,7 +269,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     struct Counter {
-        rx: Receiver<usize>,
+        inbox: Arc<Inbox<usize>>,
         seen: Arc<AtomicUsize>,
     }
     impl Fsm for Counter {
@@ -234,7 +280,7 @@ mod tests {
     }
     impl PollHandler<Counter> for Handler {
         fn handle(&mut self, fsm: &mut Counter) {
-            for n in fsm.rx.try_iter() {
+            while let Some(n) = fsm.inbox.pop() {
                 fsm.seen.fetch_add(n, Ordering::SeqCst);
             }
         }
@@ -244,7 +290,7 @@ mod tests {
     }
 
     struct Echo {
-        rx: Receiver<crossbeam::channel::Sender<()>>,
+        inbox: Arc<Inbox<crossbeam::channel::Sender<()>>>,
     }
     impl Fsm for Echo {
         type Message = crossbeam::channel::Sender<()>;
@@ -252,7 +298,7 @@ mod tests {
     struct EchoHandler;
     impl PollHandler<Echo> for EchoHandler {
         fn handle(&mut self, fsm: &mut Echo) {
-            for reply in fsm.rx.try_iter() {
+            while let Some(reply) = fsm.inbox.pop() {
                 let _ = reply.send(());
             }
         }
@@ -266,14 +312,28 @@ mod tests {
     fn no_message_waits_on_an_idle_fsm() {
         let cfg = BatchConfig { pollers: 2, max_batch: 256 };
         let mut system = BatchSystem::start("echo", &cfg, || EchoHandler);
-        let (tx, rx) = channel::unbounded();
-        let mailbox = system.registrar().register(Box::new(Echo { rx: rx.clone() }), tx, rx);
+        let inbox = Inbox::new();
+        let mailbox = system.registrar().register(Box::new(Echo { inbox: inbox.clone() }), inbox);
         let (reply_tx, reply_rx) = channel::bounded(1);
         for i in 0..50_000 {
             mailbox.send(reply_tx.clone()).unwrap();
             reply_rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| panic!("message {i} lost"));
         }
         system.shutdown();
+    }
+
+    #[test]
+    fn a_drained_inbox_holds_no_buffer() {
+        let inbox = Inbox::new();
+        for i in 0..100 {
+            inbox.push(i);
+        }
+        assert_eq!(inbox.len(), 100);
+        assert!(inbox.queue.lock().capacity() >= 100);
+        let popped: Vec<i32> = std::iter::from_fn(|| inbox.pop()).collect();
+        assert_eq!(popped, (0..100).collect::<Vec<_>>());
+        assert!(inbox.is_empty());
+        assert_eq!(inbox.queue.lock().capacity(), 0);
     }
 
     #[test]
@@ -284,8 +344,8 @@ mod tests {
         let seen = Arc::new(AtomicUsize::new(0));
         let mailboxes: Vec<_> = (0..16)
             .map(|_| {
-                let (tx, rx) = channel::unbounded();
-                system.registrar().register(Box::new(Counter { rx: rx.clone(), seen: seen.clone() }), tx, rx)
+                let inbox = Inbox::new();
+                system.registrar().register(Box::new(Counter { inbox: inbox.clone(), seen: seen.clone() }), inbox)
             })
             .collect();
         let senders: Vec<_> = (0..4)

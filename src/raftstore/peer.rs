@@ -11,13 +11,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::Receiver;
 use prost::Message as _;
 use raft::prelude::{MessageType, Ready};
 use raft::{RawNode, StateRole};
 use rocksdb::WriteBatch;
 
-use super::batch::Registrar;
+use super::batch::{Inbox, Registrar};
 use super::msg::{CommandCallback, DoneCallback, PeerMsg, WriteCallback};
 use super::storage;
 use super::RaftConfig;
@@ -29,12 +28,12 @@ mod read;
 mod ready;
 mod restore;
 mod write;
-use crate::engine::{keys, Engine};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::lease::LeaderLease;
 use crate::lessor::Lessor;
 use crate::proto::mvccpb::KeyValue;
-use crate::proto::tesserapb::{ApplyState, Compaction, RaftCommand, Region, Span, TruncatedState, TxnLock};
+use crate::proto::tesserapb::{ApplyState, Compaction, RaftCommand, Region, Span, TruncatedState};
 use crate::region::eval::{self, KvView, WriteResponse};
 use crate::region::mvcc::{MvccReader, ScanOptions};
 use crate::region::span;
@@ -119,7 +118,7 @@ pub struct ApplyContext {
 pub struct PeerFsm {
     pub region: Region,
     raft: RawNode<storage::PeerStorage>,
-    pub rx: Receiver<PeerMsg>,
+    pub inbox: Arc<Inbox<PeerMsg>>,
     engine: Engine,
     pub shared: Arc<PeerShared>,
     sequencer: Arc<Sequencer>,
@@ -140,8 +139,9 @@ pub struct PeerFsm {
     /// Confirmed reads waiting for their index to apply.
     waiting_reads: Vec<(u64, DoneCallback)>,
     next_read_ctx: u64,
-    /// The Ready being persisted in this round.
-    ready: Option<Ready>,
+    /// The Ready being persisted in this round (boxed, as the rarer fields
+    /// below: an idle peer holds none, and 100,000 idle peers are many).
+    ready: Option<Box<Ready>>,
     /// A truncation to persist with the next raft write.
     gc: Option<(u64, TruncatedState)>,
     store: Arc<StoreContext>,
@@ -160,7 +160,7 @@ pub struct PeerFsm {
     truncate_proposed: u64,
     /// Restored from a snapshot in this round (the store is told once
     /// written).
-    restored: Option<restore::Restored>,
+    restored: Option<Box<restore::Restored>>,
     /// Writes waiting for revisions from the leader store.
     asks: write::Asks,
     /// Reads at a revision waiting for the region's state at it.
@@ -221,6 +221,8 @@ pub struct StoreContext {
     pub missing: parking_lot::Mutex<HashMap<u64, Instant>>,
     /// Held while a region's peer is created (by a split or a snapshot).
     pub creating: parking_lot::Mutex<()>,
+    /// The regions whose peers want ticks (`PeerShared::awake`).
+    pub awake: parking_lot::Mutex<std::collections::HashSet<u64>>,
     /// The cluster's members as the meta group here applied them.
     pub members: parking_lot::RwLock<crate::proto::tesserapb::MemberSet>,
     /// Notified once this store learns it was removed from the cluster.
@@ -242,7 +244,7 @@ impl PeerFsm {
     pub fn new(
         region: Region,
         loaded: storage::LoadedPeer,
-        rx: Receiver<PeerMsg>,
+        inbox: Arc<Inbox<PeerMsg>>,
         store: Arc<StoreContext>,
     ) -> Result<PeerFsm> {
         let cfg = &store.raft;
@@ -260,11 +262,10 @@ impl PeerFsm {
         raft_cfg.validate().map_err(|e| Error::Storage(format!("raft config: {e}")))?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raft = RawNode::new(&raft_cfg, loaded.storage, &logger).map_err(|e| Error::Storage(e.to_string()))?;
-        let locks = load_locks(&store.engine, region.id)?;
         Ok(PeerFsm {
             region,
             raft,
-            rx,
+            inbox,
             engine: store.engine.clone(),
             shared: Arc::new(PeerShared {
                 awake: AtomicBool::new(true),
@@ -279,7 +280,7 @@ impl PeerFsm {
             log_gc_threshold: cfg.log_gc_threshold,
             overlay: BTreeMap::new(),
             pending: VecDeque::new(),
-            locks,
+            locks: loaded.locks,
             fenced_entry: false,
             reads: HashMap::new(),
             waiting_reads: Vec::new(),
@@ -325,7 +326,7 @@ impl PeerFsm {
 
     pub fn handle(&mut self, max: usize) {
         for _ in 0..max {
-            let Ok(msg) = self.rx.try_recv() else { break };
+            let Some(msg) = self.inbox.pop() else { break };
             if self.destroyed {
                 msg.fail(Error::RegionNotFound);
                 continue;
@@ -368,8 +369,16 @@ impl PeerFsm {
                 }
             }
         }
-        self.shared.awake.store(self.wants_tick(), Ordering::Relaxed);
+        self.set_awake(self.wants_tick());
         self.shared.pending.store(self.pending.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Tells the store timer whether to tick this peer (only a change
+    /// touches the store's awake set).
+    fn set_awake(&self, awake: bool) {
+        if self.shared.awake.swap(awake, Ordering::Relaxed) != awake {
+            self.store.awake_changed(self.region.id, awake);
+        }
     }
 
     fn on_tick(&mut self) {
@@ -490,21 +499,6 @@ impl PeerFsm {
     }
 
     // ---- the poll round ---------------------------------------------------
-}
-
-/// The cross-region txn locks a region holds (persisted at apply).
-fn load_locks(engine: &Engine, region: u64) -> Result<BTreeMap<u64, Vec<Span>>> {
-    let prefix = keys::txn_locks_of(region);
-    let mut locks = BTreeMap::new();
-    for item in engine.db.prefix_iterator_cf(engine.meta(), prefix) {
-        let (k, v) = item?;
-        if !k.starts_with(&prefix) {
-            break;
-        }
-        let lock = TxnLock::decode(&v[..]).map_err(|e| Error::Storage(format!("corrupt txn lock: {e}")))?;
-        locks.insert(lock.txn_id, lock.spans);
-    }
-    Ok(locks)
 }
 
 /// The leader's latest view of its keys: applied data plus in-flight effects.

@@ -71,18 +71,23 @@ impl Router {
             .map_err(|e| Error::Storage(format!("scan task: {e}")))?
     }
 
-    /// Every user region with its leader, lease and live data.
+    /// Every user region with its leader, lease and live data (counted in
+    /// one blocking task for all regions: a store may have 100,000).
     pub async fn regions_info(&self) -> Result<Vec<RegionInfo>> {
-        let mut out = Vec::new();
-        for region in self.store.regions() {
+        let regions = self.store.regions();
+        let scanned = regions.clone();
+        let stats = self
+            .scan_blocking(move |reader| {
+                scanned.iter().map(|r| region_stats(reader, r, u64::MAX, u64::MAX)).collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        let mut out = Vec::with_capacity(regions.len());
+        for (region, stats) in regions.into_iter().zip(stats) {
             // Merged away since the list was taken: not a region any more.
             let Ok(peer) = self.store.peer(region.id) else { continue };
-            let leader = peer.shared.leader.load(std::sync::atomic::Ordering::Acquire);
-            let r = region.clone();
-            let stats = self.scan_blocking(move |reader| region_stats(reader, &r, u64::MAX, u64::MAX)).await?;
             out.push(RegionInfo {
                 region: Some(region),
-                leader_store: leader,
+                leader_store: peer.shared.leader.load(std::sync::atomic::Ordering::Acquire),
                 lease_valid: peer.shared.lease.is_valid(),
                 keys: stats.keys,
                 bytes: stats.bytes,
@@ -118,7 +123,7 @@ impl Router {
                     }
                     let new_region_id = self.store.alloc_region_id();
                     let cmd = RaftCommand {
-                        split: Some(SplitCommand { split_key: key.clone(), new_region_id }),
+                        split: Some(SplitCommand { split_key: key.clone(), new_region_id, ..Default::default() }),
                         ..Default::default()
                     };
                     match self.propose(owner.id, version(&owner), cmd).await {
@@ -135,7 +140,7 @@ impl Router {
 
     /// After a failed attempt of an admin step: the error if it is final
     /// (or the deadline passed), else a pause before the next attempt.
-    async fn admin_backoff(&self, attempt: Result<()>, deadline: Instant) -> Result<()> {
+    pub(super) async fn admin_backoff(&self, attempt: Result<()>, deadline: Instant) -> Result<()> {
         match attempt {
             Err(e) => Retry::until(deadline).pausing(BUSY_BACKOFF).on_busy().after(e).await,
             done => done,
@@ -199,7 +204,7 @@ impl Router {
 
     /// Proposes an admin step, bounded: a leader cut off keeps its proposals
     /// pending (they may still commit), and the operator gets an answer.
-    async fn propose(&self, region: u64, epoch_version: u64, cmd: RaftCommand) -> Result<bool> {
+    pub(super) async fn propose(&self, region: u64, epoch_version: u64, cmd: RaftCommand) -> Result<bool> {
         tokio::time::timeout(self.request_timeout, self.client.propose(region, epoch_version, cmd))
             .await
             .unwrap_or(Err(Error::Timeout))

@@ -15,6 +15,7 @@ pub mod alarm;
 pub mod auto_compact;
 pub mod auto_split;
 mod balance;
+pub mod bulk_split;
 mod cluster;
 pub mod feed;
 mod lease;
@@ -84,7 +85,7 @@ fn due(last: &parking_lot::Mutex<Instant>, every: Duration) -> bool {
 impl Router {
     pub fn new(store: Arc<Store>) -> Result<Router> {
         let member_id = store.member_id_of(store.store_id);
-        let table = (store.regions_version(), Arc::new(RoutingTable::new(store.regions())));
+        let table = (store.regions_version(), Arc::new(RoutingTable::from_shared(store.shared_regions())));
         let alarms = alarm::Alarms::load(store.clone())?;
         Ok(Router {
             client: RegionClient::new(store.clone()),
@@ -122,7 +123,7 @@ impl Router {
                 return table.clone();
             }
         }
-        let fresh = Arc::new(RoutingTable::new(self.store.regions()));
+        let fresh = Arc::new(RoutingTable::from_shared(self.store.shared_regions()));
         *self.table.write() = (version, fresh.clone());
         fresh
     }

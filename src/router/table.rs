@@ -1,8 +1,10 @@
 //! The routing table: which region owns which keys. Pure and immutable; the
-//! router swaps in a new table when regions change (copy on write).
+//! router swaps in a new table when regions change (copy on write). It
+//! shares the store's regions (no copy) in a sorted vector: with 100,000
+//! regions a rebuild after a split costs a sort of pointers, not a copy of
+//! every region and key.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::proto::tesserapb::Region;
 
@@ -18,13 +20,19 @@ pub struct Piece {
 
 #[derive(Debug, Default, Clone)]
 pub struct RoutingTable {
-    /// start key -> region
-    by_start: BTreeMap<Vec<u8>, Region>,
+    /// Sorted by start key.
+    by_start: Vec<Arc<Region>>,
 }
 
 impl RoutingTable {
     pub fn new(regions: impl IntoIterator<Item = Region>) -> RoutingTable {
-        RoutingTable { by_start: regions.into_iter().map(|r| (r.start_key.clone(), r)).collect() }
+        RoutingTable::from_shared(regions.into_iter().map(Arc::new).collect())
+    }
+
+    /// A table of the store's own (shared) regions, in any order.
+    pub fn from_shared(mut regions: Vec<Arc<Region>>) -> RoutingTable {
+        regions.sort_unstable_by(|a, b| a.start_key.cmp(&b.start_key));
+        RoutingTable { by_start: regions }
     }
 
     pub fn len(&self) -> usize {
@@ -37,8 +45,9 @@ impl RoutingTable {
 
     /// The region owning `key`.
     pub fn locate(&self, key: &[u8]) -> Option<&Region> {
-        let (_, r) = self.by_start.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
-        crate::region::contains(r, key).then_some(r)
+        let after = self.by_start.partition_point(|r| r.start_key.as_slice() <= key);
+        let r = self.by_start.get(after.checked_sub(1)?)?;
+        crate::region::contains(r, key).then_some(&**r)
     }
 
     /// Cuts `[start, end)` at region boundaries, in key order. An empty or

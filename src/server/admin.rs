@@ -24,10 +24,20 @@ impl Admin for AdminService {
 
     async fn split(&self, request: Request<SplitRequest>) -> Reply<SplitResponse> {
         let req = request.into_inner();
+        if !req.keys.is_empty() {
+            let done = self.router.split_at_keys(req.keys).await?;
+            return Ok(Response::new(SplitResponse {
+                left: done.first,
+                right: done.last,
+                created: done.created,
+                skipped: done.skipped,
+                commands: done.commands,
+            }));
+        }
         let key = (!req.key.is_empty()).then_some(req.key);
         let region = (req.region_id != 0).then_some(req.region_id);
         let (left, right) = self.router.split(key, region).await?;
-        Ok(Response::new(SplitResponse { left: Some(left), right: Some(right) }))
+        Ok(Response::new(SplitResponse { left: Some(left), right: Some(right), ..Default::default() }))
     }
 
     async fn merge(&self, request: Request<MergeRequest>) -> Reply<MergeResponse> {

@@ -128,7 +128,12 @@ async fn serve_on(
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(AuthServer::new(auth::AuthService { router: router.clone() }))
-        .add_service(AdminServer::new(admin::AdminService { router: router.clone() }))
+        .add_service(
+            // A split at many keys carries them all (100,000 keys of 10 bytes: 1.2 MB).
+            AdminServer::new(admin::AdminService { router: router.clone() })
+                .max_decoding_message_size(DECODE_LIMIT_BYTES)
+                .max_encoding_message_size(usize::MAX),
+        )
         .add_service(LockServer::new(lock::LockService { router: router.clone() }))
         .add_service(ElectionServer::new(election::ElectionService {
             router: router.clone(),

@@ -275,15 +275,13 @@ impl Tessera {
 fn spawn_tessera(dir: &Path, extra: &[String]) -> (Child, String, LogBuf) {
     let bin = env!("CARGO_BIN_EXE_tessera");
     let mut cmd = Command::new(bin);
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen-client-urls", "http://127.0.0.1:0"])
-        .args(["--initial-split-keys", SPLIT_KEYS])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.arg("serve").arg("--data-dir").arg(dir).args(["--listen-client-urls", "http://127.0.0.1:0"]);
+    // A test with a keys file of its own gets no default keys (the two
+    // flags exclude each other).
+    if !extra.iter().any(|a| a == "--initial-split-keys-file") {
+        cmd.args(["--initial-split-keys", SPLIT_KEYS]);
+    }
+    cmd.args(extra).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {bin}: {e}"));
     let log = LogBuf::default();
     drain_stderr(child.stderr.take().expect("piped stderr"), log.clone());

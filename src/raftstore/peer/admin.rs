@@ -119,35 +119,61 @@ impl PeerFsm {
         ctx.acks.push(Box::new(move || store.region_changed(region)));
     }
 
+    /// Cuts the region at every key of the command in one apply: the
+    /// region keeps the part before the first key, each new region takes a
+    /// key up to the next one (the last up to the region's end). Their
+    /// state, and the region's new shape, go into this apply's one batch.
     pub(super) fn apply_split(&mut self, split: SplitCommand, ctx: &mut ApplyContext) -> Result<bool> {
-        let key = split.split_key;
+        let Some(cuts) = self.split_cuts(split) else { return Ok(false) };
+        let epoch = self.next_epoch();
+        let r = self.region.clone();
+        let ends = cuts.iter().skip(1).map(|(k, _)| k.clone()).chain([r.end_key.clone()]);
+        let parts: Vec<Region> = cuts
+            .iter()
+            .zip(ends)
+            .map(|((start_key, id), end_key)| Region {
+                id: *id,
+                start_key: start_key.clone(),
+                end_key,
+                epoch,
+                peers: r.peers.clone(),
+                meta: false,
+                merging_into: 0,
+            })
+            .collect();
+        for part in &parts {
+            storage::init_peer(&self.engine, part, &self.apply_state, &mut ctx.wb)?;
+        }
+        let left = Region { end_key: cuts[0].0.clone(), epoch, ..r };
+        self.reshape(left, ctx);
+        // Pushed after reshape's: the new peers start once the left part
+        // is routable with its new shape, and before the proposer hears back.
+        let (store, campaign, parent) = (self.store.clone(), self.is_leader(), self.apply_state.clone());
+        ctx.acks.push(Box::new(move || store.split_applied(parts, &parent, campaign)));
+        Ok(true)
+    }
+
+    /// The (key, new region id) cuts of a split command, if it applies to
+    /// the region as it is: keys ascending, all inside it and after its
+    /// start, ids distinct; no merge in progress, no txn lock.
+    fn split_cuts(&self, split: SplitCommand) -> Option<Vec<(Vec<u8>, u64)>> {
         let r = &self.region;
         if r.meta
             || r.merging_into != 0
             || !self.locks.is_empty()
-            || key == r.start_key
-            || !crate::region::contains(r, &key)
+            || split.more_keys.len() != split.more_region_ids.len()
         {
-            return Ok(false);
+            return None;
         }
-        let epoch = self.next_epoch();
-        let right = Region {
-            id: split.new_region_id,
-            start_key: key.clone(),
-            end_key: r.end_key.clone(),
-            epoch,
-            peers: r.peers.clone(),
-            meta: false,
-            merging_into: 0,
-        };
-        let left = Region { end_key: key, epoch, ..r.clone() };
-        storage::init_peer(&self.engine, &right, &self.apply_state, &mut ctx.wb)?;
-        self.reshape(left, ctx);
-        // Pushed after reshape's: the new peer starts once the left part
-        // is routable with its new shape, and before the proposer hears back.
-        let (store, campaign) = (self.store.clone(), self.is_leader());
-        ctx.acks.push(Box::new(move || store.split_applied(right, campaign)));
-        Ok(true)
+        let keys = std::iter::once(split.split_key).chain(split.more_keys);
+        let cuts: Vec<(Vec<u8>, u64)> =
+            keys.zip(std::iter::once(split.new_region_id).chain(split.more_region_ids)).collect();
+        let (first, last) = (&cuts[0].0, &cuts[cuts.len() - 1].0);
+        let inside = *first != r.start_key && crate::region::contains(r, first) && crate::region::contains(r, last);
+        let ascending = cuts.windows(2).all(|w| w[0].0 < w[1].0);
+        let ids: std::collections::HashSet<u64> = cuts.iter().map(|(_, id)| *id).collect();
+        let distinct = ids.len() == cuts.len() && !ids.contains(&0) && !ids.contains(&r.id);
+        (inside && ascending && distinct).then_some(cuts)
     }
 
     pub(super) fn apply_merge(&mut self, step: Step, ctx: &mut ApplyContext) -> Result<bool> {

@@ -53,7 +53,7 @@ impl PeerFsm {
             }
             self.on_role_change(ss.raft_state);
         }
-        self.ready = Some(rd);
+        self.ready = Some(Box::new(rd));
         Ok(entries.len())
     }
 
@@ -77,7 +77,7 @@ impl PeerFsm {
     /// committed into `ctx`, and queues the answers.
     pub fn on_persisted(&mut self, ctx: &mut ApplyContext) -> Result<()> {
         if let Some(restored) = self.restored.take() {
-            self.after_restore(restored, ctx);
+            self.after_restore(*restored, ctx);
         }
         let Some(mut rd) = self.ready.take() else { return Ok(()) };
         // Sent by the poller after this round (one batch per store).
@@ -86,7 +86,7 @@ impl PeerFsm {
         let read_states = rd.take_read_states();
         let committed = rd.take_committed_entries();
         self.apply(committed, ctx)?;
-        let mut light = self.raft.advance(rd);
+        let mut light = self.raft.advance(*rd);
         if let Some(commit) = light.commit_index() {
             let mut hs = self.raft.store().rl().hard_state().clone();
             hs.commit = commit;
@@ -126,7 +126,7 @@ impl PeerFsm {
             }));
         }
         self.maybe_gc();
-        self.shared.awake.store(self.wants_tick(), Ordering::Relaxed);
+        self.set_awake(self.wants_tick());
         self.shared.pending.store(self.pending.len() as u64, Ordering::Relaxed);
         Ok(())
     }

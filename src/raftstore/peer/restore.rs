@@ -76,7 +76,8 @@ impl PeerFsm {
         // they committed is not known here any more.
         self.fail_pending(index, || Error::Timeout);
         self.region = installed.region;
-        self.restored = Some(Restored { sources, high_mark: installed.high_mark, members: installed.members });
+        self.restored =
+            Some(Box::new(Restored { sources, high_mark: installed.high_mark, members: installed.members }));
         Ok(())
     }
 

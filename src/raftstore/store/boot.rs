@@ -15,6 +15,9 @@ pub(super) struct Booted {
     pub cluster_id: u64,
     pub store_id: u64,
     pub members: MemberSet,
+    /// The regions were just bootstrapped: their state is
+    /// [`storage::fresh`]'s, no need to read it back.
+    pub fresh: bool,
 }
 
 pub(super) fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig) -> Result<Booted> {
@@ -38,12 +41,18 @@ pub(super) fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig) -> Result<Bo
             Some(set) => set,
             None => members_of_old_data_dir(engine, cfg, &mut regions, cluster_id)?,
         };
-        return Ok(Booted { regions, cluster_id, store_id, members });
+        return Ok(Booted { regions, cluster_id, store_id, members, fresh: false });
     }
     let mut wb = rocksdb::WriteBatch::default();
     let booted = if let Some((cluster_id, members)) = &cfg.join {
         // Its regions (the meta group's too) arrive as snapshots.
-        Booted { regions: Vec::new(), cluster_id: *cluster_id, store_id: cfg.store_id, members: members.clone() }
+        Booted {
+            regions: Vec::new(),
+            cluster_id: *cluster_id,
+            store_id: cfg.store_id,
+            members: members.clone(),
+            fresh: true,
+        }
     } else {
         let initial = initial_members(cfg);
         let stores: Vec<u64> = initial.iter().map(|m| m.store_id).collect();
@@ -56,7 +65,7 @@ pub(super) fn load_or_bootstrap(engine: &Engine, cfg: &StoreConfig) -> Result<Bo
         for r in &regions {
             storage::init_peer(engine, r, &ApplyState::default(), &mut wb)?;
         }
-        Booted { regions, cluster_id, store_id: cfg.store_id, members }
+        Booted { regions, cluster_id, store_id: cfg.store_id, members, fresh: true }
     };
     members::write(engine, &booted.members, &mut wb);
     members::write_store_id(engine, booted.store_id, &mut wb);

@@ -6,11 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel;
-
 use super::PeerHandle;
 use crate::error::{Error, Result};
-use crate::proto::tesserapb::{MemberSet, Region, RevisionAsk};
+use crate::proto::tesserapb::{ApplyState, MemberSet, Region, RevisionAsk};
+use crate::raftstore::batch::Inbox;
 use crate::raftstore::msg::PeerMsg;
 use crate::raftstore::peer::{PeerFsm, StoreContext};
 use crate::raftstore::{members, storage};
@@ -18,17 +17,27 @@ use crate::raftstore::{members, storage};
 /// Vote requests kept for regions not created here yet: for how long, for
 /// how many regions, how many each (see [`StoreContext::deliver`]).
 const EARLY_VOTE_TTL: Duration = Duration::from_secs(3);
-const EARLY_VOTE_REGIONS: usize = 1024;
+/// Above the regions one split command creates (`bulk_split`'s 4,096): each
+/// new region's leader asks for votes as soon as its split applied here.
+const EARLY_VOTE_REGIONS: usize = 8192;
 const EARLY_VOTES_PER_REGION: usize = 8;
 
 impl StoreContext {
     /// Starts a peer for `region` from its loaded state and makes it
     /// routable; `campaign` asks it to run for leader at once.
     pub fn add_peer(self: &Arc<Self>, region: Region, loaded: storage::LoadedPeer, campaign: bool) -> Result<()> {
-        let (tx, rx) = channel::unbounded();
-        let fsm = PeerFsm::new(region.clone(), loaded, rx.clone(), self.clone())?;
+        let inbox = Inbox::new();
+        let fsm = PeerFsm::new(region.clone(), loaded, inbox.clone(), self.clone())?;
         let shared = fsm.shared.clone();
-        let mailbox = self.registrar.register(Box::new(fsm), tx, rx);
+        if campaign && region.peers.len() == 1 {
+            // It leads once it handled the campaign, and then wants no
+            // ticks: none meanwhile either (100,000 regions starting would
+            // get 100,000 ticks per tick interval until they all lead).
+            shared.awake.store(false, Ordering::Relaxed);
+        }
+        // Before it can run (and change it).
+        self.awake_changed(region.id, shared.awake.load(Ordering::Relaxed));
+        let mailbox = self.registrar.register(Box::new(fsm), inbox);
         if campaign {
             let _ = mailbox.send(PeerMsg::Campaign);
         }
@@ -114,22 +123,26 @@ impl StoreContext {
         self.regions_version.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// After a split applied and persisted: a peer for the right part (its
-    /// state was written with the split).
-    pub fn split_applied(self: &Arc<Self>, right: Region, campaign: bool) {
+    /// After a split applied and persisted: a peer for each new part (its
+    /// state was written with the split; `parent` is the split region's
+    /// apply state then). One lock for them all: a bulk split creates
+    /// thousands.
+    pub fn split_applied(self: &Arc<Self>, parts: Vec<Region>, parent: &ApplyState, campaign: bool) {
         let _creating = self.creating.lock();
-        if self.peers.contains_key(&right.id) {
-            // Created from a snapshot a moment ago (which wrote over the
-            // state the split wrote).
-            return;
-        }
-        let loaded = storage::load(&self.engine, &right);
-        if let Err(e) = loaded.and_then(|loaded| self.add_peer(right, loaded, campaign)) {
-            // The split is persisted: serving on without the right part would
-            // leave its keys without a region.
-            tracing::error!("starting the right region of a split: {e}");
-            eprintln!("tessera: cannot start the new region of a split ({e}); aborting");
-            std::process::abort();
+        for part in parts {
+            if self.peers.contains_key(&part.id) {
+                // Created from a snapshot a moment ago (which wrote over the
+                // state the split wrote).
+                continue;
+            }
+            let loaded = storage::fresh(&self.engine, &part, parent);
+            if let Err(e) = loaded.and_then(|loaded| self.add_peer(part, loaded, campaign)) {
+                // The split is persisted: serving on without the new part
+                // would leave its keys without a region.
+                tracing::error!("starting a new region of a split: {e}");
+                eprintln!("tessera: cannot start a new region of a split ({e}); aborting");
+                std::process::abort();
+            }
         }
     }
 

@@ -22,7 +22,7 @@ use super::{storage, RaftConfig};
 use crate::engine::{keys, Engine};
 use crate::error::{Error, Result};
 use crate::lessor::Lessor;
-use crate::proto::tesserapb::{MemberSet, RaftCommand, Region, StoreInfo, StoreMember, TxnLock, TxnRecord};
+use crate::proto::tesserapb::{ApplyState, MemberSet, RaftCommand, Region, StoreInfo, StoreMember, TxnLock, TxnRecord};
 use crate::region::eval::WriteRequest;
 use crate::sequencer::{Sequencer, NEVER_COMPACTED};
 
@@ -30,6 +30,8 @@ mod boot;
 mod client;
 mod context;
 mod read;
+mod regions;
+mod timer;
 
 pub use client::RegionClient;
 pub use read::PieceRead;
@@ -113,7 +115,7 @@ impl Store {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| Error::Storage(format!("{}: {e}", cfg.data_dir.display())))?;
         let engine = Engine::open(&cfg.data_dir)?;
-        let boot::Booted { regions, cluster_id, store_id, members } = boot::load_or_bootstrap(&engine, &cfg)?;
+        let boot::Booted { regions, cluster_id, store_id, members, fresh } = boot::load_or_bootstrap(&engine, &cfg)?;
         if !members.members.iter().any(|m| m.store_id == store_id) {
             return Err(Error::Storage(format!(
                 "store {store_id} was removed from the cluster; to serve again, add it with etcdctl member add and start it on a new data dir"
@@ -129,11 +131,17 @@ impl Store {
             None => NEVER_COMPACTED,
         };
 
+        let opening = Instant::now();
         let mut loaded = Vec::with_capacity(regions.len());
         let mut last = 0;
         let mut unapplied = Vec::new();
-        for region in regions {
-            let peer = storage::load(&engine, &region)?;
+        let peers = if fresh {
+            let fresh = |r: Region| storage::fresh(&engine, &r, &ApplyState::default()).map(|p| (r, p));
+            regions.into_iter().map(fresh).collect::<Result<Vec<_>>>()?
+        } else {
+            storage::load_all(&engine, regions)?
+        };
+        for (region, peer) in peers {
             last = last.max(peer.apply_state.max_revision);
             last = peer.unapplied_revisions.iter().fold(last, |m, r| m.max(*r));
             unapplied.extend_from_slice(&peer.unapplied_revisions);
@@ -188,6 +196,7 @@ impl Store {
             early_votes: Default::default(),
             missing: Default::default(),
             creating: Default::default(),
+            awake: Default::default(),
             members: parking_lot::RwLock::new(members),
             removed: tokio::sync::Notify::new(),
         });
@@ -206,11 +215,14 @@ impl Store {
                 }
             }));
         }
+        let (count, read) = (loaded.len(), opening.elapsed());
         for (region, peer) in loaded {
             // A single voter leads at once; several wait for an election.
             let campaign = region.peers.len() == 1;
             context.add_peer(region, peer, campaign)?;
         }
+        let (read_ms, started_ms) = (read.as_millis() as u64, opening.elapsed().as_millis() as u64);
+        tracing::info!(regions = count, fresh, read_ms, started_ms, "peers started");
         let store = Arc::new(Store {
             engine,
             data_dir: cfg.data_dir.clone(),
@@ -224,7 +236,7 @@ impl Store {
             timer: Mutex::new(None),
             stop: Arc::new(AtomicBool::new(false)),
         });
-        *store.timer.lock() = Some(start_timer(&store, cfg.raft.tick_interval));
+        *store.timer.lock() = Some(timer::start(&store, cfg.raft.tick_interval));
         Ok(store)
     }
 
@@ -446,18 +458,6 @@ impl Store {
         self.context.deliver(region, msg);
     }
 
-    /// Waits (bounded) until every region leads with a valid lease.
-    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        while !self.all_leading() {
-            if Instant::now() > deadline {
-                return Err(Error::Timeout);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(())
-    }
-
     /// Records (fsynced) that history below `revision` is gone.
     pub fn set_compacted(&self, revision: i64) -> Result<()> {
         let mut wb = rocksdb::WriteBatch::default();
@@ -588,24 +588,4 @@ impl Store {
         self.context.peers.clear();
         let _ = self.engine.db.flush_wal(true);
     }
-}
-
-fn start_timer(store: &Arc<Store>, interval: Duration) -> JoinHandle<()> {
-    let store = Arc::downgrade(store);
-    std::thread::Builder::new()
-        .name("store-timer".into())
-        .spawn(move || loop {
-            std::thread::sleep(interval);
-            let Some(store) = store.upgrade() else { return };
-            if store.stop.load(Ordering::Acquire) {
-                return;
-            }
-            store.context.ticks.fetch_add(1, Ordering::Relaxed);
-            for p in store.context.peers.iter() {
-                if p.shared.awake.load(Ordering::Relaxed) {
-                    let _ = p.mailbox.send(PeerMsg::Tick);
-                }
-            }
-        })
-        .expect("spawn store timer")
 }
