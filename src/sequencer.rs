@@ -66,16 +66,20 @@ impl State {
     }
 
     /// Takes out of flight every revision whose (revision, (region, term))
-    /// matches; the resolved revision then, if any left.
-    fn void_owned(&mut self, matches: impl Fn(u64, (u64, u64)) -> bool) -> Option<u64> {
-        let void: Vec<u64> = self.owners.iter().filter(|(rev, o)| matches(**rev, **o)).map(|(rev, _)| *rev).collect();
+    /// matches; the resolved revision then, if any left. `why` names the
+    /// cause in the log (target `tessera::revisions`, which the fault
+    /// harness records).
+    fn void_owned(&mut self, why: &str, region: u64, matches: impl Fn(u64, (u64, u64)) -> bool) -> Option<u64> {
+        let mut void: Vec<u64> = self.owners.iter().filter(|(rev, o)| matches(**rev, **o)).map(|(rev, _)| *rev).collect();
         if void.is_empty() {
             return None;
         }
-        for rev in void {
-            self.owners.remove(&rev);
-            self.in_flight.remove(&rev);
+        void.sort_unstable();
+        for rev in &void {
+            self.owners.remove(rev);
+            self.in_flight.remove(rev);
         }
+        tracing::debug!(target: "tessera::revisions", region, ?void, "voided: {why}");
         Some(self.resolved())
     }
 }
@@ -227,7 +231,7 @@ impl Sequencer {
                 return;
             }
             *newest = term;
-            s.void_owned(|_, (r, t)| r == region && t < term)
+            s.void_owned("a newer term applied", region, |_, (r, t)| r == region && t < term)
         };
         if let Some(r) = resolved {
             self.publish(r);
@@ -239,23 +243,26 @@ impl Sequencer {
     /// revisions increase along its log), though none applied here one
     /// by one.
     pub fn restored(&self, region: u64, revision: u64) {
-        let resolved = self.state.lock().void_owned(|rev, (r, _)| r == region && rev <= revision);
+        let resolved =
+            self.state.lock().void_owned("restored from a snapshot", region, |rev, (r, _)| r == region && rev <= revision);
         if let Some(r) = resolved {
             self.publish(r);
         }
     }
 
-    /// The revision is applied (or will never be): it leaves the in-flight set.
-    pub fn finish(&self, revision: u64) {
+    /// The revision is applied (or will never be): it leaves the in-flight
+    /// set. Whether it was in flight.
+    pub fn finish(&self, revision: u64) -> bool {
         let resolved = {
             let mut s = self.state.lock();
             if !s.in_flight.remove(&revision) {
-                return;
+                return false;
             }
             s.owners.remove(&revision);
             s.resolved()
         };
         self.publish(resolved);
+        true
     }
 
     fn publish(&self, resolved: u64) {

@@ -15,6 +15,12 @@ use tokio::net::TcpListener;
 
 use super::proxy::{self, Links};
 use crate::proto::etcdserverpb::kv_client::KvClient;
+
+/// What members log: warnings, the store's life (leader store, snapshots,
+/// compactions) and every revision taken out of flight other than by its
+/// write applying, so that a failed run's logs show how a revision came to
+/// count as resolved.
+const MEMBER_LOG: &str = "warn,tessera=info,tessera::revisions=debug";
 use crate::proto::etcdserverpb::RangeRequest;
 
 /// What runs as a member.
@@ -112,7 +118,7 @@ impl Cluster {
         let mut cmd = match &self.target {
             Target::Tessera { split_keys } => {
                 let mut c = Command::new(std::env::current_exe()?);
-                c.args(["serve", "--log-level", "warn", "--auto-split", "false"]);
+                c.args(["serve", "--log-level", MEMBER_LOG, "--auto-split", "false"]);
                 if !split_keys.is_empty() {
                     c.args(["--initial-split-keys", &split_keys.join(",")]);
                 }

@@ -108,7 +108,9 @@ impl PeerTransport for PeerService {
         let req = request.into_inner();
         let sequencer = &self.store.sequencer;
         for r in req.voids {
-            sequencer.finish(r);
+            if sequencer.finish(r) {
+                tracing::debug!(target: "tessera::revisions", from = req.from_store, r, "voided by the store it went to");
+            }
         }
         if req.asks.is_empty() {
             return Ok(Response::new(AllocateResponse::default()));

@@ -246,6 +246,8 @@ impl PeerFsm {
 /// A txn step's revision is shared by regions; the txn finishes it.
 fn skip_write(cmd: &RaftCommand, ctx: &mut ApplyContext) {
     if cmd.revision > 0 && cmd.txn.is_none() && cmd.lease.is_none() {
+        let (region, revision) = (cmd.region_id, cmd.revision);
+        tracing::debug!(target: "tessera::revisions", region, revision, "a write skipped at apply");
         ctx.revisions.push(cmd.revision);
     }
 }

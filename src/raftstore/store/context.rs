@@ -106,6 +106,7 @@ impl StoreContext {
     /// A revision taken and never to be used: it leaves the in-flight set
     /// of the sequencer that handed it out.
     pub fn void(&self, revision: u64) {
+        tracing::debug!(target: "tessera::revisions", revision, "giving back");
         self.sequencer.finish(revision);
         let leader = self.meta_leader.load(Ordering::Acquire);
         if let Some(client) = &self.revisions {
