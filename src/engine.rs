@@ -143,4 +143,7 @@ pub mod keys {
     pub const STORE_ID: &[u8] = b"store-id";
     /// The sequencer's high mark (docs/cluster.md), applied from the meta group.
     pub const HIGH_MARK: &[u8] = b"high-mark";
+    /// The end of the block of region id sequence numbers this store
+    /// reserved (src/raftstore/region_ids.rs).
+    pub const REGION_ID_BLOCK: &[u8] = b"region-id-block";
 }

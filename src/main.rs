@@ -528,6 +528,9 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
         Some(router.start_leadership())
     } else {
         let recovered = router.recover().await.context("resolving cross-region txns left by a crash")?;
+        // Before any request: the revisions of txn commits replayed from
+        // the logs are finished by nobody else.
+        store.sequencer.settle();
         if recovered > 0 {
             tracing::info!(locks = recovered, "resolved cross-region txn locks left by a crash");
         }

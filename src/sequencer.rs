@@ -238,13 +238,13 @@ impl Sequencer {
         }
     }
 
-    /// A snapshot brought `region`'s data up to `revision` here: the
-    /// revisions taken for it at or below are applied or void (a region's
-    /// revisions increase along its log), though none applied here one
-    /// by one.
+    /// A snapshot brought `region`'s data up to `revision` here (u64::MAX:
+    /// the region was merged away): the revisions taken for it at or below
+    /// are applied or void (a region's revisions increase along its log),
+    /// though none applied here one by one.
     pub fn restored(&self, region: u64, revision: u64) {
-        let resolved =
-            self.state.lock().void_owned("restored from a snapshot", region, |rev, (r, _)| r == region && rev <= revision);
+        let why = if revision == u64::MAX { "merged away" } else { "restored from a snapshot" };
+        let resolved = self.state.lock().void_owned(why, region, |rev, (r, _)| r == region && rev <= revision);
         if let Some(r) = resolved {
             self.publish(r);
         }

@@ -17,12 +17,8 @@
 
 mod inproc;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use etcd_client::{Client, WatchOptions};
 use inproc::cluster::InProcCluster;
+use inproc::watched_writes::{skipped, Watching, Writers};
 use tessera::router::HIGH_MARK_WINDOW;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -30,36 +26,15 @@ async fn a_retried_activation_keeps_the_revisions_it_handed_out_in_flight() {
     inproc::bounded(async {
         let cluster = InProcCluster::start(3, &["h", "p"]).await;
         let old = cluster.leader().await;
-        let (new, watching) = ((old + 1) % 3, (old + 2) % 3);
-        let endpoint = |i: usize| cluster.members[i].endpoint.clone();
-        let mut c = Client::connect([endpoint(watching)], None).await.unwrap();
+        let (new, other) = ((old + 1) % 3, (old + 2) % 3);
+        let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint.clone()).collect();
+        let mut c = etcd_client::Client::connect([endpoints[other].clone()], None).await.unwrap();
         let first = c.put("start", "", None).await.unwrap().header().unwrap().revision();
-        let mut events =
-            c.watch("", Some(WatchOptions::new().with_all_keys().with_start_revision(first + 1))).await.unwrap();
+        // Through a member that is never the leader store.
+        let watching = Watching::start(&endpoints[other..=other], first + 1).await;
 
-        let acked: Arc<Mutex<Vec<i64>>> = Default::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = (0..6)
-            .map(|w| {
-                let (acked, stop, to) = (acked.clone(), stop.clone(), endpoint(w % 3));
-                tokio::spawn(async move {
-                    let mut c = Client::connect([to], None).await.unwrap();
-                    for i in 0u32.. {
-                        if stop.load(Ordering::Acquire) {
-                            return;
-                        }
-                        let key = format!("{}/w{w}/{i}", (b'a' + (i % 26) as u8) as char);
-                        let put = tokio::time::timeout(Duration::from_secs(5), c.put(key, "v", None)).await;
-                        // An error leaves the outcome unknown: not checked.
-                        if let Ok(Ok(r)) = put {
-                            acked.lock().unwrap().push(r.header().unwrap().revision());
-                        }
-                    }
-                })
-            })
-            .collect();
-        let acks = || acked.lock().unwrap().len();
-        inproc::wait_for("100 puts before the move", || acks() >= 100).await;
+        let writers = Writers::start(&endpoints, 6);
+        inproc::wait_for("100 puts before the move", || writers.acks() >= 100).await;
 
         // Armed now (all members share this process): the activation the
         // move causes is the next to reach it.
@@ -68,33 +43,13 @@ async fn a_retried_activation_keeps_the_revisions_it_handed_out_in_flight() {
         cluster.members[old].store.move_leader_store(new_id).await.expect("move the leader store");
         assert_eq!(cluster.leader_other_than(old).await, new);
         assert!(tessera::failpoint::spent("activation-recover-fails"), "the activation did not fail once");
-        let moved = acks();
-        inproc::wait_for("200 puts after the move", || acks() >= moved + 200).await;
-        stop.store(true, Ordering::Release);
-        for w in writers {
-            w.await.unwrap();
-        }
+        let moved = writers.acks();
+        inproc::wait_for("200 puts after the move", || writers.acks() >= moved + 200).await;
+        let acked = writers.stop().await;
         let last = c.put("end", "", None).await.unwrap().header().unwrap().revision();
 
-        // A watch through a member other than the leader store ends with
-        // "leader changed" when the leader store moves; a client opens it
-        // again after the last event it saw.
-        let mut seen: Vec<i64> = Vec::new();
-        while seen.last().is_none_or(|r| *r < last) {
-            let next = tokio::time::timeout(Duration::from_secs(10), events.message()).await;
-            match next.unwrap_or_else(|_| panic!("the watch was silent at {:?}, waiting for {last}", seen.last())) {
-                Ok(Some(resp)) => seen.extend(resp.events().iter().map(|e| e.kv().unwrap().mod_revision())),
-                other => {
-                    println!("watch ended ({other:?}); opened again");
-                    let from = seen.last().map_or(first, |r| *r) + 1;
-                    let opts = WatchOptions::new().with_all_keys().with_start_revision(from);
-                    events = c.watch("", Some(opts)).await.unwrap();
-                }
-            }
-        }
-        let mut acked = acked.lock().unwrap().clone();
-        acked.sort_unstable();
-        let skipped: Vec<i64> = acked.iter().filter(|r| seen.binary_search(r).is_err()).copied().collect();
+        let seen = watching.until(last).await;
+        let skipped = skipped(&acked, &seen);
         assert!(skipped.is_empty(), "the watch skipped acknowledged puts at {skipped:?}");
         // One failover voids at most a window of revisions (what the old
         // leader store may have handed out); the retried activation must

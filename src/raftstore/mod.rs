@@ -21,6 +21,7 @@ pub mod members;
 mod missing;
 pub mod msg;
 pub mod peer;
+mod region_ids;
 mod poller;
 pub mod remote;
 pub mod revisions;

@@ -106,7 +106,8 @@ pub struct ApplyContext {
     /// otherwise be resolved before it is readable: a watch gap).
     pub terms_started: Vec<(u64, u64)>,
     /// (region, revision): a snapshot brought the region's data up to the
-    /// revision; what older leaders took at or below it is applied or void.
+    /// revision, or (region, u64::MAX) the region was merged away here;
+    /// what its leaders took at or below it is applied or void.
     pub restored: Vec<(u64, u64)>,
     pub acks: Vec<Box<dyn FnOnce() + Send>>,
     /// (region, revision) compactions to run after the write.
@@ -134,6 +135,11 @@ pub struct PeerFsm {
     /// The entry being applied was refused by the revision fence (see
     /// [`Self::fenced`]): its proposer is answered `Fenced`.
     fenced_entry: bool,
+    /// The newest `leader_store_term` this leader proposed in its term: a
+    /// write of an older one would be fenced at apply, after later writes
+    /// were evaluated on top of it, so it is refused before it is proposed
+    /// (docs/cluster.md, "Revision fencing").
+    fence_proposed: u64,
     /// ReadIndex requests raft has not answered yet: ctx -> (callback, ticks waited).
     reads: HashMap<u64, (DoneCallback, u32)>,
     /// Confirmed reads waiting for their index to apply.
@@ -194,8 +200,8 @@ pub struct StoreContext {
     pub registrar: Registrar<PeerFsm>,
     /// See [`super::Store::regions_version`].
     pub regions_version: AtomicU64,
-    /// The next region id a split may take.
-    pub next_region_id: AtomicU64,
+    /// The ids new regions of a split take.
+    pub region_ids: crate::raftstore::region_ids::RegionIds,
     /// The meta group's region id.
     pub meta_region: u64,
     /// The store whose meta peer leads: the leader store (0: unknown).
@@ -282,6 +288,7 @@ impl PeerFsm {
             pending: VecDeque::new(),
             locks: loaded.locks,
             fenced_entry: false,
+            fence_proposed: 0,
             reads: HashMap::new(),
             waiting_reads: Vec::new(),
             next_read_ctx: 1,

@@ -121,7 +121,7 @@ impl Router {
                         self.admin_backoff(Err(e), deadline).await?;
                         continue;
                     }
-                    let new_region_id = self.store.alloc_region_id();
+                    let new_region_id = self.store.alloc_region_ids(1)?[0];
                     let cmd = RaftCommand {
                         split: Some(SplitCommand { split_key: key.clone(), new_region_id, ..Default::default() }),
                         ..Default::default()

@@ -97,12 +97,9 @@ impl Router {
         let mut keys = cuts.into_iter();
         let split_key = keys.next().ok_or(Error::SplitWhere)?;
         let more_keys: Vec<Vec<u8>> = keys.collect();
-        let split = SplitCommand {
-            split_key,
-            new_region_id: self.store.alloc_region_id(),
-            more_region_ids: more_keys.iter().map(|_| self.store.alloc_region_id()).collect(),
-            more_keys,
-        };
+        let mut ids = self.store.alloc_region_ids(1 + more_keys.len())?;
+        let more_region_ids = ids.split_off(1);
+        let split = SplitCommand { split_key, new_region_id: ids[0], more_region_ids, more_keys };
         let cmd = RaftCommand { split: Some(split), ..Default::default() };
         let version = region.epoch.as_ref().map_or(0, |e| e.version);
         match self.propose(region.id, version, cmd).await? {

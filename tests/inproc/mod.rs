@@ -131,3 +131,4 @@ impl Drop for InProc {
 }
 
 pub mod cluster;
+pub mod watched_writes;

@@ -70,6 +70,7 @@ impl PeerFsm {
             let _ = cb.send(Err(Error::ProposalDropped { region }));
             return;
         }
+        self.fence_proposed = self.fence_proposed.max(cmd.leader_store_term);
         let lock = lock.map(|l| {
             self.locks.insert(l.txn_id, l.spans);
             l.txn_id
@@ -234,6 +235,10 @@ impl PeerFsm {
         self.apply_state.compacted_revision = self.apply_state.compacted_revision.max(theirs.compacted_revision);
         self.apply_state.fence_term = self.apply_state.fence_term.max(theirs.fence_term);
         storage::delete_peer_state(&self.engine, source.id, &mut ctx.wb);
+        // The source applied every entry before its prepare here (it is
+        // stored prepared); those after it are stale writes it will never
+        // apply now. What its leaders took is applied or void.
+        ctx.restored.push((source.id, u64::MAX));
         self.reshape(merged, ctx);
         let store = self.store.clone();
         ctx.acks.push(Box::new(move || store.source_merged(source.id)));

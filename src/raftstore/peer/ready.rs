@@ -142,6 +142,7 @@ impl PeerFsm {
             self.shared.lease.expire();
             self.shared.leading.store(false, Ordering::Release);
             self.overlay.clear();
+            self.fence_proposed = 0;
             self.lease_rounds.clear();
             let region = self.region.id;
             self.drop_asks(|| Error::NotLeader { region });

@@ -178,6 +178,15 @@ impl PeerFsm {
             return;
         }
         let revision = taken.expect("effects take a revision");
+        if leader_store_term < self.fence_proposed.max(self.apply_state.fence_term) {
+            // Fenced at apply for sure, and the writes proposed after it
+            // would have been evaluated on top of it (a version counted
+            // that never was: the fault harness, seed 30036).
+            self.store.void(revision);
+            let _ = cb.send(Err(Error::Fenced));
+            return;
+        }
+        self.fence_proposed = leader_store_term;
         let cmd = RaftCommand {
             region_id: region,
             epoch: self.region.epoch,

@@ -41,7 +41,6 @@ impl StoreContext {
         if campaign {
             let _ = mailbox.send(PeerMsg::Campaign);
         }
-        self.next_region_id.fetch_max(region.id + 1, Ordering::AcqRel);
         let id = region.id;
         self.peers.insert(id, PeerHandle { region: Arc::new(region), shared, mailbox: mailbox.clone() });
         self.regions_version.fetch_add(1, Ordering::AcqRel);

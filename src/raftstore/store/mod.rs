@@ -174,7 +174,8 @@ impl Store {
             sequencer: sequencer.clone(),
             transport: transport.clone(),
         });
-        let next_region_id = loaded.iter().flat_map(|(r, p)| p.split_ids.iter().copied().chain([r.id])).max();
+        let known = loaded.iter().flat_map(|(r, p)| p.split_ids.iter().copied().chain([r.id])).max();
+        let region_ids = super::region_ids::RegionIds::open(&engine, store_id, known.unwrap_or(0))?;
         let context = Arc::new(StoreContext {
             engine: engine.clone(),
             sequencer: sequencer.clone(),
@@ -185,7 +186,7 @@ impl Store {
             peers: DashMap::new(),
             registrar: system.registrar(),
             regions_version: AtomicU64::new(0),
-            next_region_id: AtomicU64::new(next_region_id.unwrap_or(0) + 1),
+            region_ids,
             meta_region,
             meta_leader: AtomicU64::new(0),
             evaluating: AtomicBool::new(!clustered),
@@ -269,11 +270,10 @@ impl Store {
         self.context.regions_version.load(Ordering::Acquire)
     }
 
-    /// A region id no current region has and no logged split will take (ids
-    /// of regions merged away may come back after a restart; nothing refers
-    /// to them by then).
-    pub fn alloc_region_id(&self) -> u64 {
-        self.context.next_region_id.fetch_add(1, Ordering::AcqRel)
+    /// `n` region ids no region anywhere in the cluster has had or will
+    /// take otherwise (src/raftstore/region_ids.rs).
+    pub fn alloc_region_ids(&self, n: usize) -> Result<Vec<u64>> {
+        self.context.region_ids.take(&self.engine, n)
     }
 
     pub fn raft_config(&self) -> &super::RaftConfig {
