@@ -123,7 +123,7 @@ impl Router {
             Ok(ev) if ev.revision.is_some() => ev,
             other => {
                 if let Some(r) = taken {
-                    sequencer.finish(r); // voided
+                    void(sequencer, r, "the txn changes nothing");
                 }
                 self.roll_back(txn_id, &parts).await?;
                 return other.map(|ev| WriteOutcome { revision: None, response: ev.response });
@@ -137,7 +137,7 @@ impl Router {
             match region.and_then(|r| effects.get_mut(&r)) {
                 Some(list) => list.push(e),
                 None => {
-                    sequencer.finish(revision);
+                    void(sequencer, revision, "a txn effect outside its regions");
                     self.roll_back(txn_id, &parts).await?;
                     return Err(Error::Storage("a txn effect lies outside its locked regions".into()));
                 }
@@ -160,7 +160,7 @@ impl Router {
         };
         if !self.until_decided(&parts[0], &commit).await? {
             // The lock was gone: nothing was written anywhere.
-            sequencer.finish(revision);
+            void(sequencer, revision, "the txn's primary lock was gone");
             self.roll_back(txn_id, &parts).await?;
             return Err(Error::TxnAborted);
         }
@@ -336,6 +336,13 @@ impl Router {
         self.delete_orphaned_lease_keys().await?;
         Ok(resolved)
     }
+}
+
+/// A txn's revision that will never be written leaves the in-flight set
+/// (logged as the fault harness's members log every such void).
+fn void(sequencer: &crate::sequencer::Sequencer, revision: u64, why: &str) {
+    tracing::debug!(target: "tessera::revisions", revision, "voided: {why}");
+    sequencer.finish(revision);
 }
 
 fn step(txn: Txn) -> RaftCommand {

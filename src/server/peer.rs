@@ -192,10 +192,13 @@ impl PeerService {
         let sequencer = &self.store.sequencer;
         let (first, count) = sequencer.take_range(ask.region_id, ask.term, ask.seq, ask.count as u64)?;
         let last = first + count;
+        let (region, term, seq) = (ask.region_id, ask.term, ask.seq);
+        tracing::debug!(target: "tessera::revisions", region, term, seq, first, count, "granted");
         if count > 0 && revisions::acknowledged_once_handed_out(ask.router_store, self.store.store_id) {
             sequencer.acknowledge(last - 1);
         }
         if count > 0 && !self.store.lessor.all_exist(&ask.leases) {
+            tracing::debug!(target: "tessera::revisions", region, first, count, "voided: a lease of the ask is gone");
             for r in first..last {
                 sequencer.finish(r);
             }

@@ -194,6 +194,7 @@ impl PeerFsm {
                     }
                     if !(committed && took_effect) {
                         if let Some(r) = revision {
+                            tracing::debug!(target: "tessera::revisions", region, r, committed, "voided: not applied");
                             ctx.revisions.push(r); // voided: never applied
                         }
                     }
