@@ -420,7 +420,9 @@ pub fn compare_with_etcd(scenarios: Vec<Scenario>) {
                 );
             }
             if let Step::Admin { args } = step {
-                common::admin(&sides[1].endpoint, args);
+                let endpoint = &sides[1].endpoint;
+                let args: Vec<String> = args.iter().map(|a| region_of(endpoint, a)).collect();
+                common::admin(endpoint, &args);
                 continue;
             }
             let mask = match step {
@@ -504,4 +506,26 @@ pub fn compare_with_etcd(scenarios: Vec<Scenario>) {
     }
     drop(etcd);
     drop(tessera);
+}
+
+/// An admin argument `{region:KEY}` becomes the id of the region holding
+/// KEY now (ids are not fixed: each store takes them from its own share,
+/// src/raftstore/region_ids.rs); any other argument stays as it is.
+fn region_of(endpoint: &str, arg: &str) -> String {
+    let Some(key) = arg.strip_prefix("{region:").and_then(|a| a.strip_suffix('}')) else {
+        return arg.to_string();
+    };
+    let listed = common::admin(endpoint, &["regions", "--json"]);
+    let regions: Vec<serde_json::Value> = serde_json::from_str(&listed).expect("admin regions --json");
+    let holds = |r: &serde_json::Value| {
+        let (start, end) = (r["start_key"].as_str().unwrap_or(""), r["end_key"].as_str().unwrap_or(""));
+        start <= key && (end.is_empty() || key < end)
+    };
+    // The innermost (a cluster's meta region, if listed, spans every key).
+    let region = regions
+        .iter()
+        .filter(|r| holds(r))
+        .max_by_key(|r| (r["start_key"].as_str().unwrap_or("").to_string(), !r["end_key"].as_str().unwrap_or("").is_empty()))
+        .unwrap_or_else(|| panic!("no region holds {key}: {listed}"));
+    region["id"].to_string()
 }

@@ -428,8 +428,8 @@ fn cross_region_reads_scenario() -> Scenario {
 
 /// Splits and merges between etcdctl steps change nothing etcdctl prints:
 /// the same revisions, values, versions and errors as etcd 3.4 (which has no
-/// regions). Keys s/... live in region 3, [m, t), of the compared tessera;
-/// the splits make regions 6 and 7, the merges fold them back into 3.
+/// regions). Keys s/... live in the region [m, t) of the compared tessera;
+/// the splits cut it at s/k and s/p, the merges fold the parts back.
 fn reshaping_scenario() -> Scenario {
     scenario(
         "splits and merges between steps",
@@ -443,9 +443,9 @@ fn reshaping_scenario() -> Scenario {
             txn("", "\nput s/b x\nput s/n y\n\n\n"),
             admin("split --key s/p"),
             r("get s/ --prefix"),
-            admin("merge --left 6 --right 7"),
+            admin("merge --left {region:s/k} --right {region:s/p}"),
             r("del s/ --prefix -w json"),
-            admin("merge --left 3 --right 6"),
+            admin("merge --left {region:s/a} --right {region:s/k}"),
             r("get s/ --prefix --rev=2 -w json"),
             r("put s/c 5"),
             r("get s/c -w json"),
