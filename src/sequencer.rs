@@ -70,7 +70,8 @@ impl State {
     /// cause in the log (target `tessera::revisions`, which the fault
     /// harness records).
     fn void_owned(&mut self, why: &str, region: u64, matches: impl Fn(u64, (u64, u64)) -> bool) -> Option<u64> {
-        let mut void: Vec<u64> = self.owners.iter().filter(|(rev, o)| matches(**rev, **o)).map(|(rev, _)| *rev).collect();
+        let mut void: Vec<u64> =
+            self.owners.iter().filter(|(rev, o)| matches(**rev, **o)).map(|(rev, _)| *rev).collect();
         if void.is_empty() {
             return None;
         }

@@ -525,7 +525,9 @@ fn region_of(endpoint: &str, arg: &str) -> String {
     let region = regions
         .iter()
         .filter(|r| holds(r))
-        .max_by_key(|r| (r["start_key"].as_str().unwrap_or("").to_string(), !r["end_key"].as_str().unwrap_or("").is_empty()))
+        .max_by_key(|r| {
+            (r["start_key"].as_str().unwrap_or("").to_string(), !r["end_key"].as_str().unwrap_or("").is_empty())
+        })
         .unwrap_or_else(|| panic!("no region holds {key}: {listed}"));
     region["id"].to_string()
 }
