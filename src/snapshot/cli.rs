@@ -110,7 +110,7 @@ fn table(s: &super::Status) -> String {
     let widths: Vec<usize> = heads.iter().zip(&cells).map(|(h, c)| h.len().max(c.len())).collect();
     let rule: String = widths.iter().map(|w| format!("+{}", "-".repeat(w + 2))).collect::<String>() + "+\n";
     let row = |v: &[String]| -> String {
-        v.iter().zip(&widths).map(|(c, w)| format!("| {c:>w$} ")).collect::<String>() + "|\n"
+        v.iter().zip(&widths).map(|(c, w)| format!("| {c:>width$} ", width = *w)).collect::<String>() + "|\n"
     };
     let heads: Vec<String> = heads.iter().map(|h| h.to_string()).collect();
     format!("{rule}{}{rule}{}{rule}", row(&heads), row(&cells))

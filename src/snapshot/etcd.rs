@@ -26,7 +26,7 @@ pub const AUTH_ROLES: &[u8] = b"authRoles";
 /// order): those of an etcd 3.4 member, the ones tessera has nothing for
 /// empty.
 pub const WRITTEN: [&[u8]; 10] =
-    [b"alarm", AUTH, AUTH_ROLES, AUTH_USERS, b"cluster", KEY, LEASE, META, b"members", b"members_removed"];
+    [b"alarm", AUTH, AUTH_ROLES, AUTH_USERS, b"cluster", KEY, LEASE, b"members", b"members_removed", META];
 
 pub const CONSISTENT_INDEX: &[u8] = b"consistent_index";
 pub const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";

@@ -60,7 +60,7 @@ pub struct Restored {
 /// Restores `snapshot` into `data_dir`, which must be absent or empty.
 pub fn restore(snapshot: &Path, data_dir: &Path, opts: &RestoreOptions) -> Result<Restored, SnapshotError> {
     let db = open_checked(snapshot, opts.skip_hash_check)?;
-    if etcd::get(&db, etcd::AUTH, etcd::AUTH_ENABLED)?.as_deref() == Some(&[1]) {
+    if etcd::get(&db, etcd::AUTH, etcd::AUTH_ENABLED)?.as_deref() == Some(&[1u8][..]) {
         return Err(SnapshotError::Unsupported(
             "the snapshot has authentication enabled, which tessera does not support yet: disable it in etcd (etcdctl auth disable) and take the snapshot again".into(),
         ));

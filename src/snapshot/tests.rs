@@ -124,6 +124,11 @@ fn a_truncated_file_or_a_page_pointing_outside_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn the_buckets_written_are_in_name_order() {
+    assert!(etcd::WRITTEN.windows(2).all(|w| w[0] < w[1]), "{:?}", etcd::WRITTEN);
+}
+
+#[test]
 fn the_writer_refuses_keys_or_buckets_out_of_order() {
     let mut w = BoltWriter::new(Cursor::new(Vec::new())).unwrap();
     assert!(w.bucket(b"key", [kv("b", ""), kv("a", "")].into_iter().map(Ok)).is_err());
