@@ -33,7 +33,14 @@ pub fn save(engine: &Engine, revision: u64, out: &Path) -> Result<u64, SnapshotE
         Some(b) => i64::from_be_bytes(b.as_slice().try_into().map_err(|_| SnapshotError::Store("corrupt compacted revision".into()))?),
         None => crate::sequencer::NEVER_COMPACTED,
     };
-    let file = File::create(out).map_err(|e| SnapshotError::io("creating", out, e))?;
+    // Read back for the trailer's hash, hence read and write.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(out)
+        .map_err(|e| SnapshotError::io("creating", out, e))?;
     let mut w = BoltWriter::new(BufWriter::new(file))?;
     for name in etcd::WRITTEN {
         let entries = match name {
