@@ -44,27 +44,15 @@ enum Command {
     /// Drive any etcd v3 endpoint with a workload and report throughput and latency.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Work with snapshots taken by `etcdctl snapshot save` from tessera.
+    /// Snapshots in etcd's format: save from a member, restore into a new
+    /// data dir (from etcd or tessera), status.
     #[command(subcommand)]
-    Snapshot(SnapshotCommand),
+    Snapshot(tessera::snapshot::cli::SnapshotCommand),
     /// Operate regions: list, split, merge, transfer-leader.
     Admin(tessera::admin_cli::AdminArgs),
     /// Seeded runs of real members under faults, each history checked
     /// (docs/faults.md); exits 1 if any run failed.
     Faults(tessera::faults::FaultArgs),
-}
-
-#[derive(Subcommand)]
-enum SnapshotCommand {
-    /// Check a snapshot's SHA-256 trailer and unpack it into a new data dir;
-    /// `tessera serve --data-dir DIR` then starts from it.
-    Restore {
-        /// The file `etcdctl snapshot save` wrote.
-        file: PathBuf,
-        /// The data dir to create (must be absent or empty).
-        #[arg(long, default_value = "tessera-data")]
-        data_dir: PathBuf,
-    },
 }
 
 #[derive(Subcommand)]
@@ -321,9 +309,11 @@ fn command_main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
-            let files = tessera::snapshot::restore(&file, &data_dir)?;
-            println!("restored {} ({files} files) into {}", file.display(), data_dir.display());
+        Command::Snapshot(cmd) => {
+            if let Err(e) = tokio::runtime::Runtime::new()?.block_on(tessera::snapshot::cli::run(cmd)) {
+                eprintln!("Error: {e}");
+                std::process::exit(1);
+            }
             Ok(())
         }
     }

@@ -1,6 +1,6 @@
 //! The etcd Maintenance service through the Rust `etcd-client` crate:
-//! snapshot (etcd's trailer; restored with `tessera snapshot restore`'s
-//! code into a store that serves the same data), HashKV, the storage
+//! snapshot (etcd's format and trailer; restored with `tessera snapshot
+//! restore`'s code into a store that serves the same data), HashKV, the storage
 //! quota and its NOSPACE alarm, defragment, move-leader.
 
 mod inproc;
@@ -46,13 +46,18 @@ async fn snapshot_restores_into_a_store_with_the_same_data_and_hash() {
         let file = dir.path().join("snap.db");
         std::fs::write(&file, &bytes).unwrap();
         let restored = dir.path().join("data");
-        assert!(tessera::snapshot::restore(&file, &restored).unwrap() > 0);
-        let again = tessera::snapshot::restore(&file, &restored).unwrap_err();
+        let opts = tessera::snapshot::RestoreOptions {
+            initial_split_keys: SPLITS.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            ..Default::default()
+        };
+        let done = tessera::snapshot::restore(&file, &restored, &opts).unwrap();
+        assert_eq!((done.versions, done.revision as i64), (5, hash.header().unwrap().revision()));
+        let again = tessera::snapshot::restore(&file, &restored, &opts).unwrap_err();
         assert!(again.to_string().contains("non-empty"), "{again}");
         let mut corrupt = bytes.clone();
         corrupt[100] ^= 1;
         std::fs::write(&file, &corrupt).unwrap();
-        let bad = tessera::snapshot::restore(&file, &dir.path().join("other")).unwrap_err();
+        let bad = tessera::snapshot::restore(&file, &dir.path().join("other"), &opts).unwrap_err();
         assert!(bad.to_string().contains("hash mismatch"), "{bad}");
 
         let node = InProc::start_in(&restored, SPLITS, |_| {}).await;

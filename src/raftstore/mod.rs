@@ -32,7 +32,7 @@ pub mod transport;
 pub mod wire;
 
 pub use members::member_id;
-pub use store::{PeerHandle, PieceRead, RegionClient, Store, StoreConfig};
+pub use store::{bootstrap, PeerHandle, PieceRead, RegionClient, Store, StoreConfig};
 
 use std::time::Duration;
 

@@ -56,6 +56,32 @@ pub fn changes(db: &DB, cf: &ColumnFamily, from: u64, to: u64, max: usize) -> Re
     Ok(out)
 }
 
+/// Calls `f` with `(revision, sub-revision, key)` of every change of
+/// revisions `from..=to`, in order, as `snapshot` holds them.
+pub fn for_each_change(
+    db: &DB,
+    cf: &ColumnFamily,
+    snapshot: &rocksdb::Snapshot<'_>,
+    (from, to): (u64, u64),
+    f: &mut dyn FnMut(u64, u32, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut ro = ReadOptions::default();
+    ro.set_snapshot(snapshot);
+    ro.set_iterate_lower_bound(event_key(from, 0).to_vec());
+    ro.set_iterate_upper_bound(event_key(to.saturating_add(1), 0).to_vec());
+    let mut it = db.raw_iterator_cf_opt(cf, ro);
+    it.seek_to_first();
+    while it.valid() {
+        let k = it.key().expect("valid iterator");
+        let Ok(k) = <[u8; 12]>::try_from(k) else { return Err(Error::Storage("corrupt event key".into())) };
+        let (rev, sub) = (u64::from_be_bytes(k[..8].try_into().expect("8")), u32::from_be_bytes(k[8..].try_into().expect("4")));
+        f(rev, sub, it.value().expect("valid iterator"))?;
+        it.next();
+    }
+    it.status()?;
+    Ok(())
+}
+
 /// What a watcher asked to see of each change.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {

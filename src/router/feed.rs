@@ -105,10 +105,10 @@ impl Feed {
         Ok((reader.hash(at)?, at))
     }
 
-    /// Writes a snapshot of the whole store to `path`, with `scratch` for
-    /// its working files ([`crate::snapshot`]); its size. Blocking.
-    pub fn snapshot_to(&self, scratch: &Path, path: &Path) -> Result<u64> {
-        crate::snapshot::create(&self.store.engine, scratch, path)
+    /// Writes etcd's snapshot of the history up to `revision` (at most the
+    /// [`Self::frontier`]) to `path` ([`crate::snapshot`]); its size. Blocking.
+    pub fn snapshot_to(&self, revision: u64, path: &Path) -> Result<u64> {
+        Ok(crate::snapshot::save(&self.store.engine, revision, path)?)
     }
 
     /// Where snapshots are made before they are streamed.

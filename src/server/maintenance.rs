@@ -101,17 +101,28 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
 
-    /// Streams a snapshot of the whole store (see [`crate::snapshot`]),
-    /// SHA-256 trailer included, in 64 KiB pieces.
+    /// Streams etcd's snapshot of the history at the resolved revision (see
+    /// [`crate::snapshot`]), SHA-256 trailer included, in 64 KiB pieces.
+    /// Only the leader store's history is complete (docs/cluster.md); another
+    /// member answers Unavailable.
     async fn snapshot(&self, _r: Request<SnapshotRequest>) -> Reply<Self::SnapshotStream> {
         let feed = self.router.feed().clone();
         let header = self.router.current_header();
+        let Some(revision) = feed.frontier() else {
+            return Err(Status::unavailable(
+                "tessera: only the leader store's history is complete: take the snapshot from it (etcdctl endpoint status --cluster shows it as leader)",
+            ));
+        };
         let scratch = feed.scratch_dir();
-        let file = scratch.join(format!("snapshot-{}.tss", crate::router::unique_id()));
+        let file = scratch.join(format!("snapshot-{}.db", crate::router::unique_id()));
         let path = file.clone();
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&scratch).map_err(|e| crate::error::Error::Storage(e.to_string()))?;
-            feed.snapshot_to(&scratch, &path)
+            let result = feed.snapshot_to(revision, &path);
+            if result.is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            result
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;

@@ -356,6 +356,27 @@ def t14_status():
 
 
 @check
+def t14_snapshot():
+    # python etcd3's own test_snapshot: the client saves a snapshot and
+    # `etcdctl snapshot status` reads it; here its revision is checked too.
+    import json
+    import subprocess
+    import tempfile
+    c.put(KEYS[0] + "snap", "v")
+    _, meta = c.get(KEYS[0] + "snap")
+    with tempfile.NamedTemporaryFile() as f:
+        c.snapshot(f)
+        f.flush()
+        out = subprocess.run(
+            ["etcdctl", "snapshot", "status", f.name, "-w", "json"],
+            env={**os.environ, "ETCDCTL_API": "3"}, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, f"etcdctl snapshot status: {out.stdout}{out.stderr}"
+        status = json.loads(out.stdout)
+        assert status["revision"] >= meta.mod_revision, f"status {status}, put at {meta.mod_revision}"
+        print(f"     snapshot status: {status}")
+
+
+@check
 def t15_final_cleanup():
     cleanup()
     got = [m.key for v, m in c.get_range("a", "v")]

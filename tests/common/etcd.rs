@@ -15,6 +15,16 @@ impl Etcd {
     /// `etcdctl endpoint health` succeeds. Panics with a hint to run
     /// scripts/setup.sh when etcd or etcdctl is not installed.
     pub fn start() -> Etcd {
+        Etcd::start_member(None)
+    }
+
+    /// Starts etcd on `data_dir`, made by `etcdctl snapshot restore --name
+    /// NAME --initial-advertise-peer-urls PEER_URL` (the caller owns it).
+    pub fn start_restored(data_dir: &Path, name: &str, peer_url: &str) -> Etcd {
+        Etcd::start_member(Some((data_dir, name, peer_url)))
+    }
+
+    fn start_member(restored: Option<(&Path, &str, &str)>) -> Etcd {
         require_etcd();
         let deadline = Instant::now() + ETCD_START_TIMEOUT;
         let mut last_failure = String::new();
@@ -24,7 +34,7 @@ impl Etcd {
             if Instant::now() >= deadline {
                 break;
             }
-            match Etcd::try_start(deadline) {
+            match Etcd::try_start(deadline, restored) {
                 Ok(etcd) => return etcd,
                 Err(msg) => last_failure = msg,
             }
@@ -32,23 +42,25 @@ impl Etcd {
         panic!("etcd did not become healthy within {ETCD_START_TIMEOUT:?}: {last_failure}");
     }
 
-    fn try_start(deadline: Instant) -> Result<Etcd, String> {
+    fn try_start(deadline: Instant, restored: Option<(&Path, &str, &str)>) -> Result<Etcd, String> {
         let dir = tempfile::Builder::new().prefix("etcd-ref-").tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let ports = free_ports(2);
         let client_url = format!("http://127.0.0.1:{}", ports[0]);
-        let peer_url = format!("http://127.0.0.1:{}", ports[1]);
+        let fresh_peer = format!("http://127.0.0.1:{}", ports[1]);
+        let fresh_data = dir.path().join("data");
+        let (data_dir, name, peer_url) = restored.unwrap_or((&fresh_data, "ref", &fresh_peer));
         let log_path = dir.path().join("etcd.log");
         let log = File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
         let log2 = log.try_clone().map_err(|e| format!("dup log fd: {e}"))?;
         let mut child = clean_command(ETCD_BIN)
-            .args(["--name", "ref"])
+            .args(["--name", name])
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(data_dir)
             .args(["--listen-client-urls", &client_url])
             .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("ref={peer_url}")])
+            .args(["--listen-peer-urls", peer_url])
+            .args(["--initial-advertise-peer-urls", peer_url])
+            .args(["--initial-cluster", &format!("{name}={peer_url}")])
             .args(["--initial-cluster-state", "new"])
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))

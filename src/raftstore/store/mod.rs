@@ -77,6 +77,16 @@ impl StoreConfig {
     }
 }
 
+/// Writes a new store's bootstrap into `engine` as [`Store::open`] would,
+/// without starting it (`tessera snapshot restore` fills it in before the
+/// first start); the regions made. Refuses a data dir that holds a store.
+pub fn bootstrap(engine: &Engine, cfg: &StoreConfig) -> Result<Vec<Region>> {
+    if engine.db.get_cf(engine.meta(), keys::CLUSTER)?.is_some() {
+        return Err(Error::Storage("the data dir already holds a store".into()));
+    }
+    Ok(boot::load_or_bootstrap(engine, cfg)?.regions)
+}
+
 /// Half the cores, at least one. Measured on 2 cores with 100 put clients:
 /// one poller 20.6-22.4k puts/s, two 19.1-19.7k (they compete with the gRPC
 /// workers for CPU and split the fsyncs).
