@@ -13,6 +13,11 @@ use super::{Counter, Histogram};
 const DISK_BOUNDS: &[f64] =
     &[0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192];
 
+/// etcd's peer round trip buckets: 0.1 ms to 819.2 ms, doubling.
+const PEER_RTT_BOUNDS: &[f64] = &[
+    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048, 0.4096, 0.8192,
+];
+
 pub struct EtcdMetrics {
     /// Leader changes of the meta group seen by this member.
     pub leader_changes: Counter,
@@ -22,6 +27,9 @@ pub struct EtcdMetrics {
     pub wal_fsync: Histogram,
     /// Writes of applied state (etcd's backend commit).
     pub backend_commit: Histogram,
+    /// Round trips of probes to other members, by their store id (etcd
+    /// labels them with the member id: see [`StoreGauges::member_ids`]).
+    peer_rtt: DashMap<u64, Histogram>,
     /// gRPC calls started, by method path.
     grpc_started: DashMap<String, Counter>,
     /// gRPC calls finished, by method path, then status code.
@@ -36,6 +44,11 @@ pub struct StoreGauges {
     pub applied_entries: u64,
     pub pending_proposals: u64,
     pub db_bytes: u64,
+    /// Keys with a version (etcd's key index: live keys and deleted ones
+    /// not compacted yet).
+    pub keys: u64,
+    /// (store id, member id) of the members; stores not listed have left.
+    pub member_ids: Vec<(u64, u64)>,
 }
 
 impl EtcdMetrics {
@@ -45,8 +58,17 @@ impl EtcdMetrics {
             proposals_failed: Counter::default(),
             wal_fsync: Histogram::new(DISK_BOUNDS),
             backend_commit: Histogram::new(DISK_BOUNDS),
+            peer_rtt: DashMap::new(),
             grpc_started: DashMap::new(),
             grpc_handled: DashMap::new(),
+        }
+    }
+
+    /// A probe of store `to` came back after `rtt`.
+    pub fn peer_round_trip(&self, to: u64, rtt: std::time::Duration) {
+        match self.peer_rtt.get(&to) {
+            Some(h) => h.observe(rtt),
+            None => self.peer_rtt.entry(to).or_insert_with(|| Histogram::new(PEER_RTT_BOUNDS)).observe(rtt),
         }
     }
 
@@ -118,6 +140,7 @@ impl EtcdMetrics {
             "The total number of failed proposals seen.",
             self.proposals_failed.get(),
         );
+        gauge("etcd_debugging_mvcc_keys_total", "gauge", "Total number of keys.", g.keys);
         gauge(
             "etcd_mvcc_db_total_size_in_bytes",
             "gauge",
@@ -140,7 +163,20 @@ impl EtcdMetrics {
             "The latency distributions of commit called by backend.",
             out,
         );
+        self.render_peer_rtt(&g.member_ids, out);
         self.render_grpc(out);
+    }
+
+    /// One series per member, labelled `To` with its id in hex as etcd
+    /// prints member ids.
+    fn render_peer_rtt(&self, member_ids: &[(u64, u64)], out: &mut String) {
+        let name = "etcd_network_peer_round_trip_time_seconds";
+        let _ = writeln!(out, "# HELP {name} Round-Trip-Time histogram between peers.\n# TYPE {name} histogram");
+        for (store, member) in member_ids {
+            if let Some(h) = self.peer_rtt.get(store) {
+                h.render_series(name, &format!("To=\"{member:x}\","), out);
+            }
+        }
     }
 
     fn render_grpc(&self, out: &mut String) {

@@ -3,6 +3,7 @@
 //! [`etcd`] renders the same facts under etcd's metric names.
 
 pub mod etcd;
+pub mod keys;
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,15 +48,22 @@ impl Histogram {
 
     pub fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_series(name, "", out);
+    }
+
+    /// The lines of one series: `labels` (`To="1a",`, with its comma, or
+    /// empty) go before `le`.
+    pub fn render_series(&self, name: &str, labels: &str, out: &mut String) {
         let mut cumulative = 0;
         for (b, n) in self.bounds.iter().zip(&self.buckets) {
             cumulative += n.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {cumulative}");
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9);
-        let _ = writeln!(out, "{name}_count {count}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+        let braced = labels.strip_suffix(',').map(|l| format!("{{{l}}}")).unwrap_or_default();
+        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count{braced} {count}");
     }
 }
 

@@ -106,6 +106,8 @@ pub struct Store {
     system: Mutex<Option<BatchSystem<PeerFsm>>>,
     timer: Mutex<Option<JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
+    /// For /metrics' etcd_debugging_mvcc_keys_total.
+    keys_counted: crate::metrics::keys::KeyCount,
 }
 
 impl Store {
@@ -236,6 +238,7 @@ impl Store {
             system: Mutex::new(Some(system)),
             timer: Mutex::new(None),
             stop: Arc::new(AtomicBool::new(false)),
+            keys_counted: Default::default(),
         });
         *store.timer.lock() = Some(timer::start(&store, cfg.raft.tick_interval));
         Ok(store)
@@ -558,6 +561,10 @@ impl Store {
             self.context.peers.len()
         );
         let _ = writeln!(out, "# HELP tessera_region_leaders Regions led by this store.\n# TYPE tessera_region_leaders gauge\ntessera_region_leaders {leaders}");
+        let leases = self.context.peers.iter().filter(|p| p.shared.lease.is_valid()).count();
+        let _ = writeln!(out, "# HELP tessera_region_leases_valid Regions whose leader lease is valid on this store.\n# TYPE tessera_region_leases_valid gauge\ntessera_region_leases_valid {leases}");
+        let awake = self.context.awake.lock().len();
+        let _ = writeln!(out, "# HELP tessera_regions_awake Regions whose peer here takes raft ticks.\n# TYPE tessera_regions_awake gauge\ntessera_regions_awake {awake}");
         let _ = writeln!(
             out,
             "# HELP tessera_revision The last revision handed out.\n# TYPE tessera_revision gauge\ntessera_revision {}",
@@ -568,6 +575,11 @@ impl Store {
             applied_entries: crate::metrics::METRICS.applied_entries.get(),
             pending_proposals: self.context.peers.iter().map(|p| p.shared.pending.load(Ordering::Relaxed)).sum(),
             db_bytes: self.db_size(),
+            keys: self.keys_counted.get(|| {
+                let reader = crate::region::mvcc::MvccReader::new(&self.engine.db, self.engine.mvcc(), None);
+                reader.count_keys().inspect_err(|e| tracing::warn!("counting keys: {e}")).ok()
+            }),
+            member_ids: self.members().members.iter().map(|m| (m.store_id, m.member_id)).collect(),
         };
         crate::metrics::etcd::ETCD.render(&gauges, out);
     }
