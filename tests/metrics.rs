@@ -1,18 +1,43 @@
 //! /metrics of a running three-member cluster, scraped as Prometheus
 //! does (docs/ops.md, "Metrics under etcd's names"): the peer round trip
 //! histogram labelled with each other member's id as etcd prints it, the
-//! key count, and tessera's region state gauges.
+//! key count, and tessera's region state gauges; and Prometheus' own
+//! checker, `promtool check metrics`, passes on every member's /metrics.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::http::metric;
+use common::http::{metric, scrape};
 use common::{connect, Cluster};
 use etcd_client::GetOptions;
 
 const READY: Duration = common::CLUSTER_READY;
 const KEYS: usize = 25;
+/// Debian's prometheus package (scripts/setup.sh installs it).
+const PROMTOOL: &str = "/usr/bin/promtool";
+
+/// `promtool check metrics` on `text`: what it printed, if it failed.
+fn promtool_check(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    assert!(std::path::Path::new(PROMTOOL).is_file(), "{PROMTOOL} is missing: run scripts/setup.sh");
+    let mut child = Command::new(PROMTOOL)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
 
 /// Waits (bounded) until `f` holds.
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -85,6 +110,10 @@ fn a_clusters_metrics_carry_peer_round_trips_keys_and_region_states() {
         valid == regions
     });
     for e in &endpoints {
+        let text = scrape(e).expect("/metrics");
+        if let Err(said) = promtool_check(&text) {
+            panic!("promtool check metrics failed on {e}:\n{said}\n--- /metrics ---\n{text}");
+        }
         assert_eq!(metric(e, "tessera_regions"), Some(regions), "{e}");
         let awake = metric(e, "tessera_regions_awake").expect("tessera_regions_awake");
         assert!(awake <= regions, "{e}: {awake} awake of {regions}");

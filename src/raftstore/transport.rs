@@ -294,7 +294,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// prober measures with its /raft/probing requests. A probe that fails or
 /// takes over a second is not counted.
 async fn probe_round_trip(to: u64, channel: tonic::transport::Channel) {
-    use crate::proto::health::{health_client::HealthClient, HealthCheckRequest};
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let start = std::time::Instant::now();
     let mut client = HealthClient::new(channel);
     let check = client.check(HealthCheckRequest::default());
