@@ -219,9 +219,9 @@ struct ServeArgs {
     /// systemd/journal (stderr), or file paths (appended to).
     #[arg(long, value_delimiter = ',', default_value = "default")]
     log_outputs: Vec<String>,
-    /// console (text) or json (one object per line with etcd's level, ts,
-    /// caller and msg fields; etcd's own default).
-    #[arg(long, default_value = "console")]
+    /// json (one object per line with etcd's level, ts, caller and msg
+    /// fields: etcd 3.5's zap logger writes JSON by default) or console (text).
+    #[arg(long, default_value = "json")]
     log_format: String,
     /// Print the version and exit.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]

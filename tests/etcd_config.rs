@@ -302,8 +302,9 @@ fn refusals_exit_1_with_etcds_messages() {
     assert!(err.contains("--no-such-flag"), "{err}");
 }
 
+/// etcd 3.5 logs zap JSON by default; so does tessera.
 #[test]
-fn log_format_json_writes_etcds_fields_on_every_line_and_to_every_output() {
+fn logs_are_etcds_json_by_default_on_every_line_and_to_every_output() {
     let dir = temp_dir();
     let data = dir.path().join("etcd").display().to_string();
     let file = dir.path().join("tessera.log").display().to_string();
@@ -314,8 +315,6 @@ fn log_format_json_writes_etcds_fields_on_every_line_and_to_every_output() {
         &data,
         "--listen-client-urls",
         "http://127.0.0.1:0",
-        "--log-format",
-        "json",
         "--log-outputs",
         &outputs,
         "--enable-v2=false",
@@ -335,4 +334,17 @@ fn log_format_json_writes_etcds_fields_on_every_line_and_to_every_output() {
     assert_eq!(warning.expect("the warning line")["level"], "warn");
     let in_file = std::fs::read_to_string(&file).unwrap();
     assert!(in_file.lines().any(|l| l.contains("--enable-v2 is ignored")), "{in_file}");
+    drop(p);
+
+    // --log-format console: text lines.
+    let data = dir.path().join("console").display().to_string();
+    let args = ["--data-dir", &data, "--listen-client-urls", "http://127.0.0.1:0", "--log-format", "console"];
+    let p = Proc::start(&args, &[("ETCD_ENABLE_V2", "false")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.stderr().contains("ETCD_ENABLE_V2 is ignored") && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let log = p.stderr();
+    let warning = log.lines().find(|l| l.contains("ETCD_ENABLE_V2 is ignored")).expect("the warning line");
+    assert!(warning.contains("WARN") && serde_json::from_str::<serde_json::Value>(warning).is_err(), "{log}");
 }
