@@ -96,18 +96,7 @@ fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let deadline = Instant::now() + START_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tessera {args:?} still running after {START_TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit(&mut child, START_TIMEOUT, &format!("tessera {args:?}"));
     (status, reader.join().unwrap())
 }
 
