@@ -585,6 +585,11 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
         tasks.spawn(async move { server::serve_peer(router, cfg, listener, stop).await.context("peer server") });
     }
     tracing::info!(regions = store.regions().len(), ?advertise, "tessera is ready");
+    // A systemd unit of Type=notify (etcd's) waits for this, as etcd sends
+    // it; without $NOTIFY_SOCKET it does nothing.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("telling systemd that tessera is ready: {e}");
+    }
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

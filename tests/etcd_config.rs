@@ -337,3 +337,29 @@ fn logs_are_etcds_json_by_default_on_every_line_and_to_every_output() {
     let warning = log.lines().find(|l| l.contains("ETCD_ENABLE_V2 is ignored")).expect("the warning line");
     assert!(warning.contains("WARN") && serde_json::from_str::<serde_json::Value>(warning).is_err(), "{log}");
 }
+
+/// etcd's systemd units are `Type=notify`: systemd counts the service
+/// started when it sends READY=1 on $NOTIFY_SOCKET. tessera sends it once
+/// it serves, started as such a unit starts it (ETCD_* variables from its
+/// environment file, no flags).
+#[test]
+fn tells_systemd_it_is_ready_as_etcd_does() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = temp_dir();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(START_TIMEOUT)).unwrap();
+    let (data, socket_env) = (dir.path().join("etcd").display().to_string(), socket_path.display().to_string());
+    let env = [
+        ("ETCD_NAME", "unit"),
+        ("ETCD_DATA_DIR", data.as_str()),
+        ("ETCD_LISTEN_CLIENT_URLS", "http://127.0.0.1:0"),
+        ("ETCD_ADVERTISE_CLIENT_URLS", "http://10.0.0.9:2379"),
+        ("NOTIFY_SOCKET", socket_env.as_str()),
+    ];
+    let p = Proc::start(&[], &env);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("READY=1 within the start timeout");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), "READY=1\n");
+    check_serving(&p, &Expect { name: "unit", advertised: "http://10.0.0.9:2379", min_lease_ttl: 2 });
+}
