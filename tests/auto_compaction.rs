@@ -54,5 +54,7 @@ fn an_unknown_auto_compaction_mode_refuses_to_start() {
     assert!(!status.success());
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(err.contains("unknown auto-compaction-mode \"hourly\""), "{err}");
+    // Logged as etcd's JSON line (the default format): the message is its msg.
+    let said = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["msg"].as_str().map(String::from));
+    assert!(err.lines().any(|l| said(l).as_deref() == Some("unknown auto-compaction-mode \"hourly\"")), "{err}");
 }
