@@ -12,7 +12,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tessera/tessera.proto",
         "proto/tessera/admin.proto",
         "proto/tessera/peer.proto",
-        "proto/grpc/health/v1/health.proto",
     ];
     tonic_prost_build::configure().build_client(true).build_server(true).compile_protos(&files, &["proto"])?;
     for f in files {

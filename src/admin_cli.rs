@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
 use clap::{Args, Subcommand};
 
 use crate::proto::tesserapb::admin_client::AdminClient;
@@ -78,7 +79,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
         AdminCommand::Regions => {
             let regions = client.regions(RegionsRequest {}).await.map_err(status)?.into_inner().regions;
             if args.json {
-                json_array(regions.iter().map(region_info_json))
+                json_line(regions.iter().map(region_info_json).collect())
             } else {
                 regions_table(&regions)
             }
@@ -107,7 +108,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             let resp = client.split(req).await.map_err(status)?.into_inner();
             let (left, right) = (resp.left.context("no left region")?, resp.right.context("no right region")?);
             if args.json {
-                json_array([region_json(&left), region_json(&right)].into_iter())
+                json_line(vec![region_json(&left), region_json(&right)].into())
             } else {
                 format!("split: {}\n       {}\n", region_line(&left), region_line(&right))
             }
@@ -116,7 +117,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             let resp = client.merge(MergeRequest { left, right }).await.map_err(status)?.into_inner();
             let region = resp.region.context("no region")?;
             if args.json {
-                region_json(&region) + "\n"
+                json_line(region_json(&region))
             } else {
                 format!("merged: {}\n", region_line(&region))
             }
@@ -126,7 +127,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             let resp = client.transfer_leader(req).await.map_err(status)?.into_inner();
             let region = resp.region.context("no region")?;
             if args.json {
-                region_json(&region) + "\n"
+                json_line(region_json(&region))
             } else {
                 format!("leader of region {} is on store {to}\n", region.id)
             }
@@ -140,12 +141,14 @@ pub async fn run(args: AdminArgs) -> Result<()> {
 fn bulk_split_text(resp: &SplitResponse, json: bool) -> String {
     let (created, skipped, commands) = (resp.created, resp.skipped, resp.commands);
     if json {
-        let region = |r: &Option<Region>| r.as_ref().map_or("null".to_string(), region_json);
-        return format!(
-            "{{\"created\":{created},\"skipped\":{skipped},\"commands\":{commands},\"first\":{},\"last\":{}}}\n",
-            region(&resp.left),
-            region(&resp.right)
-        );
+        let region = |r: &Option<Region>| r.as_ref().map_or(Value::Null, region_json);
+        return json_line(json!({
+            "created": created,
+            "skipped": skipped,
+            "commands": commands,
+            "first": region(&resp.left),
+            "last": region(&resp.right),
+        }));
     }
     let mut out = format!(
         "split: {created} regions created, {skipped} keys skipped (already a region's start), {commands} raft commands\n"
@@ -210,58 +213,36 @@ fn regions_table(regions: &[RegionInfo]) -> String {
     out
 }
 
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// `value` on one line.
+fn json_line(value: Value) -> String {
+    format!("{value}\n")
 }
 
-fn json_array(items: impl Iterator<Item = String>) -> String {
-    format!("[{}]\n", items.collect::<Vec<_>>().join(","))
-}
-
-fn region_fields(r: &Region) -> String {
+fn region_json(r: &Region) -> Value {
     let e = r.epoch.unwrap_or_default();
-    let peers: Vec<String> =
-        r.peers.iter().map(|p| format!("{{\"id\":{},\"store_id\":{}}}", p.id, p.store_id)).collect();
-    format!(
-        "\"id\":{},\"start_key\":{},\"end_key\":{},\"epoch\":{{\"version\":{},\"conf_ver\":{}}},\"peers\":[{}],\"merging_into\":{}",
-        r.id,
-        json_str(&String::from_utf8_lossy(&r.start_key)),
-        json_str(&String::from_utf8_lossy(&r.end_key)),
-        e.version,
-        e.conf_ver,
-        peers.join(","),
-        r.merging_into
-    )
+    let peers: Vec<Value> = r.peers.iter().map(|p| json!({"id": p.id, "store_id": p.store_id})).collect();
+    json!({
+        "id": r.id,
+        "start_key": String::from_utf8_lossy(&r.start_key),
+        "end_key": String::from_utf8_lossy(&r.end_key),
+        "epoch": {"version": e.version, "conf_ver": e.conf_ver},
+        "peers": peers,
+        "merging_into": r.merging_into,
+    })
 }
 
-fn region_json(r: &Region) -> String {
-    format!("{{{}}}", region_fields(r))
-}
-
-fn region_info_json(info: &RegionInfo) -> String {
-    let r = info.region.clone().unwrap_or_default();
-    format!(
-        "{{{},\"leader\":{},\"lease_valid\":{},\"keys\":{},\"bytes\":{}}}",
-        region_fields(&r),
-        info.leader_store,
-        info.lease_valid,
-        info.keys,
-        info.bytes
-    )
+fn region_info_json(info: &RegionInfo) -> Value {
+    let mut v = region_json(&info.region.clone().unwrap_or_default());
+    let fields = [
+        ("leader", json!(info.leader_store)),
+        ("lease_valid", json!(info.lease_valid)),
+        ("keys", json!(info.keys)),
+        ("bytes", json!(info.bytes)),
+    ];
+    if let Value::Object(m) = &mut v {
+        m.extend(fields.into_iter().map(|(k, v)| (k.to_string(), v)));
+    }
+    v
 }
 
 #[cfg(test)]
@@ -270,16 +251,15 @@ mod tests {
 
     #[test]
     fn json_is_escaped_and_shaped() {
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
         let r = Region {
             id: 3,
-            start_key: b"m".to_vec(),
+            start_key: b"m\"\\\n".to_vec(),
             epoch: Some(RegionEpoch { version: 2, conf_ver: 1 }),
             ..Default::default()
         };
         assert_eq!(
-            region_json(&r),
-            r#"{"id":3,"start_key":"m","end_key":"","epoch":{"version":2,"conf_ver":1},"peers":[],"merging_into":0}"#
+            json_line(region_json(&r)),
+            "{\"id\":3,\"start_key\":\"m\\\"\\\\\\n\",\"end_key\":\"\",\"epoch\":{\"version\":2,\"conf_ver\":1},\"peers\":[],\"merging_into\":0}\n"
         );
     }
 }

@@ -207,9 +207,9 @@ struct ServeArgs {
     /// systemd/journal (stderr), or file paths (appended to).
     #[arg(long, value_delimiter = ',', default_value = "default")]
     log_outputs: Vec<String>,
-    /// console (text) or json (one object per line with etcd's level, ts,
-    /// caller and msg fields; etcd's own default).
-    #[arg(long, default_value = "console")]
+    /// json (one object per line with etcd's level, ts, caller and msg
+    /// fields: etcd 3.5's zap logger writes JSON by default) or console (text).
+    #[arg(long, default_value = "json")]
     log_format: String,
     /// Print the version and exit.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -575,6 +575,11 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
         tasks.spawn(async move { server::serve_peer(router, cfg, listener, stop).await.context("peer server") });
     }
     tracing::info!(regions = store.regions().len(), ?advertise, "tessera is ready");
+    // A systemd unit of Type=notify (etcd's) waits for this, as etcd sends
+    // it; without $NOTIFY_SOCKET it does nothing.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("telling systemd that tessera is ready: {e}");
+    }
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -20,6 +20,3 @@ pub mod v3electionpb {
 pub mod tesserapb {
     tonic::include_proto!("tesserapb");
 }
-pub mod health {
-    tonic::include_proto!("grpc.health.v1");
-}

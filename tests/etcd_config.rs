@@ -96,18 +96,7 @@ fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let deadline = Instant::now() + START_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tessera {args:?} still running after {START_TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit(&mut child, START_TIMEOUT, &format!("tessera {args:?}"));
     (status, reader.join().unwrap())
 }
 
@@ -302,8 +291,9 @@ fn refusals_exit_1_with_etcds_messages() {
     assert!(err.contains("--no-such-flag"), "{err}");
 }
 
+/// etcd 3.5 logs zap JSON by default; so does tessera.
 #[test]
-fn log_format_json_writes_etcds_fields_on_every_line_and_to_every_output() {
+fn logs_are_etcds_json_by_default_on_every_line_and_to_every_output() {
     let dir = temp_dir();
     let data = dir.path().join("etcd").display().to_string();
     let file = dir.path().join("tessera.log").display().to_string();
@@ -314,8 +304,6 @@ fn log_format_json_writes_etcds_fields_on_every_line_and_to_every_output() {
         &data,
         "--listen-client-urls",
         "http://127.0.0.1:0",
-        "--log-format",
-        "json",
         "--log-outputs",
         &outputs,
         "--enable-v2=false",
@@ -335,4 +323,43 @@ fn log_format_json_writes_etcds_fields_on_every_line_and_to_every_output() {
     assert_eq!(warning.expect("the warning line")["level"], "warn");
     let in_file = std::fs::read_to_string(&file).unwrap();
     assert!(in_file.lines().any(|l| l.contains("--enable-v2 is ignored")), "{in_file}");
+    drop(p);
+
+    // --log-format console: text lines.
+    let data = dir.path().join("console").display().to_string();
+    let args = ["--data-dir", &data, "--listen-client-urls", "http://127.0.0.1:0", "--log-format", "console"];
+    let p = Proc::start(&args, &[("ETCD_ENABLE_V2", "false")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.stderr().contains("ETCD_ENABLE_V2 is ignored") && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let log = p.stderr();
+    let warning = log.lines().find(|l| l.contains("ETCD_ENABLE_V2 is ignored")).expect("the warning line");
+    assert!(warning.contains("WARN") && serde_json::from_str::<serde_json::Value>(warning).is_err(), "{log}");
+}
+
+/// etcd's systemd units are `Type=notify`: systemd counts the service
+/// started when it sends READY=1 on $NOTIFY_SOCKET. tessera sends it once
+/// it serves, started as such a unit starts it (ETCD_* variables from its
+/// environment file, no flags).
+#[test]
+fn tells_systemd_it_is_ready_as_etcd_does() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = temp_dir();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(START_TIMEOUT)).unwrap();
+    let (data, socket_env) = (dir.path().join("etcd").display().to_string(), socket_path.display().to_string());
+    let env = [
+        ("ETCD_NAME", "unit"),
+        ("ETCD_DATA_DIR", data.as_str()),
+        ("ETCD_LISTEN_CLIENT_URLS", "http://127.0.0.1:0"),
+        ("ETCD_ADVERTISE_CLIENT_URLS", "http://10.0.0.9:2379"),
+        ("NOTIFY_SOCKET", socket_env.as_str()),
+    ];
+    let p = Proc::start(&[], &env);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("READY=1 within the start timeout");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), "READY=1\n");
+    check_serving(&p, &Expect { name: "unit", advertised: "http://10.0.0.9:2379", min_lease_ttl: 2 });
 }

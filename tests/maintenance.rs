@@ -219,25 +219,33 @@ async fn livez_readyz_and_metrics_under_etcds_names() {
 }
 
 /// grpc.health.v1 on the client port: SERVING for the server and its etcd
-/// services, NOT_FOUND for an unknown name; Watch sends the status at once.
+/// services, NOT_FOUND for an unknown name; Watch sends the status at once
+/// (SERVICE_UNKNOWN for an unknown name, as grpc-go) and ends on shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_health_checks_answer_serving() {
-    use tessera::proto::health::health_check_response::ServingStatus;
-    use tessera::proto::health::health_client::HealthClient;
-    use tessera::proto::health::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
     bounded(async {
         let node = InProc::start(SPLITS).await;
-        let mut h = HealthClient::connect(node.endpoint.clone()).await.unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(node.endpoint.clone()).unwrap().connect().await.unwrap();
+        let mut h = HealthClient::new(channel);
         for service in ["", "etcdserverpb.KV"] {
             let r = h.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
             assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
         }
         let err = h.check(HealthCheckRequest { service: "nope".into() }).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
+        let mut unknown = h.watch(HealthCheckRequest { service: "nope".into() }).await.unwrap().into_inner();
+        assert_eq!(unknown.message().await.unwrap().unwrap().status, ServingStatus::ServiceUnknown as i32);
         let mut stream = h.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
         assert_eq!(stream.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
-        drop(stream);
+        // A graceful stop ends open Watch streams rather than waiting for them.
         node.stop().await;
+        for s in [&mut stream, &mut unknown] {
+            let end = tokio::time::timeout(std::time::Duration::from_secs(5), s.message()).await;
+            assert!(matches!(end, Ok(Ok(None)) | Ok(Err(_))), "the stream outlived the server: {end:?}");
+        }
     })
     .await;
 }

@@ -64,25 +64,25 @@ impl Summary {
         out
     }
 
-    /// One JSON object on one line (no serde: the fields are flat).
+    /// One JSON object on one line.
     pub fn json(&self) -> String {
-        let mut out = format!(
-            "{{\"workload\":{:?},\"endpoint\":{:?},\"ops\":{},\"errors\":{},\"elapsed_s\":{:.3},\"ops_per_sec\":{:.1}",
-            self.workload,
-            self.endpoint,
-            self.ops,
-            self.error_count(),
-            self.elapsed.as_secs_f64(),
-            self.ops_per_sec()
-        );
-        let _ = write!(out, ",\"errors_by_code\":{{");
-        let codes: Vec<String> = self.errors.iter().map(|(c, n)| format!("{c:?}:{n}")).collect();
-        let _ = write!(out, "{}}}", codes.join(","));
+        // Durations and rates to 3 and 1 decimals, as the text report.
+        let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+        let codes: serde_json::Map<String, serde_json::Value> =
+            self.errors.iter().map(|(c, n)| (c.to_string(), (*n).into())).collect();
+        let mut out = serde_json::json!({
+            "workload": self.workload,
+            "endpoint": self.endpoint,
+            "ops": self.ops,
+            "errors": self.error_count(),
+            "elapsed_s": round(self.elapsed.as_secs_f64(), 3),
+            "ops_per_sec": round(self.ops_per_sec(), 1),
+            "errors_by_code": codes,
+        });
         for (p, name) in PERCENTILES {
-            let _ = write!(out, ",\"{}_ms\":{:.3}", name.replace('.', "_"), self.ms(p));
+            out[format!("{}_ms", name.replace('.', "_"))] = round(self.ms(p), 3).into();
         }
-        out.push('}');
-        out
+        out.to_string()
     }
 
     /// HdrHistogram's percentile distribution format (what its plotters

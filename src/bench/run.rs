@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -112,7 +111,7 @@ async fn report_progress(
     start: Instant,
     total: u64,
 ) -> anyhow::Result<()> {
-    let show = !opts.no_progress && std::io::stderr().is_terminal();
+    let bar = progress_bar(&opts, &workload, total);
     let mut log_file = match &opts.interval_log {
         Some(p) => Some(std::fs::File::create(p)?),
         None => None,
@@ -130,7 +129,7 @@ async fn report_progress(
     };
     let mut last = start;
     loop {
-        tokio::time::sleep(Duration::from_millis(if show { 250 } else { 1000 })).await;
+        tokio::time::sleep(Duration::from_millis(if bar.is_hidden() { 1000 } else { 250 })).await;
         let stopped = shared.stop.load(Ordering::Relaxed);
         let now = Instant::now();
         if now.duration_since(last) >= Duration::from_secs(1) || stopped {
@@ -141,22 +140,31 @@ async fn report_progress(
             }
             last = now;
         }
-        if show {
-            let done = shared.done.load(Ordering::Relaxed);
-            let failed = shared.failed.load(Ordering::Relaxed);
-            let secs = start.elapsed().as_secs_f64();
-            let of = if total == u64::MAX { String::new() } else { format!("/{total}") };
-            eprint!(
-                "\r{workload}: {}{of} ops  {:.0} ops/s  errors {failed}   ",
-                done + failed,
-                done as f64 / secs.max(1e-9)
-            );
-        }
+        let (done, failed) = (shared.done.load(Ordering::Relaxed), shared.failed.load(Ordering::Relaxed));
+        bar.set_position(done + failed);
+        bar.set_message(format!("{:.0} ops/s  errors {failed}", done as f64 / start.elapsed().as_secs_f64().max(1e-9)));
         if stopped {
-            if show {
-                eprintln!();
-            }
+            bar.finish();
             return Ok(());
         }
     }
+}
+
+/// The progress line on stderr: ops done of the total (when there is
+/// one), the rate and the errors; hidden with --no-progress or when stderr
+/// is no terminal.
+fn progress_bar(opts: &LoadOpts, workload: &str, total: u64) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    if opts.no_progress {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = if total == u64::MAX {
+        (ProgressBar::new_spinner(), "{prefix}: {pos} ops  {msg}")
+    } else {
+        (ProgressBar::new(total), "{prefix}: {pos}/{len} ops  {msg}")
+    };
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+    bar.set_prefix(workload.to_string());
+    bar
 }

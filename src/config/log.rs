@@ -2,8 +2,9 @@
 //! has), `--log-outputs` (`default`/`stderr`, `stdout`, files, several
 //! comma-separated), `--log-level`, and etcd 3.6's `--log-format json|console`.
 //! JSON lines carry zap's field names as etcd writes them: `level`, `ts`,
-//! `caller`, `msg`, then the event's fields. tessera's default format is
-//! `console` (human-readable text), not etcd's JSON.
+//! `caller`, `msg`, then the event's fields. JSON is the default, as
+//! etcd 3.5's zap logger writes (etcd 3.6 names it `--log-format json`);
+//! `--log-format console` writes human-readable text.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -40,8 +41,8 @@ pub fn init(opts: &LogOptions) -> Result<Vec<super::Note>, String> {
         other => return Err(format!("unknown logger option {other:?}")),
     }
     let json = match opts.format {
-        "json" => true,
-        "console" | "" => false,
+        "json" | "" => true,
+        "console" => false,
         other => return Err(format!("unknown log format: {other}, supported values json, console")),
     };
     let (outputs, notes) = open_outputs(opts.outputs)?;

@@ -240,6 +240,8 @@ async fn run_link(
             }
         };
         backoff = Duration::from_millis(50);
+        let mut probe = tokio::time::interval(PROBE_EVERY);
+        let probe_channel = channel.clone();
         let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(64);
         let mut call = tokio::spawn(async move {
             PeerTransportClient::new(channel).raft(tokio_stream::wrappers::ReceiverStream::new(stream_rx)).await
@@ -265,6 +267,9 @@ async fn run_link(
                         crate::metrics::METRICS.peer_batches_sent.inc();
                     }
                 }
+                _ = probe.tick() => {
+                    tokio::spawn(probe_round_trip(to, probe_channel.clone()));
+                }
                 done = &mut call => {
                     tracing::debug!(store = to, "peer stream ended: {done:?}");
                     if let Ok(Err(status)) = &done {
@@ -279,6 +284,22 @@ async fn run_link(
                 }
             }
         }
+    }
+}
+
+/// How often a link measures its round trip (etcd_network_peer_round_trip_time_seconds).
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// One grpc.health.v1 Check on the link's connection, timed: what etcd's
+/// prober measures with its /raft/probing requests. A probe that fails or
+/// takes over a second is not counted.
+async fn probe_round_trip(to: u64, channel: tonic::transport::Channel) {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let start = std::time::Instant::now();
+    let mut client = HealthClient::new(channel);
+    let check = client.check(HealthCheckRequest::default());
+    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), check).await {
+        crate::metrics::etcd::ETCD.peer_round_trip(to, start.elapsed());
     }
 }
 

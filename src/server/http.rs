@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::http::{header, StatusCode};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -27,24 +28,20 @@ fn not_found() -> Answer {
 /// The answer to `GET path?query`.
 pub async fn answer_path(path: &str, query: &str, router: &Router) -> Answer {
     let store = router.store();
-    let json = |status, body: String| (status, [(header::CONTENT_TYPE, "application/json")], body);
+    let json = |status, body: serde_json::Value| (status, [(header::CONTENT_TYPE, "application/json")], body.to_string());
     match path {
         "/livez" | "/readyz" => {
             let (status, body) = super::probes::answer(&path[1..], query, router).await;
             (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body)
         }
         "/metrics" => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(store)),
-        "/health" if store.healthy() => json(StatusCode::OK, r#"{"health":"true"}"#.to_string()),
+        "/health" if store.healthy() => json(StatusCode::OK, json!({"health": "true"})),
         "/health" => {
-            json(StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false","reason":"a region has no leader"}"#.to_string())
+            json(StatusCode::SERVICE_UNAVAILABLE, json!({"health": "false", "reason": "a region has no leader"}))
         }
         "/version" => json(
             StatusCode::OK,
-            format!(
-                r#"{{"etcdserver":"{}","etcdcluster":"{}"}}"#,
-                super::maintenance::ETCD_VERSION,
-                ETCD_CLUSTER_VERSION
-            ),
+            json!({"etcdserver": super::maintenance::ETCD_VERSION, "etcdcluster": ETCD_CLUSTER_VERSION}),
         ),
         _ => not_found(),
     }
@@ -54,10 +51,10 @@ pub async fn answer_path(path: &str, query: &str, router: &Router) -> Answer {
 const ETCD_CLUSTER_VERSION: &str = "3.5.0";
 
 pub fn render_metrics(store: &Store) -> String {
-    let mut out = String::new();
-    METRICS.render(&mut out);
-    store.render_metrics(&mut out);
-    out
+    let mut scrape = crate::metrics::Scrape::new();
+    METRICS.scrape(&mut scrape);
+    store.scrape(&mut scrape);
+    scrape.render()
 }
 
 pub async fn serve(router: Arc<Router>, listener: TcpListener, shutdown: impl Future<Output = ()>) {

@@ -35,7 +35,6 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
-use crate::proto::health::health_server::HealthServer;
 use crate::proto::tesserapb::admin_server::AdminServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
@@ -139,10 +138,7 @@ async fn serve_on(
             router: router.clone(),
             stopping: stopping.clone(),
         }))
-        .add_service(HealthServer::new(health::HealthService {
-            store: router.store().clone(),
-            stopping: stopping.clone(),
-        }));
+        .add_service(health::service(router.store().clone(), stopping.clone()));
     if peer_port {
         grpc.add_service(
             crate::proto::tesserapb::peer_transport_server::PeerTransportServer::new(peer::PeerService {

@@ -123,6 +123,18 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// Waits at most `timeout` for `child` to exit by itself: its status.
+/// Panics (after killing it) if it is still running then.
+pub fn wait_exit(child: &mut Child, timeout: Duration, what: &str) -> ExitStatus {
+    match wait_bounded(child, timeout) {
+        Some(status) => status,
+        None => {
+            kill_and_reap(child);
+            panic!("{what} still running after {timeout:?}");
+        }
+    }
+}
+
 /// SIGKILL (on Unix `Child::kill` sends SIGKILL) and reap, bounded.
 fn kill_and_reap(child: &mut Child) {
     let _ = child.kill();
