@@ -4,7 +4,6 @@
 
 mod config;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -375,16 +374,6 @@ async fn bench(cmd: BenchCommand) -> Result<()> {
     }
 }
 
-/// `http://127.0.0.1:2379` -> `127.0.0.1:2379`.
-fn socket_addr(url: &str) -> Result<SocketAddr> {
-    let hostport = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
-    if url.starts_with("https://") || url.starts_with("unix") {
-        bail!("{url}: only http:// URLs are supported");
-    }
-    let hostport = hostport.replace("localhost", "127.0.0.1");
-    hostport.parse().with_context(|| format!("{url}: expected http://IP:PORT"))
-}
-
 fn serve(args: ServeArgs) -> Result<()> {
     if let Some(spec) = &args.failpoint {
         tessera::failpoint::arm(spec);
@@ -394,7 +383,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let timing = config::raft::timing(args.heartbeat_interval, args.election_timeout).map_err(anyhow::Error::msg)?;
     // Bound before the store opens: the store tells the other members its
     // client URLs (a port 0 resolved).
-    let client_listeners = bind_all(&args.listen_client_urls)?;
+    let client_listeners = config::listen::bind_all(&args.listen_client_urls)?;
     let bound: Vec<String> =
         client_listeners.iter().map(|l| Ok(format!("http://{}", l.local_addr()?))).collect::<Result<_>>()?;
     let advertise =
@@ -420,7 +409,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         cfg.store_id = me.store_id;
         let listen =
             if args.listen_peer_urls.is_empty() { vec![me.peer_url.clone()] } else { args.listen_peer_urls.clone() };
-        let listeners = bind_all(&listen)?;
+        let listeners = config::listen::bind_all(&listen)?;
         if args.initial_cluster_state == "existing" && !Store::bootstrapped(&args.data_dir)? {
             let others: Vec<String> =
                 members.iter().filter(|m| m.name != me.name).map(|m| m.peer_url.clone()).collect();
@@ -459,16 +448,6 @@ struct Listeners {
     peer: Vec<std::net::TcpListener>,
 }
 
-fn bind_all(urls: &[String]) -> Result<Vec<std::net::TcpListener>> {
-    urls.iter()
-        .map(|url| {
-            let l = std::net::TcpListener::bind(socket_addr(url)?).with_context(|| format!("binding {url}"))?;
-            l.set_nonblocking(true)?;
-            Ok(l)
-        })
-        .collect()
-}
-
 /// The members named by --initial-cluster (store ids by position), checked
 /// against --name and --initial-advertise-peer-urls; empty for a single store.
 fn cluster_members(args: &ServeArgs) -> Result<Vec<StoreMember>> {
@@ -480,7 +459,7 @@ fn cluster_members(args: &ServeArgs) -> Result<Vec<StoreMember>> {
         let Some((name, url)) = entry.trim().split_once('=') else {
             bail!("--initial-cluster: expected name=http://host:port, got {entry:?}");
         };
-        socket_addr(url)?;
+        config::listen::socket_addr(url)?;
         if members.iter().any(|m| m.name == name) {
             bail!("--initial-cluster names {name:?} twice");
         }
@@ -565,7 +544,8 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
     let mut tasks = tokio::task::JoinSet::new();
     let http_only = args.listen_metrics_urls.iter().map(|u| ("metrics", u));
     for (what, url) in http_only.chain(args.listen_client_http_urls.iter().map(|u| ("client HTTP", u))) {
-        let listener = TcpListener::bind(socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
+        let listener =
+            TcpListener::bind(config::listen::socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
         println!("tessera: serving {what} on http://{}", listener.local_addr()?);
         tasks.spawn(server::http::serve(router.clone(), listener, stopped()).then_ok());
     }

@@ -19,6 +19,7 @@ mod args;
 mod env;
 pub mod etcd_flags;
 mod file;
+pub mod listen;
 pub mod log;
 pub mod raft;
 
