@@ -19,6 +19,7 @@
 //!   write, apply, and answer proposals.
 //! - [`router`]: key -> region addressing; splits multi-region requests at
 //!   region boundaries and merges their results; retries routing errors.
+//! - [`tls`]: TLS on the client and peer ports, and how tessera dials.
 //! - [`server`]: the thin gRPC/HTTP edge — validates, routes, maps errors.
 //! - [`bench`]: a load generator for any etcd endpoint (a client, not a layer).
 //!
@@ -38,6 +39,7 @@ pub mod raftstore;
 pub mod region;
 pub mod router;
 pub mod sequencer;
+pub mod tls;
 pub mod server;
 pub mod snapshot;
 

@@ -229,6 +229,8 @@ struct ServeArgs {
     /// reached (NAME or NAME:N; see src/failpoint.rs).
     #[arg(long, hide = true)]
     failpoint: Option<String>,
+    #[command(flatten)]
+    tls: config::tls::TlsArgs,
 }
 
 fn main() -> Result<()> {
@@ -383,9 +385,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     let timing = config::raft::timing(args.heartbeat_interval, args.election_timeout).map_err(anyhow::Error::msg)?;
     // Bound before the store opens: the store tells the other members its
     // client URLs (a port 0 resolved).
-    let client_listeners = config::listen::bind_all(&args.listen_client_urls)?;
-    let bound: Vec<String> =
-        client_listeners.iter().map(|l| Ok(format!("http://{}", l.local_addr()?))).collect::<Result<_>>()?;
+    let policy = args.tls.policy()?;
+    let client_tls = args.tls.client(&args.data_dir, &args.listen_client_urls, &policy)?;
+    let client_listeners = config::listen::bind_urls(&args.listen_client_urls)?;
+    let bound = client_listeners.iter().map(|l| l.urls()).collect::<Result<Vec<_>>>()?.concat();
     let advertise =
         if args.advertise_client_urls.is_empty() { bound.clone() } else { args.advertise_client_urls.clone() };
     let members = cluster_members(&args)?;
@@ -404,17 +407,20 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     cfg.name = args.name.clone();
     cfg.client_urls = advertise.clone();
+    let mut peer_tls = None;
     let peer_listeners = if members.len() > 1 {
         let me = members.iter().find(|m| m.name == args.name).expect("checked by cluster_members").clone();
         cfg.store_id = me.store_id;
         let listen =
             if args.listen_peer_urls.is_empty() { vec![me.peer_url.clone()] } else { args.listen_peer_urls.clone() };
-        let listeners = config::listen::bind_all(&listen)?;
+        peer_tls = args.tls.peer(&args.data_dir, &listen, &policy)?;
+        cfg.peer_dialer = args.tls.peer_dialer(peer_tls.as_deref(), &policy)?;
+        let listeners = config::listen::bind_urls(&listen)?;
         if args.initial_cluster_state == "existing" && !Store::bootstrapped(&args.data_dir)? {
             let others: Vec<String> =
                 members.iter().filter(|m| m.name != me.name).map(|m| m.peer_url.clone()).collect();
             let joined = tokio::runtime::Runtime::new()?
-                .block_on(server::peer::join(&others, &me.peer_url, &me.name))
+                .block_on(server::peer::join(&cfg.peer_dialer, &others, &me.peer_url, &me.name))
                 .map_err(|e| anyhow::anyhow!("joining the cluster through {others:?}: {e}"))?;
             let set = joined.members.unwrap_or_default();
             let Some(store_id) = set.members.iter().find(|m| m.peer_url == me.peer_url).map(|m| m.store_id) else {
@@ -435,17 +441,19 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let listeners = Listeners { client: client_listeners, bound, advertise, peer: peer_listeners };
+    let listeners =
+        Listeners { client: client_listeners, client_tls, advertise, peer: peer_listeners, peer_tls };
     let result = runtime.block_on(run(args, store.clone(), listeners));
     store.shutdown();
     result
 }
 
 struct Listeners {
-    client: Vec<std::net::TcpListener>,
-    bound: Vec<String>,
+    client: Vec<config::listen::Listen>,
+    client_tls: Option<Arc<tessera::tls::server::ServerTls>>,
     advertise: Vec<String>,
-    peer: Vec<std::net::TcpListener>,
+    peer: Vec<config::listen::Listen>,
+    peer_tls: Option<Arc<tessera::tls::server::ServerTls>>,
 }
 
 /// The members named by --initial-cluster (store ids by position), checked
@@ -523,9 +531,7 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
             merge: args.auto_merge,
         })
     });
-    let Listeners { client, bound, advertise, peer } = listeners;
-    let client_listeners = client.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?;
-    let peer_listeners = peer.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?;
+    let Listeners { client, client_tls, advertise, peer, peer_tls } = listeners;
     let limits = Limits { max_request_bytes: args.max_request_bytes, max_txn_ops: args.max_txn_ops };
     let member =
         MemberInfo { name: args.name.clone(), client_urls: advertise.clone(), peer_urls: peer_urls(&args, &store) };
@@ -544,22 +550,30 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
     let mut tasks = tokio::task::JoinSet::new();
     let http_only = args.listen_metrics_urls.iter().map(|u| ("metrics", u));
     for (what, url) in http_only.chain(args.listen_client_http_urls.iter().map(|u| ("client HTTP", u))) {
+        if config::listen::is_https(url) {
+            bail!("{url}: tessera serves {what} URLs over http:// only (https:// is served on --listen-client-urls)");
+        }
         let listener =
             TcpListener::bind(config::listen::socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
         println!("tessera: serving {what} on http://{}", listener.local_addr()?);
         tasks.spawn(server::http::serve(router.clone(), listener, stopped()).then_ok());
     }
-    for (listener, url) in client_listeners.into_iter().zip(&bound) {
-        println!("tessera: serving clients on {url}");
-        let (router, cfg) = (router.clone(), server_cfg.clone());
-        let stop = stopped();
-        tasks.spawn(async move { server::serve(router, cfg, listener, stop).await.context("gRPC server") });
-    }
-    for listener in peer_listeners {
-        println!("tessera: serving peers on http://{}", listener.local_addr()?);
-        let (router, cfg) = (router.clone(), server_cfg.clone());
-        let stop = stopped();
-        tasks.spawn(async move { server::serve_peer(router, cfg, listener, stop).await.context("peer server") });
+    let ports = client.into_iter().map(|l| (l, false)).chain(peer.into_iter().map(|l| (l, true)));
+    for (listen, peer_port) in ports {
+        let (tls, what) = if peer_port { (peer_tls.as_ref(), "peers") } else { (client_tls.as_ref(), "clients") };
+        let accept = args.tls.accept(&listen, tls, peer_port);
+        for url in listen.urls()? {
+            println!("tessera: serving {what} on {url}");
+        }
+        let (router, cfg, stop) = (router.clone(), server_cfg.clone(), stopped());
+        let listener = TcpListener::from_std(listen.listener)?;
+        tasks.spawn(async move {
+            if peer_port {
+                server::serve_peer(router, cfg, listener, accept, stop).await.context("peer server")
+            } else {
+                server::serve(router, cfg, listener, accept, stop).await.context("gRPC server")
+            }
+        });
     }
     tracing::info!(regions = store.regions().len(), ?advertise, "tessera is ready");
 

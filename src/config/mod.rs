@@ -22,6 +22,7 @@ mod file;
 pub mod listen;
 pub mod log;
 pub mod raft;
+pub mod tls;
 
 use std::fmt;
 
