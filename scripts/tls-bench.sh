@@ -5,7 +5,8 @@
 # --client-cert-auth. Each workload given (quoted; default "put" and
 # "range --consistency l") runs ROUNDS times (default 3) for SECONDS (default
 # 10) on each scheme, alternating which goes first; prints one line per run
-# and the medians.
+# (with the server's CPU time per operation, less sensitive to a busy
+# machine than throughput) and the medians.
 #   scripts/tls-bench.sh [BINARY] [WORKLOAD...]
 set -eu
 bin=${1:-${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}/release/tessera}
@@ -32,7 +33,7 @@ done
 pid=$!
 for _ in $(seq 100); do grep -q "serving clients" serve.log && break; sleep 0.1; done
 tls=(--cacert ca.pem --cert client.pem --key client-key.pem)
-declare -A ops
+declare -A ops cpus
 for workload in "$@"; do
   for round in $(seq "$rounds"); do
     order=(http https)
@@ -40,12 +41,17 @@ for workload in "$@"; do
     for scheme in "${order[@]}"; do
       extra=()
       [ "$scheme" = https ] && extra=("${tls[@]}")
+      cpu0=$(awk '{ print $14 + $15 }' /proc/$pid/stat)
       # shellcheck disable=SC2086
       json=$("$bin" bench $workload --endpoints "$scheme://127.0.0.1:$port" "${extra[@]}" \
         --duration "${seconds}s" --no-progress --seed "$round" | tail -1)
       line=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.0f ops/s p50 %.3f ms p99 %.3f ms errors %d" % (d["ops_per_sec"], d["p50_ms"], d["p99_ms"], d["errors"]))' "$json")
-      echo "$workload | $scheme | round $round | $line"
+      cpu1=$(awk '{ print $14 + $15 }' /proc/$pid/stat)
+      n=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ops"])' "$json")
+      us=$(( (cpu1 - cpu0) * 1000000 / $(getconf CLK_TCK) / n ))
+      echo "$workload | $scheme | round $round | $line | server CPU $us us/op"
       ops["$workload/$scheme"]+="$(echo "$line" | awk '{print $1}') "
+      cpus["$workload/$scheme"]+="$us "
     done
   done
 done
@@ -53,6 +59,7 @@ echo
 for workload in "$@"; do
   for scheme in http https; do
     median=$(echo ${ops["$workload/$scheme"]} | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    echo "median $workload $scheme: $median ops/s"
+    cpu=$(echo ${cpus["$workload/$scheme"]} | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    echo "median $workload $scheme: $median ops/s, server CPU $cpu us/op"
   done
 done

@@ -85,7 +85,7 @@ fn refusals_name_the_setting() {
 
 #[test]
 fn unsupported_flags_that_ask_for_nothing_are_ignored() {
-    let r = run("--cert-file= --client-cert-auth=false --proxy off --force-new-cluster=false", &[]).unwrap();
+    let r = run("--client-crl-file= --peer-cert-allowed-hostname= --proxy off --force-new-cluster=false", &[]).unwrap();
     assert!(r.args.is_empty());
     assert_eq!(warnings(&r).len(), 4, "{:?}", r.notes);
 }
