@@ -59,7 +59,10 @@ pub enum AdminCommand {
     },
 }
 
-async fn connect(endpoints: &[String], tls: &crate::tls::client::ClientTlsArgs) -> Result<AdminClient<tonic::transport::Channel>> {
+async fn connect(
+    endpoints: &[String],
+    tls: &crate::tls::client::ClientTlsArgs,
+) -> Result<AdminClient<tonic::transport::Channel>> {
     let dialer = tls.dialer()?;
     let secure = tls.cacert.is_some() || tls.cert.is_some() || tls.insecure_skip_tls_verify;
     let mut last = None;

@@ -39,8 +39,8 @@ pub mod raftstore;
 pub mod region;
 pub mod router;
 pub mod sequencer;
-pub mod tls;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 
 pub use error::{Error, Result};

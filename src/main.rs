@@ -92,8 +92,8 @@ enum BenchCommand {
     name = "tessera serve",
     about = "Run a store serving the etcd v3 gRPC API.",
     after_help = "Every etcd 3.5 server flag is also accepted: those tessera has a meaning for are listed above, \
-the others print one warning line each (TLS, discovery, the v2 proxy and --force-new-cluster are refused when \
-asked for). Any flag can come from an ETCD_* environment variable (--data-dir: ETCD_DATA_DIR) or from etcd's \
+the others print one warning line each (certificate revocation lists, discovery, the v2 proxy and \
+--force-new-cluster are refused when asked for). TLS: docs/security.md. Any flag can come from an ETCD_* environment variable (--data-dir: ETCD_DATA_DIR) or from etcd's \
 YAML --config-file. See docs/ops.md, \"Starting tessera as etcd\"."
 )]
 struct ServeCli {
@@ -109,8 +109,9 @@ struct ServeArgs {
     /// Directory holding the store's RocksDB (created if missing).
     #[arg(long, default_value = "tessera-data")]
     data_dir: PathBuf,
-    /// Comma-separated URLs to serve clients on (http://host:port). Port 0
-    /// picks a free port; the chosen address is printed on stdout.
+    /// Comma-separated URLs to serve clients on (http://host:port, or
+    /// https:// with --cert-file or --auto-tls; both on one port serve
+    /// both). Port 0 picks a free port; the chosen address is printed on stdout.
     #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
     listen_client_urls: Vec<String>,
     /// Comma-separated client URLs to advertise to clients (member list).
@@ -441,8 +442,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let listeners =
-        Listeners { client: client_listeners, client_tls, advertise, peer: peer_listeners, peer_tls };
+    let listeners = Listeners { client: client_listeners, client_tls, advertise, peer: peer_listeners, peer_tls };
     let result = runtime.block_on(run(args, store.clone(), listeners));
     store.shutdown();
     result

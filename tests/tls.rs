@@ -225,7 +225,8 @@ fn http_and_https_share_a_port_and_auto_tls_serves_https() {
 fn bad_tls_settings_refuse_to_start_with_etcds_messages() {
     let dir = tempfile::tempdir().unwrap();
     let c = certs(dir.path());
-    let (cert, key) = (format!("--cert-file={}", c.server.cert.display()), format!("--key-file={}", c.server.key.display()));
+    let (cert, key) =
+        (format!("--cert-file={}", c.server.cert.display()), format!("--key-file={}", c.server.key.display()));
     let cases: [(Vec<&str>, &str); 4] = [
         (
             vec!["--listen-client-urls", "https://127.0.0.1:0"],

@@ -128,7 +128,13 @@ fn members_with_peer_tls_form_serve_fail_over_and_keep_strangers_out() {
     // Each trusts our CA (the refusal is the server's, not the client's).
     for (what, pem) in [("another CN", &intruder), ("another CA", &foreign)] {
         let mut args = with(pem, &ca.ca_file());
-        args.extend(["--dial-timeout=2s".into(), "--command-timeout=3s".into(), "put".into(), "k".into(), "stolen".into()]);
+        args.extend([
+            "--dial-timeout=2s".into(),
+            "--command-timeout=3s".into(),
+            "put".into(),
+            "k".into(),
+            "stolen".into(),
+        ]);
         let (_, _, code) = etcdctl(&peer_ep, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
         assert_ne!(code, 0, "{what} was served on the peer port");
     }
@@ -152,13 +158,15 @@ fn members_with_peer_tls_form_serve_fail_over_and_keep_strangers_out() {
     wait_for("the CN outside the allowed one to be refused", || n3_log().contains("is not the allowed"));
     assert!(!stranger.log().contains("serving clients on"), "{}", stranger.log());
     drop(stranger);
-    nodes.push(Some(start(&dirs[5], {
-        let mut a = peer_args("n4", &with_n4, &pems[3], &ca.ca_file());
-        a.extend(["--initial-cluster-state".into(), "existing".into()]);
-        a
-    })
-    .join()
-    .unwrap()));
+    nodes.push(Some(
+        start(&dirs[5], {
+            let mut a = peer_args("n4", &with_n4, &pems[3], &ca.ca_file());
+            a.extend(["--initial-cluster-state".into(), "existing".into()]);
+            a
+        })
+        .join()
+        .unwrap(),
+    ));
 
     // n4 holds every region before one of four goes (else three of four
     // would not be a quorum of caught-up voters).

@@ -69,10 +69,8 @@ const KEEPALIVE: &str = "tessera keeps tonic's HTTP/2 defaults";
 const V3_ONLY: &str = "tessera serves the v3 API only";
 const NO_V2_PROXY: &str = "tessera has no v2 proxy";
 const OWN_CLIENT: &str = "tessera never dials its own client port (it has no gRPC gateway); members dial each other with --peer-client-cert-file";
-const NO_CRL: (&str, &str) = (
-    "certificate revocation lists",
-    "rotate the certificate files instead (they are read again for new connections)",
-);
+const NO_CRL: (&str, &str) =
+    ("certificate revocation lists", "rotate the certificate files instead (they are read again for new connections)");
 const NO_HOSTNAME: (&str, &str) = ("allowed hostnames", "use --peer-cert-allowed-cn, or a CA of its own per port");
 const NO_AUTH: &str = "tessera has no authentication yet (Auth answers \"authentication is not enabled\")";
 const NO_TRACING: &str = "tessera exports no OpenTelemetry traces";

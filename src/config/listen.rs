@@ -73,8 +73,10 @@ mod tests {
 
     #[test]
     fn both_schemes_on_one_port_share_a_listener() {
-        let urls: Vec<String> =
-            ["http://127.0.0.1:0", "https://127.0.0.1:0", "https://127.0.0.1:0/"].iter().map(|s| s.to_string()).collect();
+        let urls: Vec<String> = ["http://127.0.0.1:0", "https://127.0.0.1:0", "https://127.0.0.1:0/"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let bound = bind_urls(&urls).unwrap();
         assert_eq!(bound.len(), 1, "127.0.0.1:0 and 127.0.0.1:0/ are one host");
         assert!(bound[0].plain && bound[0].tls);

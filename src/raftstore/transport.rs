@@ -297,7 +297,12 @@ async fn run_link(link: Link, mut rx: mpsc::Receiver<RaftBatch>, removed: Arc<st
 }
 
 /// Sends one snapshot message in chunks; returns its size.
-async fn stream_snapshot(dialer: &Dialer, url: String, region: u64, m: raft::prelude::Message) -> Result<usize, String> {
+async fn stream_snapshot(
+    dialer: &Dialer,
+    url: String,
+    region: u64,
+    m: raft::prelude::Message,
+) -> Result<usize, String> {
     use protobuf::Message as _;
     let bytes = m.write_to_bytes().map_err(|e| e.to_string())?;
     let size = bytes.len();

@@ -176,7 +176,9 @@ pub async fn join(
             let request = JoinRequest { peer_url: peer_url.to_string(), name: name.to_string() };
             let endpoint = tonic::transport::Endpoint::from_shared(url.clone()).map_err(|e| e.to_string())?;
             let answer = match dialer.connect(endpoint.connect_timeout(std::time::Duration::from_secs(2))).await {
-                Ok(channel) => PeerTransportClient::new(channel).join(request).await.map_err(|s| s.message().to_string()),
+                Ok(channel) => {
+                    PeerTransportClient::new(channel).join(request).await.map_err(|s| s.message().to_string())
+                }
                 Err(e) => Err(crate::tls::client::error_chain(&e)),
             };
             match answer {

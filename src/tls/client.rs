@@ -61,12 +61,13 @@ impl Dialer {
             };
             builder.with_root_certificates(roots)
         };
-        let mut config = match (&files.cert_file, &files.key_file) {
-            (Some(cert), Some(key)) => builder
-                .with_client_auth_cert(super::read_certs(cert)?, super::read_key(key)?)
-                .map_err(|e| TlsError::File { path: cert.display().to_string(), msg: e.to_string() })?,
-            _ => builder.with_no_client_auth(),
-        };
+        let mut config =
+            match (&files.cert_file, &files.key_file) {
+                (Some(cert), Some(key)) => builder
+                    .with_client_auth_cert(super::read_certs(cert)?, super::read_key(key)?)
+                    .map_err(|e| TlsError::File { path: cert.display().to_string(), msg: e.to_string() })?,
+                _ => builder.with_no_client_auth(),
+            };
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Dialer { tls: Some(Arc::new(config)) })
     }

@@ -90,7 +90,9 @@ pub fn incoming(listener: TcpListener, accept: Accept) -> ReceiverStream<io::Res
                         let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => tracing::warn!(target: "tessera::tls", %remote, "rejected connection: {e}"),
-                    Err(_) => tracing::warn!(target: "tessera::tls", %remote, "rejected connection: no TLS handshake within {:?}", accept.handshake_timeout),
+                    Err(_) => {
+                        tracing::warn!(target: "tessera::tls", %remote, "rejected connection: no TLS handshake within {:?}", accept.handshake_timeout)
+                    }
                 }
             });
         }
@@ -127,13 +129,18 @@ async fn check_san(der: &[u8], remote: SocketAddr) -> io::Result<()> {
     use x509_parser::extensions::GeneralName;
     let bad = |msg: String| io::Error::new(io::ErrorKind::PermissionDenied, msg);
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| bad(format!("client certificate: {e}")))?;
-    let names = cert.subject_alternative_name().ok().flatten().map(|san| san.value.general_names.clone()).unwrap_or_default();
+    let names =
+        cert.subject_alternative_name().ok().flatten().map(|san| san.value.general_names.clone()).unwrap_or_default();
     let mut ips = Vec::new();
     let mut dns = Vec::new();
     for name in names {
         match name {
-            GeneralName::IPAddress(b) if b.len() == 4 => ips.push(std::net::IpAddr::from(<[u8; 4]>::try_from(b).expect("4"))),
-            GeneralName::IPAddress(b) if b.len() == 16 => ips.push(std::net::IpAddr::from(<[u8; 16]>::try_from(b).expect("16"))),
+            GeneralName::IPAddress(b) if b.len() == 4 => {
+                ips.push(std::net::IpAddr::from(<[u8; 4]>::try_from(b).expect("4")))
+            }
+            GeneralName::IPAddress(b) if b.len() == 16 => {
+                ips.push(std::net::IpAddr::from(<[u8; 16]>::try_from(b).expect("16")))
+            }
             GeneralName::DNSName(d) => dns.push(d.to_string()),
             _ => {}
         }

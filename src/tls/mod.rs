@@ -34,7 +34,9 @@ pub use incoming::ConnInfo;
 pub enum TlsError {
     #[error("unexpected TLS cipher suite {0:?}")]
     UnknownCipherSuite(String),
-    #[error("TLS cipher suite {0:?} is not served by tessera (only ECDHE key exchange with AES-GCM or ChaCha20-Poly1305)")]
+    #[error(
+        "TLS cipher suite {0:?} is not served by tessera (only ECDHE key exchange with AES-GCM or ChaCha20-Poly1305)"
+    )]
     UnservedCipherSuite(String),
     #[error("unexpected TLS version {0:?} (must be one of: TLS1.2, TLS1.3)")]
     UnknownVersion(String),
@@ -169,7 +171,8 @@ fn cipher_suite(name: &str, available: &[SupportedCipherSuite]) -> Result<Suppor
 /// Every certificate in a PEM file.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
-    let certs = CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>().map_err(|e| file_error(path, e))?;
+    let certs =
+        CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>().map_err(|e| file_error(path, e))?;
     if certs.is_empty() {
         return Err(file_error(path, "no certificate in the file"));
     }

@@ -12,7 +12,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 
-use super::{PortFiles, Policy, TlsError};
+use super::{Policy, PortFiles, TlsError};
 
 /// ALPN: gRPC clients (grpc-go insists) ask for h2; curl for /health may
 /// ask for either.

@@ -166,7 +166,10 @@ impl Store {
                     .collect(),
             };
             let peers = super::members::peer_urls(&members);
-            Some(Arc::new(Transport::start(me, &peers, cfg.peer_dialer.clone()).map_err(|e| Error::Storage(format!("peer transport: {e}")))?))
+            Some(Arc::new(
+                Transport::start(me, &peers, cfg.peer_dialer.clone())
+                    .map_err(|e| Error::Storage(format!("peer transport: {e}")))?,
+            ))
         } else {
             None
         };
