@@ -121,6 +121,12 @@ fn clients_need_a_certificate_of_our_ca_and_tls_1_2() {
         .output()
         .expect("run curl");
     assert_eq!(String::from_utf8_lossy(&curl.stdout), r#"{"health":"true"}"#, "{curl:?}");
+    let metrics = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert", &ca.display().to_string(), "--cert", &cert, "--key", &key])
+        .arg(format!("{ep}/metrics"))
+        .output()
+        .expect("run curl");
+    assert!(String::from_utf8_lossy(&metrics.stdout).contains("etcd_server_has_leader 1"), "{metrics:?}");
     let (out, err, code) = ctl(&ep, &good, &["endpoint", "status"]);
     assert!(code == 0 && out.contains(&ep), "endpoint status over TLS: {out}{err}");
     let mut watch: Vec<&str> = good.iter().map(String::as_str).collect();
