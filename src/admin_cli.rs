@@ -19,6 +19,9 @@ pub struct AdminArgs {
     /// Print JSON (for scripts) instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// For https:// endpoints (a bare host:port is dialed with TLS when one is given).
+    #[command(flatten)]
+    pub tls: crate::tls::client::ClientTlsArgs,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -57,14 +60,30 @@ pub enum AdminCommand {
     },
 }
 
-async fn connect(endpoints: &[String]) -> Result<AdminClient<tonic::transport::Channel>> {
+async fn connect(
+    endpoints: &[String],
+    tls: &crate::tls::client::ClientTlsArgs,
+) -> Result<AdminClient<tonic::transport::Channel>> {
+    let dialer = tls.dialer()?;
+    let secure = tls.cacert.is_some() || tls.cert.is_some() || tls.insecure_skip_tls_verify;
     let mut last = None;
     for ep in endpoints {
-        let url = if ep.contains("://") { ep.clone() } else { format!("http://{ep}") };
-        match AdminClient::connect(url.clone()).await {
+        let url = match (ep.contains("://"), secure) {
+            (true, _) => ep.clone(),
+            (false, true) => format!("https://{ep}"),
+            (false, false) => format!("http://{ep}"),
+        };
+        let connected = match tonic::transport::Endpoint::from_shared(url.clone()) {
+            Ok(endpoint) => dialer.connect(endpoint).await.map_err(|e| crate::tls::client::error_chain(&e)),
+            Err(e) => Err(e.to_string()),
+        };
+        match connected {
             // A store of 100,000 regions lists them in about 6 MB; a split
             // at as many keys sends about as much.
-            Ok(c) => return Ok(c.max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX)),
+            Ok(c) => {
+                let c = AdminClient::new(c);
+                return Ok(c.max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX));
+            }
             Err(e) => last = Some(format!("{url}: {e}")),
         }
     }
@@ -73,7 +92,7 @@ async fn connect(endpoints: &[String]) -> Result<AdminClient<tonic::transport::C
 
 /// Runs one admin command and prints its result.
 pub async fn run(args: AdminArgs) -> Result<()> {
-    let mut client = connect(&args.endpoints).await?;
+    let mut client = connect(&args.endpoints, &args.tls).await?;
     let status = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
     let out = match args.command {
         AdminCommand::Regions => {

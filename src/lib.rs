@@ -19,6 +19,7 @@
 //!   write, apply, and answer proposals.
 //! - [`router`]: key -> region addressing; splits multi-region requests at
 //!   region boundaries and merges their results; retries routing errors.
+//! - [`tls`]: TLS on the client and peer ports, and how tessera dials.
 //! - [`server`]: the thin gRPC/HTTP edge — validates, routes, maps errors.
 //! - [`bench`]: a load generator for any etcd endpoint (a client, not a layer).
 //!
@@ -40,5 +41,6 @@ pub mod router;
 pub mod sequencer;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 
 pub use error::{Error, Result};

@@ -4,7 +4,6 @@
 
 mod config;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,8 +80,8 @@ enum BenchCommand {
     name = "tessera serve",
     about = "Run a store serving the etcd v3 gRPC API.",
     after_help = "Every etcd 3.5 server flag is also accepted: those tessera has a meaning for are listed above, \
-the others print one warning line each (TLS, discovery, the v2 proxy and --force-new-cluster are refused when \
-asked for). Any flag can come from an ETCD_* environment variable (--data-dir: ETCD_DATA_DIR) or from etcd's \
+the others print one warning line each (certificate revocation lists, discovery, the v2 proxy and \
+--force-new-cluster are refused when asked for). TLS: docs/security.md. Any flag can come from an ETCD_* environment variable (--data-dir: ETCD_DATA_DIR) or from etcd's \
 YAML --config-file. See docs/ops.md, \"Starting tessera as etcd\"."
 )]
 struct ServeCli {
@@ -98,8 +97,9 @@ struct ServeArgs {
     /// Directory holding the store's RocksDB (created if missing).
     #[arg(long, default_value = "tessera-data")]
     data_dir: PathBuf,
-    /// Comma-separated URLs to serve clients on (http://host:port). Port 0
-    /// picks a free port; the chosen address is printed on stdout.
+    /// Comma-separated URLs to serve clients on (http://host:port, or
+    /// https:// with --cert-file or --auto-tls; both on one port serve
+    /// both). Port 0 picks a free port; the chosen address is printed on stdout.
     #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
     listen_client_urls: Vec<String>,
     /// Comma-separated client URLs to advertise to clients (member list).
@@ -218,6 +218,8 @@ struct ServeArgs {
     /// reached (NAME or NAME:N; see src/failpoint.rs).
     #[arg(long, hide = true)]
     failpoint: Option<String>,
+    #[command(flatten)]
+    tls: config::tls::TlsArgs,
 }
 
 fn main() -> Result<()> {
@@ -365,16 +367,6 @@ async fn bench(cmd: BenchCommand) -> Result<()> {
     }
 }
 
-/// `http://127.0.0.1:2379` -> `127.0.0.1:2379`.
-fn socket_addr(url: &str) -> Result<SocketAddr> {
-    let hostport = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
-    if url.starts_with("https://") || url.starts_with("unix") {
-        bail!("{url}: only http:// URLs are supported");
-    }
-    let hostport = hostport.replace("localhost", "127.0.0.1");
-    hostport.parse().with_context(|| format!("{url}: expected http://IP:PORT"))
-}
-
 fn serve(args: ServeArgs) -> Result<()> {
     if let Some(spec) = &args.failpoint {
         tessera::failpoint::arm(spec);
@@ -384,9 +376,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     let timing = config::raft::timing(args.heartbeat_interval, args.election_timeout).map_err(anyhow::Error::msg)?;
     // Bound before the store opens: the store tells the other members its
     // client URLs (a port 0 resolved).
-    let client_listeners = bind_all(&args.listen_client_urls)?;
-    let bound: Vec<String> =
-        client_listeners.iter().map(|l| Ok(format!("http://{}", l.local_addr()?))).collect::<Result<_>>()?;
+    let policy = args.tls.policy()?;
+    let client_tls = args.tls.client(&args.data_dir, &args.listen_client_urls, &policy)?;
+    let client_listeners = config::listen::bind_urls(&args.listen_client_urls)?;
+    let bound = client_listeners.iter().map(|l| l.urls()).collect::<Result<Vec<_>>>()?.concat();
     let advertise =
         if args.advertise_client_urls.is_empty() { bound.clone() } else { args.advertise_client_urls.clone() };
     let members = cluster_members(&args)?;
@@ -405,17 +398,20 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     cfg.name = args.name.clone();
     cfg.client_urls = advertise.clone();
+    let mut peer_tls = None;
     let peer_listeners = if members.len() > 1 {
         let me = members.iter().find(|m| m.name == args.name).expect("checked by cluster_members").clone();
         cfg.store_id = me.store_id;
         let listen =
             if args.listen_peer_urls.is_empty() { vec![me.peer_url.clone()] } else { args.listen_peer_urls.clone() };
-        let listeners = bind_all(&listen)?;
+        peer_tls = args.tls.peer(&args.data_dir, &listen, &policy)?;
+        cfg.peer_dialer = args.tls.peer_dialer(peer_tls.as_deref(), &policy)?;
+        let listeners = config::listen::bind_urls(&listen)?;
         if args.initial_cluster_state == "existing" && !Store::bootstrapped(&args.data_dir)? {
             let others: Vec<String> =
                 members.iter().filter(|m| m.name != me.name).map(|m| m.peer_url.clone()).collect();
             let joined = tokio::runtime::Runtime::new()?
-                .block_on(server::peer::join(&others, &me.peer_url, &me.name))
+                .block_on(server::peer::join(&cfg.peer_dialer, &others, &me.peer_url, &me.name))
                 .map_err(|e| anyhow::anyhow!("joining the cluster through {others:?}: {e}"))?;
             let set = joined.members.unwrap_or_default();
             let Some(store_id) = set.members.iter().find(|m| m.peer_url == me.peer_url).map(|m| m.store_id) else {
@@ -436,27 +432,18 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let listeners = Listeners { client: client_listeners, bound, advertise, peer: peer_listeners };
+    let listeners = Listeners { client: client_listeners, client_tls, advertise, peer: peer_listeners, peer_tls };
     let result = runtime.block_on(run(args, store.clone(), listeners));
     store.shutdown();
     result
 }
 
 struct Listeners {
-    client: Vec<std::net::TcpListener>,
-    bound: Vec<String>,
+    client: Vec<config::listen::Listen>,
+    client_tls: Option<Arc<tessera::tls::server::ServerTls>>,
     advertise: Vec<String>,
-    peer: Vec<std::net::TcpListener>,
-}
-
-fn bind_all(urls: &[String]) -> Result<Vec<std::net::TcpListener>> {
-    urls.iter()
-        .map(|url| {
-            let l = std::net::TcpListener::bind(socket_addr(url)?).with_context(|| format!("binding {url}"))?;
-            l.set_nonblocking(true)?;
-            Ok(l)
-        })
-        .collect()
+    peer: Vec<config::listen::Listen>,
+    peer_tls: Option<Arc<tessera::tls::server::ServerTls>>,
 }
 
 /// The members named by --initial-cluster (store ids by position), checked
@@ -470,7 +457,7 @@ fn cluster_members(args: &ServeArgs) -> Result<Vec<StoreMember>> {
         let Some((name, url)) = entry.trim().split_once('=') else {
             bail!("--initial-cluster: expected name=http://host:port, got {entry:?}");
         };
-        socket_addr(url)?;
+        config::listen::socket_addr(url)?;
         if members.iter().any(|m| m.name == name) {
             bail!("--initial-cluster names {name:?} twice");
         }
@@ -537,9 +524,7 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
             merge: args.auto_merge,
         })
     });
-    let Listeners { client, bound, advertise, peer } = listeners;
-    let client_listeners = client.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?;
-    let peer_listeners = peer.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?;
+    let Listeners { client, client_tls, advertise, peer, peer_tls } = listeners;
     let limits = Limits { max_request_bytes: args.max_request_bytes, max_txn_ops: args.max_txn_ops };
     let member =
         MemberInfo { name: args.name.clone(), client_urls: advertise.clone(), peer_urls: peer_urls(&args, &store) };
@@ -558,21 +543,30 @@ async fn run(args: ServeArgs, store: Arc<Store>, listeners: Listeners) -> Result
     let mut tasks = tokio::task::JoinSet::new();
     let http_only = args.listen_metrics_urls.iter().map(|u| ("metrics", u));
     for (what, url) in http_only.chain(args.listen_client_http_urls.iter().map(|u| ("client HTTP", u))) {
-        let listener = TcpListener::bind(socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
+        if config::listen::is_https(url) {
+            bail!("{url}: tessera serves {what} URLs over http:// only (https:// is served on --listen-client-urls)");
+        }
+        let listener =
+            TcpListener::bind(config::listen::socket_addr(url)?).await.with_context(|| format!("binding {url}"))?;
         println!("tessera: serving {what} on http://{}", listener.local_addr()?);
         tasks.spawn(server::http::serve(router.clone(), listener, stopped()).then_ok());
     }
-    for (listener, url) in client_listeners.into_iter().zip(&bound) {
-        println!("tessera: serving clients on {url}");
-        let (router, cfg) = (router.clone(), server_cfg.clone());
-        let stop = stopped();
-        tasks.spawn(async move { server::serve(router, cfg, listener, stop).await.context("gRPC server") });
-    }
-    for listener in peer_listeners {
-        println!("tessera: serving peers on http://{}", listener.local_addr()?);
-        let (router, cfg) = (router.clone(), server_cfg.clone());
-        let stop = stopped();
-        tasks.spawn(async move { server::serve_peer(router, cfg, listener, stop).await.context("peer server") });
+    let ports = client.into_iter().map(|l| (l, false)).chain(peer.into_iter().map(|l| (l, true)));
+    for (listen, peer_port) in ports {
+        let (tls, what) = if peer_port { (peer_tls.as_ref(), "peers") } else { (client_tls.as_ref(), "clients") };
+        let accept = args.tls.accept(&listen, tls, peer_port);
+        for url in listen.urls()? {
+            println!("tessera: serving {what} on {url}");
+        }
+        let (router, cfg, stop) = (router.clone(), server_cfg.clone(), stopped());
+        let listener = TcpListener::from_std(listen.listener)?;
+        tasks.spawn(async move {
+            if peer_port {
+                server::serve_peer(router, cfg, listener, accept, stop).await.context("peer server")
+            } else {
+                server::serve(router, cfg, listener, accept, stop).await.context("gRPC server")
+            }
+        });
     }
     tracing::info!(regions = store.regions().len(), ?advertise, "tessera is ready");
     // A systemd unit of Type=notify (etcd's) waits for this, as etcd sends

@@ -277,7 +277,10 @@ fn refusals_exit_1_with_etcds_messages() {
             "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]",
         ),
         (&["--election-timeout=60000"], "--election-timeout[60000ms] is too long, and should be set less than 50000ms"),
-        (&["--cert-file", "/etc/etcd/pki/server.crt"], "TLS is not supported yet (--cert-file)"),
+        (
+            &["--client-crl-file", "/etc/etcd/pki/crl.pem"],
+            "certificate revocation lists is not supported yet (--client-crl-file)",
+        ),
         (&["--logger", "capnslog"], "--logger=capnslog is removed in v3.5"),
     ];
     for (extra, message) in cases {

@@ -29,6 +29,9 @@ pub struct LoadOpts {
     /// Comma-separated endpoints (http://host:port); connections are spread over them.
     #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
     pub endpoints: Vec<String>,
+    /// For https:// endpoints.
+    #[command(flatten)]
+    pub tls: crate::tls::client::ClientTlsArgs,
     /// Concurrent clients (each has one request in flight at a time).
     #[arg(long, default_value_t = 100)]
     pub clients: usize,

@@ -163,13 +163,13 @@ impl Workload {
 
 pub async fn connect(opts: &LoadOpts) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(opts.conns);
+    let dialer = opts.tls.dialer()?;
     for i in 0..opts.conns.max(1) {
         let url = &opts.endpoints[i % opts.endpoints.len()];
-        let channel = Endpoint::from_shared(url.clone())?
-            .tcp_nodelay(true)
-            .connect()
+        let channel = dialer
+            .connect(Endpoint::from_shared(url.clone())?)
             .await
-            .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("connecting to {url}: {}", crate::tls::client::error_chain(&e)))?;
         channels.push(channel);
     }
     Ok(channels)

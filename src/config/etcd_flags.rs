@@ -52,9 +52,9 @@ const fn flag(name: &'static str, kind: Kind, treatment: Treatment) -> EtcdFlag 
     EtcdFlag { name, kind, treatment }
 }
 
-const fn tls(name: &'static str, kind: Kind) -> EtcdFlag {
-    let instead = "serve plain http:// URLs (a TLS proxy may stand in front)";
-    flag(name, kind, Treatment::Unsupported { feature: "TLS", instead })
+/// A TLS flag tessera refuses when it is given a value.
+const fn unsupported_tls(name: &'static str, (feature, instead): (&'static str, &'static str)) -> EtcdFlag {
+    flag(name, Value, Treatment::Unsupported { feature, instead })
 }
 
 const fn discovery(name: &'static str) -> EtcdFlag {
@@ -68,7 +68,10 @@ const BACKEND: &str = "tessera's backend is RocksDB, written once per poll round
 const KEEPALIVE: &str = "tessera keeps tonic's HTTP/2 defaults";
 const V3_ONLY: &str = "tessera serves the v3 API only";
 const NO_V2_PROXY: &str = "tessera has no v2 proxy";
-const NO_TLS: &str = "tessera serves no TLS yet (plain http:// only)";
+const OWN_CLIENT: &str = "tessera never dials its own client port (it has no gRPC gateway); members dial each other with --peer-client-cert-file";
+const NO_CRL: (&str, &str) =
+    ("certificate revocation lists", "rotate the certificate files instead (they are read again for new connections)");
+const NO_HOSTNAME: (&str, &str) = ("allowed hostnames", "use --peer-cert-allowed-cn, or a CA of its own per port");
 const NO_AUTH: &str = "tessera has no authentication yet (Auth answers \"authentication is not enabled\")";
 const NO_TRACING: &str = "tessera exports no OpenTelemetry traces";
 const NO_CORRUPT_CHECK: &str =
@@ -131,31 +134,31 @@ pub const ETCD_FLAGS: &[EtcdFlag] = &[
     flag("proxy-dial-timeout", Value, Ignored(NO_V2_PROXY)),
     flag("proxy-write-timeout", Value, Ignored(NO_V2_PROXY)),
     flag("proxy-read-timeout", Value, Ignored(NO_V2_PROXY)),
-    // security
-    tls("cert-file", Value),
-    tls("key-file", Value),
-    tls("client-cert-file", Value),
-    tls("client-key-file", Value),
-    tls("client-cert-auth", Bool),
-    tls("client-crl-file", Value),
-    tls("client-cert-allowed-hostname", Value),
-    tls("trusted-ca-file", Value),
-    tls("auto-tls", Bool),
-    tls("peer-cert-file", Value),
-    tls("peer-key-file", Value),
-    tls("peer-client-cert-file", Value),
-    tls("peer-client-key-file", Value),
-    tls("peer-client-cert-auth", Bool),
-    tls("peer-trusted-ca-file", Value),
-    tls("peer-auto-tls", Bool),
-    tls("peer-crl-file", Value),
-    tls("peer-cert-allowed-cn", Value),
-    tls("peer-cert-allowed-hostname", Value),
-    flag("self-signed-cert-validity", Value, Ignored(NO_TLS)),
-    flag("cipher-suites", Value, Ignored(NO_TLS)),
-    flag("tls-min-version", Value, Ignored(NO_TLS)),
-    flag("tls-max-version", Value, Ignored(NO_TLS)),
-    flag("experimental-peer-skip-client-san-verification", Bool, Ignored(NO_TLS)),
+    // security (docs/security.md)
+    flag("cert-file", Value, Honoured),
+    flag("key-file", Value, Honoured),
+    flag("client-cert-file", Value, Ignored(OWN_CLIENT)),
+    flag("client-key-file", Value, Ignored(OWN_CLIENT)),
+    flag("client-cert-auth", Bool, Honoured),
+    unsupported_tls("client-crl-file", NO_CRL),
+    unsupported_tls("client-cert-allowed-hostname", NO_HOSTNAME),
+    flag("trusted-ca-file", Value, Honoured),
+    flag("auto-tls", Bool, Honoured),
+    flag("peer-cert-file", Value, Honoured),
+    flag("peer-key-file", Value, Honoured),
+    flag("peer-client-cert-file", Value, Honoured),
+    flag("peer-client-key-file", Value, Honoured),
+    flag("peer-client-cert-auth", Bool, Honoured),
+    flag("peer-trusted-ca-file", Value, Honoured),
+    flag("peer-auto-tls", Bool, Honoured),
+    unsupported_tls("peer-crl-file", NO_CRL),
+    flag("peer-cert-allowed-cn", Value, Honoured),
+    unsupported_tls("peer-cert-allowed-hostname", NO_HOSTNAME),
+    flag("self-signed-cert-validity", Value, Honoured),
+    flag("cipher-suites", Value, Honoured),
+    flag("tls-min-version", Value, Honoured),
+    flag("tls-max-version", Value, Honoured),
+    flag("experimental-peer-skip-client-san-verification", Bool, Honoured),
     flag("cors", Value, Ignored("tessera's HTTP endpoints answer any origin")),
     flag("host-whitelist", Value, Ignored("tessera's HTTP endpoints answer any host")),
     // auth

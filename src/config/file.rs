@@ -1,7 +1,7 @@
 //! etcd's YAML configuration file (`--config-file`): a mapping of flag
 //! names to values, as etcd's `embed.ConfigFromFile` reads it. URL lists
 //! are comma-separated strings, `log-outputs` and `cipher-suites` lists,
-//! durations integers of nanoseconds, and TLS settings live under
+//! durations integers of nanoseconds, and the TLS files live under
 //! `client-transport-security` and `peer-transport-security`. etcd skips
 //! unknown keys silently; tessera warns about each.
 
@@ -32,7 +32,7 @@ pub fn settings(
             return Err(error(format!("keys are flag names, not {key:?}")));
         };
         if SECURITY.contains(&key) {
-            security(path, key, &value, notes)?;
+            settings.extend(security(path, key, &value, flags, notes)?);
             continue;
         }
         let Some(known) = flags.lookup(key) else {
@@ -65,31 +65,38 @@ fn scalar(value: &Value, kind: Kind) -> Result<Option<String>, String> {
     }))
 }
 
-/// A TLS section: refused if it sets anything (tessera serves no TLS yet),
-/// else ignored with one line.
-fn security(path: &str, section: &str, value: &Value, notes: &mut Vec<Note>) -> Result<(), ConfigError> {
-    let asked = match value {
-        Value::Mapping(map) => map.iter().find(|(_, v)| sets_something(v)).map(|(k, _)| k.as_str().unwrap_or("?")),
-        Value::Null => None,
-        _ => Some("(not a mapping)"),
+/// A TLS section: its keys are the client port's flag names (`cert-file`),
+/// which the peer section prefixes with `peer-` (`peer-cert-file`).
+fn security(
+    path: &str,
+    section: &str,
+    value: &Value,
+    flags: &ServeFlags,
+    notes: &mut Vec<Note>,
+) -> Result<Vec<Setting>, ConfigError> {
+    let error = |msg: String| ConfigError::File { path: path.to_string(), msg };
+    let map = match value {
+        Value::Mapping(map) => map,
+        Value::Null => return Ok(Vec::new()),
+        _ => return Err(error(format!("{section}: expected a mapping"))),
     };
-    if let Some(key) = asked {
-        return Err(ConfigError::Unsupported {
-            feature: "TLS",
-            setting: format!("{section}.{key} in {path}"),
-            instead: "serve plain http:// URLs (a TLS proxy may stand in front)",
-        });
+    let prefix = if section == SECURITY[1] { "peer-" } else { "" };
+    let mut settings = Vec::new();
+    for (key, value) in map {
+        let key = key.as_str().unwrap_or("?");
+        let name = format!("{prefix}{key}");
+        let known = SECTION_KEYS.contains(&key).then(|| flags.lookup(&name)).flatten();
+        let Some(known) = known else {
+            notes.push(Note::warn(format!("unrecognized key {section}.{key} in {path} is ignored")));
+            continue;
+        };
+        if let Some(value) = scalar(value, known.kind()).map_err(|msg| error(format!("{section}.{key}: {msg}")))? {
+            settings.push(Setting { name, value, source: Source::File(path.to_string()) });
+        }
     }
-    notes.push(Note::warn(format!("{section} in {path} is ignored: it sets nothing and tessera serves no TLS yet")));
-    Ok(())
+    Ok(settings)
 }
 
-fn sets_something(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::String(s) => !s.is_empty(),
-        Value::Sequence(items) => !items.is_empty(),
-        _ => true,
-    }
-}
+/// The keys of etcd's `securityConfig`.
+const SECTION_KEYS: [&str; 7] =
+    ["cert-file", "key-file", "client-cert-file", "client-key-file", "client-cert-auth", "trusted-ca-file", "auto-tls"];

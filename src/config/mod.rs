@@ -19,8 +19,10 @@ mod args;
 mod env;
 pub mod etcd_flags;
 mod file;
+pub mod listen;
 pub mod log;
 pub mod raft;
+pub mod tls;
 
 use std::fmt;
 

@@ -67,12 +67,8 @@ fn unknown_arguments_go_to_tessera_serves_parser() {
 fn refusals_name_the_setting() {
     let cases = [
         (
-            "--cert-file /etc/etcd/server.crt",
-            "TLS is not supported yet (--cert-file): serve plain http:// URLs (a TLS proxy may stand in front)",
-        ),
-        (
-            "--client-cert-auth",
-            "TLS is not supported yet (--client-cert-auth): serve plain http:// URLs (a TLS proxy may stand in front)",
+            "--client-crl-file /etc/etcd/crl.pem",
+            "certificate revocation lists is not supported yet (--client-crl-file): rotate the certificate files instead (they are read again for new connections)",
         ),
         (
             "--discovery https://discovery.etcd.io/x",
@@ -89,7 +85,7 @@ fn refusals_name_the_setting() {
 
 #[test]
 fn unsupported_flags_that_ask_for_nothing_are_ignored() {
-    let r = run("--cert-file= --client-cert-auth=false --proxy off --force-new-cluster=false", &[]).unwrap();
+    let r = run("--client-crl-file= --peer-cert-allowed-hostname= --proxy off --force-new-cluster=false", &[]).unwrap();
     assert!(r.args.is_empty());
     assert_eq!(warnings(&r).len(), 4, "{:?}", r.notes);
 }
@@ -162,12 +158,12 @@ fn a_config_file_is_the_whole_configuration() {
             "--log-outputs=stderr",
             "--auto-compaction-retention=1",
             "--experimental-watch-progress-notify-interval=5000ms",
+            "--client-cert-auth=false",
         ]
     );
     assert_eq!(
         warnings(&r),
         [
-            "client-transport-security in e.yaml is ignored: it sets nothing and tessera serves no TLS yet",
             "unrecognized key no-such-key in e.yaml is ignored",
             "loaded server configuration from e.yaml; other command line flags and environment variables are ignored: --name, ETCD_DATA_DIR",
             "enable-v2 in e.yaml is ignored: tessera serves the v3 API only",
@@ -176,15 +172,26 @@ fn a_config_file_is_the_whole_configuration() {
 }
 
 #[test]
-fn the_config_file_may_come_from_the_environment_and_refuses_tls() {
-    let yaml = "peer-transport-security:\n  cert-file: /etc/etcd/peer.crt\n";
-    let err = with_file("", &[("ETCD_CONFIG_FILE", "e.yaml")], yaml).unwrap_err();
+fn the_config_file_may_come_from_the_environment_and_names_tls_files_by_section() {
+    let yaml = "peer-transport-security:\n  cert-file: /etc/etcd/peer.crt\n  auto-tls: true\n  allowed-cn: x\nclient-transport-security:\n  trusted-ca-file: /etc/etcd/ca.crt\n";
+    let r = with_file("", &[("ETCD_CONFIG_FILE", "e.yaml")], yaml).unwrap();
     assert_eq!(
-        err.to_string(),
-        "TLS is not supported yet (peer-transport-security.cert-file in e.yaml): serve plain http:// URLs (a TLS proxy may stand in front)"
+        r.args,
+        ["--peer-cert-file=/etc/etcd/peer.crt", "--peer-auto-tls=true", "--trusted-ca-file=/etc/etcd/ca.crt"]
     );
+    assert_eq!(warnings(&r)[0], "unrecognized key peer-transport-security.allowed-cn in e.yaml is ignored");
     let err = run("--config-file missing.yaml", &[]).unwrap_err();
     assert!(err.to_string().starts_with("config file missing.yaml: "), "{err}");
+}
+
+#[test]
+fn tls_flags_are_honoured() {
+    let r = run("--cert-file a.crt --client-cert-auth --cipher-suites X,Y --tls-min-version TLS1.3", &[]).unwrap();
+    assert_eq!(
+        r.args,
+        ["--cert-file=a.crt", "--client-cert-auth=true", "--cipher-suites=X,Y", "--tls-min-version=TLS1.3"]
+    );
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
 }
 
 #[test]

@@ -33,7 +33,8 @@ impl Transport {
         }
         let url = self.urls.get(&store)?.clone();
         let _context = self.runtime.as_ref()?.enter();
-        let channel = Endpoint::from_shared(url).ok()?.connect_timeout(Duration::from_secs(1)).connect_lazy();
+        let channel =
+            self.dialer().connect_lazy(Endpoint::from_shared(url).ok()?.connect_timeout(Duration::from_secs(1)));
         let client = PeerTransportClient::new(channel).max_decoding_message_size(usize::MAX);
         self.clients.insert(store, client.clone());
         Some(client)

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::proto::tesserapb::peer_transport_client::PeerTransportClient;
 use crate::proto::tesserapb::{RaftBatch, SnapshotChunk, StoreInfo};
+use crate::tls::client::Dialer;
 
 /// Batches queued for a link that cannot send: past this, new ones are
 /// dropped (raft retransmits; a dead store must not grow our memory).
@@ -49,6 +50,8 @@ pub struct Transport {
     known: Arc<DashMap<u64, StoreInfo>>,
     /// When each store's last batch arrived.
     heard: DashMap<u64, std::time::Instant>,
+    /// Opens every connection to another store (TLS per the peer flags).
+    dialer: Dialer,
     /// The links' own runtime: pollers (plain threads) hand batches to it.
     /// Shut down in the background on drop: the last owner may be a task of
     /// another runtime, where a blocking shutdown is not allowed.
@@ -57,7 +60,7 @@ pub struct Transport {
 
 impl Transport {
     /// Links to every store in `peers` (store id -> peer URL) but `me`.
-    pub fn start(me: StoreInfo, peers: &[(u64, String)]) -> std::io::Result<Transport> {
+    pub fn start(me: StoreInfo, peers: &[(u64, String)], dialer: Dialer) -> std::io::Result<Transport> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("peer-transport")
@@ -75,6 +78,7 @@ impl Transport {
             removed: Default::default(),
             known,
             heard: DashMap::new(),
+            dialer,
             runtime: Some(runtime),
         };
         t.set_links(peers);
@@ -88,7 +92,8 @@ impl Transport {
         for (id, url) in peers.iter().filter(|(id, _)| *id != self.me.store_id) {
             if !self.links.contains_key(id) {
                 let (tx, rx) = mpsc::channel(LINK_QUEUE);
-                runtime.spawn(run_link(*id, url.clone(), self.me.clone(), rx, self.removed.clone()));
+                let link = Link { to: *id, url: url.clone(), me: self.me.clone(), dialer: self.dialer.clone() };
+                runtime.spawn(run_link(link, rx, self.removed.clone()));
                 self.links.insert(*id, tx);
                 self.urls.insert(*id, url.clone());
             }
@@ -110,6 +115,11 @@ impl Transport {
 
     pub fn me(&self) -> &StoreInfo {
         &self.me
+    }
+
+    /// How this store dials the others.
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
     }
 
     /// Installs (or with `None` removes) a filter on outgoing messages.
@@ -161,8 +171,9 @@ impl Transport {
             }
             return;
         };
+        let dialer = self.dialer.clone();
         runtime.spawn(async move {
-            let sent = tokio::time::timeout(SNAPSHOT_TIMEOUT, stream_snapshot(url, region, m)).await;
+            let sent = tokio::time::timeout(SNAPSHOT_TIMEOUT, stream_snapshot(&dialer, url, region, m)).await;
             let ok = match sent {
                 Ok(Ok(bytes)) => {
                     tracing::info!(region, to, bytes, "snapshot sent");
@@ -212,23 +223,26 @@ impl Drop for Transport {
     }
 }
 
-async fn run_link(
+/// Where one link goes, and how.
+struct Link {
     to: u64,
     url: String,
     me: StoreInfo,
-    mut rx: mpsc::Receiver<RaftBatch>,
-    removed: Arc<std::sync::OnceLock<RemovedReport>>,
-) {
+    dialer: Dialer,
+}
+
+async fn run_link(link: Link, mut rx: mpsc::Receiver<RaftBatch>, removed: Arc<std::sync::OnceLock<RemovedReport>>) {
+    let Link { to, url, me, dialer } = link;
     let mut backoff = Duration::from_millis(50);
     loop {
         let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true),
+            Ok(e) => e.connect_timeout(Duration::from_secs(1)),
             Err(e) => {
                 tracing::error!(store = to, url, "bad peer URL: {e}");
                 return;
             }
         };
-        let channel = match endpoint.connect().await {
+        let channel = match dialer.connect(endpoint).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(store = to, "peer link down: {e}");
@@ -304,14 +318,19 @@ async fn probe_round_trip(to: u64, channel: tonic::transport::Channel) {
 }
 
 /// Sends one snapshot message in chunks; returns its size.
-async fn stream_snapshot(url: String, region: u64, m: raft::prelude::Message) -> Result<usize, String> {
+async fn stream_snapshot(
+    dialer: &Dialer,
+    url: String,
+    region: u64,
+    m: raft::prelude::Message,
+) -> Result<usize, String> {
     use protobuf::Message as _;
     let bytes = m.write_to_bytes().map_err(|e| e.to_string())?;
     let size = bytes.len();
     let chunks: Vec<SnapshotChunk> =
         bytes.chunks(SNAPSHOT_CHUNK).map(|data| SnapshotChunk { region_id: region, data: data.to_vec() }).collect();
     let endpoint = tonic::transport::Endpoint::from_shared(url).map_err(|e| e.to_string())?;
-    let channel = endpoint.connect_timeout(Duration::from_secs(1)).connect().await.map_err(|e| e.to_string())?;
+    let channel = dialer.connect(endpoint.connect_timeout(Duration::from_secs(1))).await.map_err(|e| e.to_string())?;
     PeerTransportClient::new(channel).snapshot(tokio_stream::iter(chunks)).await.map_err(|e| e.to_string())?;
     Ok(size)
 }

@@ -32,9 +32,10 @@ fn version(region: &Region) -> u64 {
     region.epoch.as_ref().map_or(0, |e| e.version)
 }
 
-/// `http://host:port` with nothing after it: what a peer URL must be.
+/// `http://host:port` or `https://host:port` with nothing after it: what a
+/// peer URL must be.
 fn valid_peer_url(url: &str) -> bool {
-    let Some(hostport) = url.strip_prefix("http://") else { return false };
+    let Some(hostport) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else { return false };
     let hostport = hostport.trim_end_matches('/');
     hostport.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
 }

@@ -65,9 +65,10 @@ impl ClusterService {
         };
         store.move_leader_store(to).await?;
         let url = store.peer_url_of(to).ok_or(Error::MemberNotFound)?;
-        let mut client = ClusterClient::connect(url)
-            .await
-            .map_err(|e| Status::unavailable(format!("etcdserver: leader changed ({e})")))?;
+        let changed = |e: &dyn std::fmt::Display| Status::unavailable(format!("etcdserver: leader changed ({e})"));
+        let endpoint = tonic::transport::Endpoint::from_shared(url).map_err(|e| changed(&e))?;
+        let dialer = store.transport().ok_or_else(|| changed(&"no peer transport"))?.dialer();
+        let mut client = ClusterClient::new(dialer.connect(endpoint).await.map_err(|e| changed(&e))?);
         let mut call = Request::new(req);
         call.metadata_mut().insert(super::forward::FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
         client.member_remove(call).await

@@ -129,8 +129,8 @@ impl Forwarder {
             return Some(ch.clone());
         }
         let url = self.store.peer_url_of(store)?;
-        let endpoint = Endpoint::from_shared(url).ok()?;
-        let ch = endpoint.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true).connect_lazy();
+        let endpoint = Endpoint::from_shared(url).ok()?.connect_timeout(Duration::from_secs(1));
+        let ch = self.store.transport()?.dialer().connect_lazy(endpoint);
         self.channels.insert(store, ch.clone());
         Some(ch)
     }

@@ -27,8 +27,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, BufMut, BytesMut};
 use loona_hpack::{Decoder, Encoder};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 /// The client connection preface (RFC 9113 section 3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -175,10 +174,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Front<IO> {
     }
 }
 
-impl Connected for Front<TcpStream> {
-    type ConnectInfo = TcpConnectInfo;
+impl<IO: Connected> Connected for Front<IO> {
+    type ConnectInfo = IO::ConnectInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
+    fn connect_info(&self) -> IO::ConnectInfo {
         self.io.connect_info()
     }
 }

@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
-use tonic::transport::server::TcpIncoming;
 
 use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
@@ -39,6 +38,7 @@ use crate::proto::tesserapb::admin_server::AdminServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::router::Router;
+use crate::tls::incoming::{self, Accept};
 pub use cluster::MemberInfo;
 pub use validate::Limits;
 
@@ -71,15 +71,16 @@ pub fn not_yet(method: &str) -> tonic::Status {
 /// answer from the handler; tonic refuses larger ones before decoding.
 const DECODE_LIMIT_BYTES: usize = 64 << 20;
 
-/// Serves the etcd gRPC API on `listener` (a client URL) until `shutdown`
-/// resolves.
+/// Serves the etcd gRPC API on `listener` (a client URL), plain or TLS as
+/// `accept` says, until `shutdown` resolves.
 pub async fn serve(
     router: Arc<Router>,
     cfg: ServerConfig,
     listener: TcpListener,
+    accept: Accept,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    serve_on(router, cfg, listener, shutdown, false).await
+    serve_on(router, cfg, (listener, accept), shutdown, false).await
 }
 
 /// Serves the peer port: the store-to-store transport, and the etcd API for
@@ -88,15 +89,16 @@ pub async fn serve_peer(
     router: Arc<Router>,
     cfg: ServerConfig,
     listener: TcpListener,
+    accept: Accept,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    serve_on(router, cfg, listener, shutdown, true).await
+    serve_on(router, cfg, (listener, accept), shutdown, true).await
 }
 
 async fn serve_on(
     router: Arc<Router>,
     cfg: ServerConfig,
-    listener: TcpListener,
+    (listener, accept): (TcpListener, Accept),
     shutdown: impl Future<Output = ()>,
     peer_port: bool,
 ) -> Result<(), tonic::transport::Error> {
@@ -167,10 +169,9 @@ async fn serve_on(
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes.into())
-        // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
-        // Every connection is read through the front (front.rs).
+        // Every connection is read through the front (front.rs), after TLS.
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)).map(|conn| conn.map(front::Front::new)),
+            incoming::incoming(listener, accept).map(|conn| conn.map(front::Front::new)),
             shutdown,
         )
         .await

@@ -162,20 +162,34 @@ const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Asks the members at `urls` (peer URLs) for the cluster a store at
 /// `peer_url` was added to, until one answers (a member that has not
 /// applied the MemberAdd yet says "no member has peer URL").
-pub async fn join(urls: &[String], peer_url: &str, name: &str) -> Result<JoinResponse, String> {
+pub async fn join(
+    dialer: &crate::tls::client::Dialer,
+    urls: &[String],
+    peer_url: &str,
+    name: &str,
+) -> Result<JoinResponse, String> {
     use crate::proto::tesserapb::peer_transport_client::PeerTransportClient;
     let deadline = std::time::Instant::now() + JOIN_TIMEOUT;
     let mut last = String::from("no member to ask");
     loop {
         for url in urls {
             let request = JoinRequest { peer_url: peer_url.to_string(), name: name.to_string() };
-            let answer = match PeerTransportClient::connect(url.clone()).await {
-                Ok(mut client) => client.join(request).await.map_err(|s| s.message().to_string()),
-                Err(e) => Err(e.to_string()),
+            let endpoint = tonic::transport::Endpoint::from_shared(url.clone()).map_err(|e| e.to_string())?;
+            let answer = match dialer.connect(endpoint.connect_timeout(std::time::Duration::from_secs(2))).await {
+                Ok(channel) => {
+                    PeerTransportClient::new(channel).join(request).await.map_err(|s| s.message().to_string())
+                }
+                Err(e) => Err(crate::tls::client::error_chain(&e)),
             };
             match answer {
                 Ok(r) => return Ok(r.into_inner()),
-                Err(e) => last = format!("{url}: {e}"),
+                Err(e) => {
+                    let e = format!("{url}: {e}");
+                    if e != last {
+                        tracing::warn!("joining: {e}");
+                    }
+                    last = e;
+                }
             }
         }
         if std::time::Instant::now() > deadline {

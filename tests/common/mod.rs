@@ -6,6 +6,7 @@
 //! on drop.
 #![allow(dead_code)]
 
+pub mod certs;
 mod etcd;
 pub mod http;
 pub mod load;

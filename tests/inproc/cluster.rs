@@ -9,6 +9,7 @@ use tessera::proto::tesserapb::StoreMember;
 use tessera::raftstore::{Store, StoreConfig};
 use tessera::router::Router;
 use tessera::server::{self, MemberInfo, ServerConfig};
+use tessera::tls::incoming::Accept;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -73,9 +74,9 @@ impl InProcCluster {
                         let _ = stopping.wait_for(|s| *s).await;
                     };
                     let served = if peer_port {
-                        server::serve_peer(router, cfg, listener, stopped).await
+                        server::serve_peer(router, cfg, listener, Accept::plain(), stopped).await
                     } else {
-                        server::serve(router, cfg, listener, stopped).await
+                        server::serve(router, cfg, listener, Accept::plain(), stopped).await
                     };
                     served.expect("server");
                 });

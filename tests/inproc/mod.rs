@@ -86,7 +86,7 @@ impl InProc {
                 progress_notify_interval: PROGRESS_INTERVAL,
                 ..server::ServerConfig::new(LIMITS, member)
             };
-            server::serve(router, cfg, listener, async {
+            server::serve(router, cfg, listener, tessera::tls::incoming::Accept::plain(), async {
                 let _ = stopped.await;
             })
             .await

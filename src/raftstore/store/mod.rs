@@ -59,6 +59,8 @@ pub struct StoreConfig {
     /// What this store tells the others about itself.
     pub name: String,
     pub client_urls: Vec<String>,
+    /// How this store dials the others' peer URLs (TLS per the peer flags).
+    pub peer_dialer: crate::tls::client::Dialer,
 }
 
 impl StoreConfig {
@@ -73,6 +75,7 @@ impl StoreConfig {
             join: None,
             name: "default".into(),
             client_urls: Vec::new(),
+            peer_dialer: Default::default(),
         }
     }
 }
@@ -175,7 +178,10 @@ impl Store {
                     .collect(),
             };
             let peers = super::members::peer_urls(&members);
-            Some(Arc::new(Transport::start(me, &peers).map_err(|e| Error::Storage(format!("peer transport: {e}")))?))
+            Some(Arc::new(
+                Transport::start(me, &peers, cfg.peer_dialer.clone())
+                    .map_err(|e| Error::Storage(format!("peer transport: {e}")))?,
+            ))
         } else {
             None
         };
