@@ -137,7 +137,7 @@ fn clients_need_a_certificate_of_our_ca_and_tls_1_2() {
     // grpc.health.v1 and the Admin service, through tessera's own dialer.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        use tessera::proto::health::{health_client::HealthClient, HealthCheckRequest};
+        use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
         let files = tessera::tls::client::ClientFiles {
             ca_file: Some(ca.clone()),
             cert_file: Some(c.client.cert.clone()),
