@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
 use clap::{Args, Subcommand};
+use serde_json::{json, Value};
 
 use crate::proto::tesserapb::admin_client::AdminClient;
 use crate::proto::tesserapb::*;

@@ -13,9 +13,8 @@ const DISK_BOUNDS: &[f64] =
     &[0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192];
 
 /// etcd's peer round trip buckets: 0.1 ms to 819.2 ms, doubling.
-const PEER_RTT_BOUNDS: &[f64] = &[
-    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048, 0.4096, 0.8192,
-];
+const PEER_RTT_BOUNDS: &[f64] =
+    &[0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048, 0.4096, 0.8192];
 const PEER_RTT: &str = "etcd_network_peer_round_trip_time_seconds";
 const PEER_RTT_HELP: &str = "Round-Trip-Time histogram between peers.";
 
@@ -70,7 +69,11 @@ impl EtcdMetrics {
             v
         };
         EtcdMetrics {
-            leader_changes: Counter::new(&r, "etcd_server_leader_changes_seen_total", "The number of leader changes seen."),
+            leader_changes: Counter::new(
+                &r,
+                "etcd_server_leader_changes_seen_total",
+                "The number of leader changes seen.",
+            ),
             proposals_failed: Counter::new(
                 &r,
                 "etcd_server_proposals_failed_total",
@@ -159,8 +162,11 @@ impl EtcdMetrics {
         );
         // One series per member, labelled `To` with its id in hex as etcd
         // prints member ids.
-        let rtts: Vec<(u64, Histogram)> =
-            g.member_ids.iter().filter_map(|(store, member)| Some((*member, self.peer_rtt.get(store)?.clone()))).collect();
+        let rtts: Vec<(u64, Histogram)> = g
+            .member_ids
+            .iter()
+            .filter_map(|(store, member)| Some((*member, self.peer_rtt.get(store)?.clone())))
+            .collect();
         s.histograms_by(PEER_RTT, PEER_RTT_HELP, "To", rtts.iter().map(|(member, h)| (format!("{member:x}"), h)));
     }
 }

@@ -183,7 +183,6 @@ pub struct Metrics {
     registry: Registry,
 }
 
-
 pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(Metrics::new);
 
 impl Metrics {
@@ -220,7 +219,10 @@ impl Metrics {
                 "Batches of raft messages dropped because a peer link was down or backed up.",
             ),
             peer_messages_sent: c("tessera_peer_messages_sent_total", "Raft messages sent to other stores."),
-            peer_messages_received: c("tessera_peer_messages_received_total", "Raft messages received from other stores."),
+            peer_messages_received: c(
+                "tessera_peer_messages_received_total",
+                "Raft messages received from other stores.",
+            ),
             revision_requests: c(
                 "tessera_revision_requests_total",
                 "Requests for revisions sent to the leader store (at most one in flight per store).",
@@ -229,7 +231,10 @@ impl Metrics {
                 "tessera_revision_asks_total",
                 "Region leaders' asks for revisions carried by those requests.",
             ),
-            forwarded_calls: c("tessera_forwarded_calls_total", "Client calls this store passed on to the leader store."),
+            forwarded_calls: c(
+                "tessera_forwarded_calls_total",
+                "Client calls this store passed on to the leader store.",
+            ),
             region_lease_reads: c(
                 "tessera_region_lease_reads_total",
                 "Pieces of linearizable reads a region leader here served at a read point under its region lease.",

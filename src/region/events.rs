@@ -74,7 +74,8 @@ pub fn for_each_change(
     while it.valid() {
         let k = it.key().expect("valid iterator");
         let Ok(k) = <[u8; 12]>::try_from(k) else { return Err(Error::Storage("corrupt event key".into())) };
-        let (rev, sub) = (u64::from_be_bytes(k[..8].try_into().expect("8")), u32::from_be_bytes(k[8..].try_into().expect("4")));
+        let (rev, sub) =
+            (u64::from_be_bytes(k[..8].try_into().expect("8")), u32::from_be_bytes(k[8..].try_into().expect("4")));
         f(rev, sub, it.value().expect("valid iterator"))?;
         it.next();
     }

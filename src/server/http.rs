@@ -28,7 +28,8 @@ fn not_found() -> Answer {
 /// The answer to `GET path?query`.
 pub async fn answer_path(path: &str, query: &str, router: &Router) -> Answer {
     let store = router.store();
-    let json = |status, body: serde_json::Value| (status, [(header::CONTENT_TYPE, "application/json")], body.to_string());
+    let json =
+        |status, body: serde_json::Value| (status, [(header::CONTENT_TYPE, "application/json")], body.to_string());
     match path {
         "/livez" | "/readyz" => {
             let (status, body) = super::probes::answer(&path[1..], query, router).await;

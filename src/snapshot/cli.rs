@@ -63,7 +63,8 @@ pub async fn run(cmd: SnapshotCommand) -> Result<()> {
         }
         SnapshotCommand::Restore { file, data_dir, name, initial_cluster, skip_hash_check, initial_split_keys } => {
             check_single_member(initial_cluster.as_deref(), &name)?;
-            let initial_split_keys = crate::region::split_keys::from_flags(&initial_split_keys, None).map_err(anyhow::Error::msg)?;
+            let initial_split_keys =
+                crate::region::split_keys::from_flags(&initial_split_keys, None).map_err(anyhow::Error::msg)?;
             let opts = RestoreOptions { name, initial_split_keys, skip_hash_check };
             let r = super::restore(&file, &data_dir, &opts)?;
             println!(
@@ -76,7 +77,10 @@ pub async fn run(cmd: SnapshotCommand) -> Result<()> {
                 r.leases
             );
             if r.dropped_users + r.dropped_roles > 0 {
-                println!("not restored: {} auth users and {} roles (tessera has no auth yet)", r.dropped_users, r.dropped_roles);
+                println!(
+                    "not restored: {} auth users and {} roles (tessera has no auth yet)",
+                    r.dropped_users, r.dropped_roles
+                );
             }
         }
         SnapshotCommand::Status { file, write_out } => {
@@ -106,7 +110,8 @@ fn check_single_member(initial_cluster: Option<&str>, name: &str) -> Result<()> 
 
 fn table(s: &super::Status) -> String {
     let heads = ["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"];
-    let cells = [format!("{:x}", s.hash), s.revision.to_string(), s.total_key.to_string(), format!("{} B", s.total_size)];
+    let cells =
+        [format!("{:x}", s.hash), s.revision.to_string(), s.total_key.to_string(), format!("{} B", s.total_size)];
     let widths: Vec<usize> = heads.iter().zip(&cells).map(|(h, c)| h.len().max(c.len())).collect();
     let rule: String = widths.iter().map(|w| format!("+{}", "-".repeat(w + 2))).collect::<String>() + "+\n";
     let row = |v: &[String]| -> String {
@@ -123,7 +128,8 @@ async fn save(endpoint: &str, file: &Path) -> Result<u64> {
     let mut client = MaintenanceClient::connect(url.clone()).await.with_context(|| format!("connecting to {url}"))?;
     let mut stream = client.snapshot(SnapshotRequest {}).await?.into_inner();
     let part = file.with_extension("part");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?);
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?);
     let mut bytes: Vec<u8> = Vec::new(); // the last 32 bytes seen, and the hash of what came before
     let mut hash = Sha256::new();
     let mut size = 0u64;

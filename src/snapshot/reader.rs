@@ -45,9 +45,16 @@ impl BoltFile {
         // (or the default when the first is damaged).
         let page_size = meta0.as_ref().map_or(bolt::PAGE_SIZE as u64, |m| m.page_size as u64);
         let mut second = vec![0u8; PAGE_HEADER + bolt::META_LEN];
-        let meta1 = read_exact_at(&file, &mut second, page_size, len).and_then(|_| Meta::decode(&second[PAGE_HEADER..]));
+        let meta1 =
+            read_exact_at(&file, &mut second, page_size, len).and_then(|_| Meta::decode(&second[PAGE_HEADER..]));
         let meta = match (meta0, meta1) {
-            (Ok(a), Ok(b)) => if b.txid > a.txid { b } else { a },
+            (Ok(a), Ok(b)) => {
+                if b.txid > a.txid {
+                    b
+                } else {
+                    a
+                }
+            }
             (Ok(m), Err(_)) | (Err(_), Ok(m)) => m,
             (Err(e), Err(_)) => return Err(e),
         };

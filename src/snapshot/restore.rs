@@ -65,7 +65,9 @@ pub fn restore(snapshot: &Path, data_dir: &Path, opts: &RestoreOptions) -> Resul
             "the snapshot has authentication enabled, which tessera does not support yet: disable it in etcd (etcdctl auth disable) and take the snapshot again".into(),
         ));
     }
-    if data_dir.exists() && std::fs::read_dir(data_dir).map_err(|e| SnapshotError::io("reading", data_dir, e))?.next().is_some() {
+    if data_dir.exists()
+        && std::fs::read_dir(data_dir).map_err(|e| SnapshotError::io("reading", data_dir, e))?.next().is_some()
+    {
         return Err(SnapshotError::io("refusing to restore into a non-empty directory", data_dir, ""));
     }
     std::fs::create_dir_all(data_dir).map_err(|e| SnapshotError::io("creating", data_dir, e))?;
@@ -190,7 +192,8 @@ fn compaction_point(db: &BoltFile) -> Result<i64, SnapshotError> {
     let mut point = crate::sequencer::NEVER_COMPACTED;
     for name in [etcd::SCHEDULED_COMPACT, etcd::FINISHED_COMPACT] {
         if let Some(v) = etcd::get(db, etcd::META, name)? {
-            let rev = Revision::decode(&v).ok_or_else(|| SnapshotError::Format(format!("meta bucket: bad {}", String::from_utf8_lossy(name))))?;
+            let rev = Revision::decode(&v)
+                .ok_or_else(|| SnapshotError::Format(format!("meta bucket: bad {}", String::from_utf8_lossy(name))))?;
             point = point.max(rev.main as i64);
         }
     }

@@ -30,7 +30,9 @@ type Entries = Vec<Result<(Vec<u8>, Vec<u8>), SnapshotError>>;
 pub fn save(engine: &Engine, revision: u64, out: &Path) -> Result<u64, SnapshotError> {
     let snap = engine.db.snapshot();
     let compacted = match snap.get_cf(engine.meta(), meta_keys::COMPACTED)? {
-        Some(b) => i64::from_be_bytes(b.as_slice().try_into().map_err(|_| SnapshotError::Store("corrupt compacted revision".into()))?),
+        Some(b) => i64::from_be_bytes(
+            b.as_slice().try_into().map_err(|_| SnapshotError::Store("corrupt compacted revision".into()))?,
+        ),
         None => crate::sequencer::NEVER_COMPACTED,
     };
     // Read back for the trailer's hash, hence read and write.
@@ -59,7 +61,12 @@ pub fn save(engine: &Engine, revision: u64, out: &Path) -> Result<u64, SnapshotE
 }
 
 /// Every version at or below `upto`, in revision order, as etcd keys them.
-fn key_bucket(engine: &Engine, snap: &rocksdb::Snapshot<'_>, compacted: i64, upto: u64) -> Result<Entries, SnapshotError> {
+fn key_bucket(
+    engine: &Engine,
+    snap: &rocksdb::Snapshot<'_>,
+    compacted: i64,
+    upto: u64,
+) -> Result<Entries, SnapshotError> {
     let from = compacted.max(0) as u64;
     let mut out: Entries = below(engine, snap, from)?;
     events::for_each_change(&engine.db, engine.events(), snap, (from, upto), &mut |rev, sub, key| {

@@ -67,7 +67,12 @@ fn buckets_round_trip_in_one_page_each() {
 fn many_keys_span_many_pages_and_branch_levels() {
     // Seeded by construction: the values derive from the index.
     let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..60_000u64)
-        .map(|i| (Revision { main: i + 1, sub: i % 3, tombstone: i % 7 == 0 }.encode(), vec![(i % 251) as u8; (i % 90) as usize]))
+        .map(|i| {
+            (
+                Revision { main: i + 1, sub: i % 3, tombstone: i % 7 == 0 }.encode(),
+                vec![(i % 251) as u8; (i % 90) as usize],
+            )
+        })
         .collect();
     let buckets = vec![(b"key".to_vec(), entries)];
     let (_dir, path, len) = write(&buckets);

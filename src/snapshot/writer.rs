@@ -143,7 +143,8 @@ impl<W: Write + Seek> BoltWriter<W> {
     /// back and the file's size in bytes.
     pub fn finish(mut self) -> Result<(W, u64), SnapshotError> {
         let buckets = std::mem::take(&mut self.buckets);
-        let entries = buckets.into_iter().map(|(name, root)| Ok((name, bolt::BUCKET_LEAF, bolt::bucket_header(root).to_vec())));
+        let entries =
+            buckets.into_iter().map(|(name, root)| Ok((name, bolt::BUCKET_LEAF, bolt::bucket_header(root).to_vec())));
         let root = self.tree(entries)?;
         let pgid = self.next;
         let mut page = vec![0u8; PAGE_SIZE];
@@ -151,15 +152,8 @@ impl<W: Write + Seek> BoltWriter<W> {
         self.out.seek(SeekFrom::Start(FREELIST * PAGE_SIZE as u64)).map_err(SnapshotError::write)?;
         self.out.write_all(&page).map_err(SnapshotError::write)?;
         for txid in [0u64, 1] {
-            let meta = Meta {
-                page_size: PAGE_SIZE as u32,
-                flags: 0,
-                root,
-                root_sequence: 0,
-                freelist: FREELIST,
-                pgid,
-                txid,
-            };
+            let meta =
+                Meta { page_size: PAGE_SIZE as u32, flags: 0, root, root_sequence: 0, freelist: FREELIST, pgid, txid };
             let mut page = vec![0u8; PAGE_SIZE];
             PageHeader { id: txid, flags: bolt::META_PAGE, count: 0, overflow: 0 }.encode(&mut page);
             page[PAGE_HEADER..PAGE_HEADER + bolt::META_LEN].copy_from_slice(&meta.encode());

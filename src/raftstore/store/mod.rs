@@ -575,7 +575,11 @@ impl Store {
         );
         let count = |f: &dyn Fn(&PeerShared) -> bool| peers.iter().filter(|p| f(&p.shared)).count() as f64;
         s.gauge("tessera_regions", "Regions on this store.", peers.len() as f64);
-        s.gauge("tessera_region_leaders", "Regions led by this store.", count(&|p| p.is_leader.load(Ordering::Relaxed)));
+        s.gauge(
+            "tessera_region_leaders",
+            "Regions led by this store.",
+            count(&|p| p.is_leader.load(Ordering::Relaxed)),
+        );
         s.gauge(
             "tessera_region_leases_valid",
             "Regions whose leader lease is valid on this store.",
