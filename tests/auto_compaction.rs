@@ -55,6 +55,6 @@ fn an_unknown_auto_compaction_mode_refuses_to_start() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     // Logged as etcd's JSON line (the default format): the message is its msg.
-    let said = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["msg"].as_str().map(String::from));
-    assert!(err.lines().any(|l| said(l).as_deref() == Some("unknown auto-compaction-mode \"hourly\"")), "{err}");
+    let said = common::log_messages(&err);
+    assert!(said.iter().any(|m| m == "unknown auto-compaction-mode \"hourly\""), "{err}");
 }

@@ -144,6 +144,14 @@ fn kill_and_reap(child: &mut Child) {
 
 /// Panics with the setup hint if a required binary is missing. Tests that need
 /// etcd must fail (not skip) when it is absent.
+/// What a member said on each line of its log: the `msg` of an etcd JSON
+/// line (the default format), the line itself otherwise (a refusal before
+/// logging is set up is one plain line).
+pub fn log_messages(log: &str) -> Vec<String> {
+    let msg = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok()?["msg"].as_str().map(String::from);
+    log.lines().map(|l| msg(l).unwrap_or_else(|| l.to_string())).collect()
+}
+
 pub fn require_bin(path: &str) {
     if !Path::new(path).is_file() {
         panic!("{path} is missing: the etcd compatibility tests need the reference etcd 3.4; {SETUP_HINT}");
