@@ -34,6 +34,14 @@ pub struct Sequencer {
     term: AtomicU64,
 }
 
+/// Takes `revision` out of flight; the resolved revision then, if it was.
+fn finish_locked(s: &mut State, revision: u64) -> Option<u64> {
+    s.in_flight.remove(&revision).then(|| {
+        s.owners.remove(&revision);
+        s.resolved()
+    })
+}
+
 /// The compacted revision of a store that was never compacted.
 pub const NEVER_COMPACTED: i64 = -1;
 
@@ -135,10 +143,11 @@ impl Sequencer {
             s.in_flight = pending.into_iter().collect();
             s.owners.clear();
             s.asked.clear();
+            // Under the lock: `release` compares terms under it too.
+            self.term.store(term, Ordering::Release);
             s.resolved()
         };
         self.resolved.send_replace(resolved);
-        self.term.store(term, Ordering::Release);
     }
 
     pub fn compacted(&self) -> i64 {
@@ -166,11 +175,16 @@ impl Sequencer {
 
     /// Takes the next revision and registers it as in flight.
     pub fn next(&self) -> u64 {
+        self.next_with_term().0
+    }
+
+    /// Takes the next revision, with the term it is handed out in.
+    pub fn next_with_term(&self) -> (u64, u64) {
         let mut s = self.state.lock();
         s.last += 1;
         let rev = s.last;
         s.in_flight.insert(rev);
-        rev
+        (rev, self.term())
     }
 
     /// Takes the next revision for a write the leader of `region` in
@@ -178,11 +192,13 @@ impl Sequencer {
     /// applied here, voided, or a newer term of the region applies here.
     /// Refused for a leader of a term older than one applied here, and past
     /// the high mark.
-    pub fn take(&self, region: u64, term: u64) -> crate::error::Result<u64> {
+    /// Returns the revision with the term of this store's sequencer it is
+    /// handed out in (the write carries it, and gives it back with it).
+    pub fn take(&self, region: u64, term: u64) -> crate::error::Result<(u64, u64)> {
         let mut s = self.state.lock();
         s.check_term(region, term)?;
         let (first, _) = self.take_locked(&mut s, region, term, 1)?;
-        Ok(first)
+        Ok((first, self.term()))
     }
 
     /// Takes up to `count` contiguous revisions (fewer up to the high mark,
@@ -254,16 +270,32 @@ impl Sequencer {
     /// The revision is applied (or will never be): it leaves the in-flight
     /// set. Whether it was in flight.
     pub fn finish(&self, revision: u64) -> bool {
+        let resolved = finish_locked(&mut self.state.lock(), revision);
+        self.published(resolved)
+    }
+
+    /// The revision handed out in leader-store `term` will never be used:
+    /// it leaves the in-flight set if this sequencer still hands out that
+    /// term's revisions. A restart since continued after every revision of
+    /// the older term, and the same number may now be in flight for another
+    /// write: giving that one back would resolve it before it applies (the
+    /// watch gaps after a new leader store took over, seed 33008). Whether
+    /// it was in flight.
+    pub fn release(&self, revision: u64, term: u64) -> bool {
         let resolved = {
             let mut s = self.state.lock();
-            if !s.in_flight.remove(&revision) {
+            if self.term() != term {
+                tracing::debug!(target: "tessera::revisions", revision, term, "not given back: of another term");
                 return false;
             }
-            s.owners.remove(&revision);
-            s.resolved()
+            finish_locked(&mut s, revision)
         };
-        self.publish(resolved);
-        true
+        self.published(resolved)
+    }
+
+    /// Publishes a resolved revision if there is one; whether there was.
+    fn published(&self, resolved: Option<u64>) -> bool {
+        resolved.map(|r| self.publish(r)).is_some()
     }
 
     fn publish(&self, resolved: u64) {
@@ -369,7 +401,7 @@ mod tests {
         let s = Sequencer::recover(10, [], NEVER_COMPACTED);
         let (a, _) = s.take_range(7, 2, 1, 1).unwrap();
         assert_eq!(s.take_range(7, 2, 1, 1).unwrap(), (a, 1), "the same ask gets the same revision");
-        let b = s.take(8, 2).unwrap();
+        let (b, _) = s.take(8, 2).unwrap();
         assert_eq!((a, b, s.resolved()), (11, 12, 10));
         s.term_started(7, 3);
         assert_eq!(s.resolved(), 11, "region 7's term-2 revision is void");
@@ -381,10 +413,27 @@ mod tests {
     }
 
     #[test]
+    fn a_revision_given_back_after_a_restart_leaves_the_new_terms_write_in_flight() {
+        let s = Sequencer::recover(10, [], NEVER_COMPACTED);
+        s.restart(1, 10, []);
+        let (old, old_term) = s.take(7, 1).unwrap();
+        assert_eq!((old, old_term), (11, 1));
+        // A new leader store's term, continuing at the same place (it never
+        // learnt of 11, which was never applied).
+        s.restart(2, 10, []);
+        let (new, new_term) = s.take(8, 1).unwrap();
+        assert_eq!((new, new_term), (11, 2));
+        assert!(!s.release(old, old_term), "term 1's 11 is not term 2's");
+        assert_eq!(s.resolved(), 10, "term 2's 11 is still in flight");
+        assert!(s.release(new, new_term));
+        assert_eq!(s.resolved(), 11);
+    }
+
+    #[test]
     fn a_snapshot_resolves_the_revisions_it_covers() {
         let s = Sequencer::recover(10, [], NEVER_COMPACTED);
         let (a, n) = s.take_range(7, 2, 1, 3).unwrap();
-        let b = s.take(8, 2).unwrap();
+        let (b, _) = s.take(8, 2).unwrap();
         assert_eq!((a, n, b), (11, 3, 14));
         s.restored(7, 12);
         assert_eq!(s.resolved(), 12, "11 and 12 came with the snapshot");
@@ -399,7 +448,7 @@ mod tests {
         let s = Sequencer::recover(10, [], NEVER_COMPACTED);
         s.set_limit(30);
         assert_eq!(s.take_range(7, 1, 1, 8).unwrap(), (11, 8));
-        assert_eq!(s.take(8, 1).unwrap(), 19);
+        assert_eq!(s.take(8, 1).unwrap(), (19, 0));
         assert_eq!(s.take_range(7, 1, 1, 3).unwrap(), (11, 8), "asked again: the same range");
         assert!(s.take_range(7, 1, 0, 1).is_err(), "an older ask of the term is refused");
         assert_eq!(s.take_range(7, 1, 2, 20).unwrap(), (20, 11), "cut at the high mark");

@@ -14,7 +14,7 @@ use super::transport::Transport;
 use crate::error::{Error, Result};
 use crate::metrics::METRICS;
 use crate::proto::tesserapb::revision_grant::Refusal;
-use crate::proto::tesserapb::{AllocateRequest, AllocateResponse, RevisionAsk, RevisionGrant};
+use crate::proto::tesserapb::{AllocateRequest, AllocateResponse, RevisionAsk, RevisionGrant, RevisionVoid};
 
 /// How long revisions a store did not use are offered back to a leader
 /// store that does not answer.
@@ -60,7 +60,7 @@ struct Queue {
     leader: u64,
     asks: Vec<(RevisionAsk, Answer)>,
     /// Revisions to give back, with when they were first offered.
-    voids: Vec<(u64, Instant)>,
+    voids: Vec<(RevisionVoid, Instant)>,
     /// A request is in flight (its task sends the next one).
     sending: bool,
 }
@@ -83,12 +83,13 @@ impl RevisionClient {
         }
     }
 
-    /// Gives `revision` back to leader store `leader` (not this store).
-    pub fn void(self: &Arc<Self>, leader: u64, revision: u64) {
+    /// Gives `revision`, handed out in meta-group `term`, back to leader
+    /// store `leader` (not this store).
+    pub fn void(self: &Arc<Self>, leader: u64, revision: u64, term: u64) {
         let start = {
             let mut q = self.queue.lock();
             q.leader = leader;
-            q.voids.push((revision, Instant::now()));
+            q.voids.push((RevisionVoid { revision, term }, Instant::now()));
             !std::mem::replace(&mut q.sending, true)
         };
         if start {
@@ -119,7 +120,7 @@ impl RevisionClient {
             let (asked, answers): (Vec<RevisionAsk>, Vec<Answer>) = asks.into_iter().unzip();
             let req = AllocateRequest {
                 from_store: self.store_id,
-                voids: voids.iter().map(|(r, _)| *r).collect(),
+                voids: voids.iter().map(|(v, _)| *v).collect(),
                 asks: asked,
             };
             METRICS.revision_requests.inc();
@@ -136,7 +137,7 @@ impl RevisionClient {
     /// Queues voids a failed request carried again (those offered for long
     /// enough are dropped); whether only voids are queued (then the next
     /// request waits a little).
-    fn offer_again(&self, voids: Vec<(u64, Instant)>) -> bool {
+    fn offer_again(&self, voids: Vec<(RevisionVoid, Instant)>) -> bool {
         let now = Instant::now();
         let mut q = self.queue.lock();
         q.voids.extend(voids.into_iter().filter(|(_, at)| now.duration_since(*at) < VOID_RETRY_FOR));

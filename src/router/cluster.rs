@@ -41,6 +41,13 @@ impl Router {
             }
             return Ok(());
         };
+        if store.is_serving() && store.sequencer.term() != term {
+            // Leadership lost and won back between two checks: activate
+            // again in the new term (another leader store may have served).
+            tracing::info!(term, "the leader store's meta term moved");
+            store.set_evaluating(false);
+            store.set_serving(false);
+        }
         if store.is_serving() {
             let seq = &store.sequencer;
             if seq.limit().saturating_sub(seq.last()) < HIGH_MARK_WINDOW / 2 {
@@ -90,7 +97,12 @@ impl Router {
     async fn restart_sequencer(&self, term: u64) -> Result<()> {
         let store = &self.store;
         // Every revision any earlier leader store handed out is at or below
-        // the committed high mark, and every committed entry is applied here.
+        // the committed high mark. A new meta leader may not have applied
+        // the latest mark yet: an entry of this term committed and applied
+        // here has every earlier one applied before it (raising the limit).
+        // Without it the restart could continue below revisions the last
+        // leader store handed out (the watch gaps of seeds 32034, 33008).
+        self.commit_high_mark(store.sequencer.limit().max(1)).await?;
         let last = store.sequencer.limit().max(store.max_applied_revision()).max(1);
         self.commit_high_mark(last + HIGH_MARK_WINDOW).await?;
         self.fence_regions(term).await?;

@@ -109,11 +109,18 @@ impl Router {
             let view =
                 SnapshotView { reader: &reader, revision: sequencer.last(), sequencer, lessor: &self.store.lessor };
             eval::evaluate(req, &view, &mut || {
-                let r = sequencer.next();
-                taken = Some(r);
+                let (r, term) = sequencer.next_with_term();
+                taken = Some((r, term));
                 r
             })
         };
+        if let Some((r, term)) = taken.filter(|(_, term)| *term != sequencer_term) {
+            // The sequencer restarted in a newer term since the locks: they
+            // carry the old one and would be fenced at commit.
+            void(sequencer, r, term, "the leader store's term moved during the txn");
+            self.roll_back(txn_id, &parts).await?;
+            return Err(Error::NotLeader { region: self.store.meta_region });
+        }
         // A lease revoked since the evaluation checked it (see Lessor::all_exist).
         let evaluated = evaluated.and_then(|ev| match self.store.lessor.all_exist(&ev.leases()) {
             true => Ok(ev),
@@ -122,8 +129,8 @@ impl Router {
         let ev = match evaluated {
             Ok(ev) if ev.revision.is_some() => ev,
             other => {
-                if let Some(r) = taken {
-                    void(sequencer, r, "the txn changes nothing");
+                if let Some((r, term)) = taken {
+                    void(sequencer, r, term, "the txn changes nothing");
                 }
                 self.roll_back(txn_id, &parts).await?;
                 return other.map(|ev| WriteOutcome { revision: None, response: ev.response });
@@ -137,7 +144,7 @@ impl Router {
             match region.and_then(|r| effects.get_mut(&r)) {
                 Some(list) => list.push(e),
                 None => {
-                    void(sequencer, revision, "a txn effect outside its regions");
+                    void(sequencer, revision, sequencer_term, "a txn effect outside its regions");
                     self.roll_back(txn_id, &parts).await?;
                     return Err(Error::Storage("a txn effect lies outside its locked regions".into()));
                 }
@@ -160,7 +167,7 @@ impl Router {
         };
         if !self.until_decided(&parts[0], &commit).await? {
             // The lock was gone: nothing was written anywhere.
-            void(sequencer, revision, "the txn's primary lock was gone");
+            void(sequencer, revision, sequencer_term, "the txn's primary lock was gone");
             self.roll_back(txn_id, &parts).await?;
             return Err(Error::TxnAborted);
         }
@@ -185,7 +192,7 @@ impl Router {
             }
             failpoint::hit("txn-after-secondary");
         }
-        self.finish_when_applied_here(revision, changes);
+        self.finish_when_applied_here(revision, sequencer_term, changes);
         failpoint::hit("txn-before-forget");
         drop(self.send_steps([(&parts[0], step(Txn::Forget(txn_id)))]));
         Ok(WriteOutcome { revision: Some(revision), response: ev.response })
@@ -196,7 +203,7 @@ impl Router {
     /// stores, answered once they applied them themselves): watches and
     /// reads here must not pass it before. Bounded: past a minute it is
     /// finished anyway, with an error logged.
-    fn finish_when_applied_here(&self, revision: u64, changes: usize) {
+    fn finish_when_applied_here(&self, revision: u64, term: u64, changes: usize) {
         let store = self.store.clone();
         tokio::spawn(async move {
             let deadline = Instant::now() + APPLIED_HERE_TIMEOUT;
@@ -215,7 +222,7 @@ impl Router {
                     }
                 }
             }
-            store.sequencer.finish(revision);
+            store.sequencer.release(revision, term);
         });
     }
 
@@ -338,11 +345,12 @@ impl Router {
     }
 }
 
-/// A txn's revision that will never be written leaves the in-flight set
-/// (logged as the fault harness's members log every such void).
-fn void(sequencer: &crate::sequencer::Sequencer, revision: u64, why: &str) {
+/// A txn's revision, handed out in `term`, that will never be written
+/// leaves the in-flight set (logged as the fault harness's members log
+/// every such void).
+fn void(sequencer: &crate::sequencer::Sequencer, revision: u64, term: u64, why: &str) {
     tracing::debug!(target: "tessera::revisions", revision, "voided: {why}");
-    sequencer.finish(revision);
+    sequencer.release(revision, term);
 }
 
 fn step(txn: Txn) -> RaftCommand {

@@ -107,9 +107,10 @@ impl PeerTransport for PeerService {
     async fn allocate(&self, request: Request<AllocateRequest>) -> Reply<AllocateResponse> {
         let req = request.into_inner();
         let sequencer = &self.store.sequencer;
-        for r in req.voids {
-            if sequencer.finish(r) {
-                tracing::debug!(target: "tessera::revisions", from = req.from_store, r, "voided by the store it went to");
+        for v in req.voids {
+            if sequencer.release(v.revision, v.term) {
+                let (from, r) = (req.from_store, v.revision);
+                tracing::debug!(target: "tessera::revisions", from, r, "voided by the store it went to");
             }
         }
         if req.asks.is_empty() {

@@ -101,7 +101,15 @@ impl PeerFsm {
     /// once, so that no read here answers below it.
     fn write_here(&mut self, req: WriteRequest, router: u64, cb: WriteCallback) {
         let (region, term, seq) = (self.region.id, self.raft.raft.term, self.sequencer.clone());
-        let (mut result, taken) = self.evaluate(&req, || seq.take(region, term));
+        // The sequencer's term the revision is handed out in (if none is
+        // taken, nothing carries it).
+        let mut store_term = seq.term();
+        let (mut result, taken) = self.evaluate(&req, || {
+            seq.take(region, term).map(|(r, t)| {
+                store_term = t;
+                r
+            })
+        });
         if let Some(r) = taken.filter(|_| router != self.store.store_id) {
             self.sequencer.acknowledge(r);
         }
@@ -109,7 +117,7 @@ impl PeerFsm {
             // Revoked since the evaluation checked it (see Lessor::all_exist).
             result = Err(Error::LeaseNotFound);
         }
-        self.propose_write(result, taken, self.sequencer.term(), cb);
+        self.propose_write(result, taken, store_term, cb);
     }
 
     /// Evaluates `req` against the applied state plus the overlay; `take`
@@ -158,7 +166,7 @@ impl PeerFsm {
             Ok(ev) => ev,
             Err(e) => {
                 if let Some(r) = taken {
-                    self.store.void(r);
+                    self.store.void(r, leader_store_term);
                 }
                 let _ = cb.send(Err(e));
                 return;
@@ -167,7 +175,7 @@ impl PeerFsm {
         let term = self.raft.raft.term;
         if ev.effects.is_empty() {
             if let Some(r) = taken {
-                self.store.void(r);
+                self.store.void(r, leader_store_term);
             }
             if self.pending.is_empty() {
                 let _ = cb.send(Ok(WriteOutcome { revision: None, response: ev.response }));
@@ -182,7 +190,7 @@ impl PeerFsm {
             // Fenced at apply for sure, and the writes proposed after it
             // would have been evaluated on top of it (a version counted
             // that never was: the fault harness, seed 30036).
-            self.store.void(revision);
+            self.store.void(revision, leader_store_term);
             let _ = cb.send(Err(Error::Fenced));
             return;
         }
@@ -198,7 +206,7 @@ impl PeerFsm {
         let data = cmd.encode_to_vec();
         if let Err(e) = self.raft.propose(vec![], data) {
             tracing::debug!(region, "proposal dropped: {e}");
-            self.store.void(revision);
+            self.store.void(revision, leader_store_term);
             crate::metrics::etcd::ETCD.proposals_failed.inc();
             let _ = cb.send(Err(Error::ProposalDropped { region }));
             return;
@@ -355,7 +363,7 @@ impl PeerFsm {
     /// Gives back the grant's revisions from `from` on.
     fn void_grant(&self, from: u64, g: Grant) {
         for r in from..g.first + g.count {
-            self.store.void(r);
+            self.store.void(r, g.term);
         }
     }
 

@@ -102,15 +102,19 @@ impl StoreContext {
         }
     }
 
-    /// A revision taken and never to be used: it leaves the in-flight set
-    /// of the sequencer that handed it out.
-    pub fn void(&self, revision: u64) {
-        tracing::debug!(target: "tessera::revisions", revision, "giving back");
-        self.sequencer.finish(revision);
+    /// A revision taken in leader-store `term` and never to be used: it
+    /// leaves the in-flight set of the sequencer that handed it out (this
+    /// store's, or the leader store's if that is still in `term`).
+    pub fn void(&self, revision: u64, term: u64) {
+        tracing::debug!(target: "tessera::revisions", revision, term, "giving back");
+        if self.sequencer.term() == term {
+            self.sequencer.release(revision, term);
+            return;
+        }
         let leader = self.meta_leader.load(Ordering::Acquire);
         if let Some(client) = &self.revisions {
             if leader != 0 && leader != self.store_id {
-                client.void(leader, revision);
+                client.void(leader, revision, term);
             }
         }
     }
