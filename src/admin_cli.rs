@@ -30,18 +30,19 @@ pub struct AdminArgs {
 pub enum AdminCommand {
     /// List regions: id, range, epoch, peers, leader, lease, live keys and bytes.
     Regions,
-    /// Split the region owning --key at that key, or --region at its middle
-    /// key. Several --key, or --keys-file, split at every key in one call:
-    /// each region is cut at all of its keys by one raft command; keys that
-    /// already start a region are skipped.
+    /// Split the region owning --at KEY at that key, or --region at its
+    /// middle key. Several --at, or --keys-file, split at every key in one
+    /// call: each region is cut at all of its keys by one raft command; keys
+    /// that already start a region are skipped. (Not --key: that is the TLS
+    /// client key, as in etcdctl.)
     Split {
-        #[arg(long, conflicts_with = "region", required_unless_present_any = ["region", "keys_file"])]
-        key: Vec<String>,
+        #[arg(long, value_name = "KEY", conflicts_with = "region", required_unless_present_any = ["region", "keys_file"])]
+        at: Vec<String>,
         #[arg(long)]
         region: Option<u64>,
         /// A file of keys, one per line, sorted, without duplicates (`hex:`
         /// lines for binary keys; docs/design.md, "Bulk regions").
-        #[arg(long, conflicts_with_all = ["region", "key"])]
+        #[arg(long, conflicts_with_all = ["region", "at"])]
         keys_file: Option<std::path::PathBuf>,
     },
     /// Merge region --right into its left neighbour --left (the result keeps left's id).
@@ -103,11 +104,11 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 regions_table(&regions)
             }
         }
-        AdminCommand::Split { key, keys_file, .. } if keys_file.is_some() || key.len() > 1 => {
+        AdminCommand::Split { at, keys_file, .. } if keys_file.is_some() || at.len() > 1 => {
             let keys = match keys_file {
                 Some(path) => crate::region::split_keys::read_file(&path).map_err(anyhow::Error::msg)?,
                 None => {
-                    let mut keys: Vec<Vec<u8>> = key.into_iter().map(String::into_bytes).collect();
+                    let mut keys: Vec<Vec<u8>> = at.into_iter().map(String::into_bytes).collect();
                     keys.sort();
                     keys.dedup();
                     keys
@@ -117,8 +118,8 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             let resp = client.split(req).await.map_err(status)?.into_inner();
             bulk_split_text(&resp, args.json)
         }
-        AdminCommand::Split { key, region, .. } => {
-            let key = key.into_iter().next();
+        AdminCommand::Split { at, region, .. } => {
+            let key = at.into_iter().next();
             let req = SplitRequest {
                 key: key.map(String::into_bytes).unwrap_or_default(),
                 region_id: region.unwrap_or(0),
@@ -280,5 +281,25 @@ mod tests {
             json_line(region_json(&r)),
             "{\"id\":3,\"start_key\":\"m\\\"\\\\\\n\",\"end_key\":\"\",\"epoch\":{\"version\":2,\"conf_ver\":1},\"peers\":[],\"merging_into\":0}\n"
         );
+    }
+    /// The merge of TLS (whose `--key` is the client key, as in etcdctl)
+    /// left `admin split --key` with two definitions of one flag: every
+    /// split panicked in clap.
+    #[test]
+    fn admin_split_at_a_key_is_not_the_tls_key() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            admin: AdminArgs,
+        }
+        Cli::command().debug_assert();
+        let args = ["admin", "split", "--at", "d", "--cacert", "ca.pem", "--cert", "c.pem", "--key", "k.pem"];
+        let cli = Cli::try_parse_from(args).unwrap();
+        assert_eq!(cli.admin.tls.key.as_deref(), Some(std::path::Path::new("k.pem")));
+        match cli.admin.command {
+            AdminCommand::Split { at, .. } => assert_eq!(at, ["d"]),
+            other => panic!("{other:?}"),
+        }
     }
 }

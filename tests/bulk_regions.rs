@@ -155,7 +155,7 @@ async fn unsorted_or_repeated_split_keys_are_refused() {
                 .args([flag, value])
                 .output()
                 .expect("run tessera serve");
-            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+            (out.status.code(), common::log_messages(&String::from_utf8_lossy(&out.stderr)).join("\n"))
         };
         let (code, err) = serve("--initial-split-keys-file", unsorted.to_str().unwrap());
         assert_eq!(code, Some(1), "{err}");

@@ -340,7 +340,7 @@ async fn splits_on_a_cluster_are_invisible_to_clients() {
         }
         let regions_before = admin(&endpoints[1], &["regions", "--json"]).matches("\"start_key\"").count();
         for (i, key) in ["d", "k", "q", "w"].iter().enumerate() {
-            admin(&endpoints[i % 3], &["split", "--key", key]);
+            admin(&endpoints[i % 3], &["split", "--at", key]);
         }
         // Every region led, with a valid lease, on all three stores' peers.
         let deadline = Instant::now() + READY;
@@ -406,7 +406,7 @@ async fn a_member_down_while_logs_are_truncated_catches_up_by_snapshot() {
                 compacted = c.put("compact-here", "x", None).await.unwrap().header().unwrap().revision();
                 expected.insert("compact-here".into(), "x".into());
                 c.compact(compacted, None).await.unwrap();
-                admin(&endpoint, &["split", "--key", "d"]);
+                admin(&endpoint, &["split", "--at", "d"]);
             }
             // After the split, enough that the parent's log is truncated past it.
             for i in 0..200 + 300 * round {

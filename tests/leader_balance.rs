@@ -25,7 +25,7 @@ fn leaders_spread_leave_a_killed_store_and_come_back_to_it() {
     rt.block_on(make_leader_store(&cluster.endpoint(0)));
     let entry = cluster.endpoint(0);
     for key in ["d", "h", "p", "w", "y"] {
-        admin(&entry, &["split", "--key", key]);
+        admin(&entry, &["split", "--at", key]);
     }
     let regions = leaders(&entry).values().map(Vec::len).sum::<usize>();
     assert_eq!(regions, 9, "4 regions at start, 5 splits");

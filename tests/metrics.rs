@@ -119,3 +119,72 @@ fn a_clusters_metrics_carry_peer_round_trips_keys_and_region_states() {
         assert!(awake <= regions, "{e}: {awake} awake of {regions}");
     }
 }
+
+/// The series etcd's own alert rules (the etcd mixin shipped with etcd
+/// 3.5) read, by alert, with a label fragment the expression selects on:
+/// every one must be on a member's /metrics, or the alert cannot fire.
+/// `etcdMembersDown` also reads `etcd_network_peer_sent_failures_total`,
+/// which (as in etcd) has series only once a send failed: checked below
+/// with a member down. `up` is Prometheus' own.
+const ALERT_SERIES: &[(&str, &str, &str)] = &[
+    ("etcdNoLeader", "etcd_server_has_leader", ""),
+    ("etcdHighNumberOfLeaderChanges", "etcd_server_leader_changes_seen_total", ""),
+    ("etcdHighNumberOfFailedGRPCRequests", "grpc_server_handled_total", "grpc_code=\"OK\""),
+    ("etcdGRPCRequestsSlow", "grpc_server_handling_seconds_bucket", "grpc_type=\"unary\""),
+    ("etcdMemberCommunicationSlow", "etcd_network_peer_round_trip_time_seconds_bucket", "To=\""),
+    ("etcdHighNumberOfFailedProposals", "etcd_server_proposals_failed_total", ""),
+    ("etcdHighFsyncDurations", "etcd_disk_wal_fsync_duration_seconds_bucket", "le=\"0.512\""),
+    ("etcdHighCommitDurations", "etcd_disk_backend_commit_duration_seconds_bucket", "le=\"0.256\""),
+    ("etcdDatabaseQuotaLowSpace", "etcd_mvcc_db_total_size_in_bytes", ""),
+    ("etcdDatabaseQuotaLowSpace", "etcd_server_quota_backend_bytes", ""),
+    ("etcdExcessiveDatabaseGrowth", "etcd_mvcc_db_total_size_in_bytes", ""),
+    ("etcdDatabaseHighFragmentationRatio", "etcd_mvcc_db_total_size_in_use_in_bytes", ""),
+];
+
+/// Whether `text` has a sample of `name` whose labels contain `labels`.
+fn has_series(text: &str, name: &str, labels: &str) -> bool {
+    text.lines().any(|l| {
+        let rest = l.strip_prefix(name).unwrap_or("#");
+        (rest.starts_with('{') || rest.starts_with(' ')) && l.contains(labels)
+    })
+}
+
+#[test]
+fn every_series_etcds_alert_rules_read_is_served() {
+    let mut cluster = Cluster::start(3);
+    let endpoints = cluster.endpoints();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // A put through each member: gRPC series start with a member's first
+    // call.
+    rt.block_on(async {
+        for e in &endpoints {
+            connect(e).await.put("alert", "v", None).await.unwrap();
+        }
+    });
+    for e in &endpoints {
+        let missing = || {
+            let text = scrape(e).unwrap_or_default();
+            let missing = ALERT_SERIES.iter().filter(|(_, name, labels)| !has_series(&text, name, labels));
+            missing.map(|(alert, name, labels)| format!("{alert}: {name}{{{labels}}}")).collect::<Vec<_>>()
+        };
+        let deadline = Instant::now() + READY;
+        while !missing().is_empty() {
+            assert!(Instant::now() < deadline, "{e} lacks series etcd's alerts read: {:?}", missing());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let text = scrape(e).unwrap();
+        let quota = format!("etcd_server_quota_backend_bytes {}", 2u64 << 30);
+        assert!(text.contains(&quota), "{e}: etcd's default quota: {quota}");
+    }
+
+    // etcdMembersDown: with member 2 down, the others count failed sends to it.
+    let down =
+        rt.block_on(async { connect(&endpoints[2]).await.status().await.unwrap().header().unwrap().member_id() });
+    cluster.kill9(2);
+    let series = format!("etcd_network_peer_sent_failures_total{{To=\"{down:x}\"}}");
+    for e in &endpoints[..2] {
+        wait_until(&format!("{e} counts failed sends to the member down"), || {
+            metric(e, &series).is_some_and(|n| n > 0)
+        });
+    }
+}

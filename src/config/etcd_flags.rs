@@ -167,7 +167,7 @@ pub const ETCD_FLAGS: &[EtcdFlag] = &[
     flag("auth-token-ttl", Value, Ignored(NO_AUTH)),
     // profiling, metrics, tracing
     flag("enable-pprof", Bool, Ignored("tessera has no profiling endpoint")),
-    flag("metrics", Value, Ignored("/metrics always exports tessera's metrics and etcd's names (docs/ops.md)")),
+    flag("metrics", Value, Ignored("/metrics always exports what etcd exports with --metrics extensive, grpc_server_handling_seconds included, and tessera's own metrics (docs/ops.md)")),
     flag("listen-metrics-urls", Value, Honoured),
     flag("experimental-enable-distributed-tracing", Bool, Ignored(NO_TRACING)),
     flag("experimental-distributed-tracing-address", Value, Ignored(NO_TRACING)),

@@ -4,7 +4,10 @@
 //! names") says what each one measures in tessera.
 
 use dashmap::DashMap;
-use prometheus::{IntCounterVec, Opts, Registry};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::{Counter, Histogram, Scrape};
 
@@ -17,6 +20,8 @@ const PEER_RTT_BOUNDS: &[f64] =
     &[0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048, 0.4096, 0.8192];
 const PEER_RTT: &str = "etcd_network_peer_round_trip_time_seconds";
 const PEER_RTT_HELP: &str = "Round-Trip-Time histogram between peers.";
+const PEER_SEND_FAILURES: &str = "etcd_network_peer_sent_failures_total";
+const PEER_SEND_FAILURES_HELP: &str = "The total number of send failures from peers.";
 
 pub struct EtcdMetrics {
     /// Where the process-wide ones are registered.
@@ -36,6 +41,14 @@ pub struct EtcdMetrics {
     grpc_started: IntCounterVec,
     /// gRPC calls finished, by type, service, method and status code.
     grpc_handled: IntCounterVec,
+    /// How long finished gRPC calls took, by type, service and method
+    /// (etcd's alert etcdGRPCRequestsSlow reads it).
+    grpc_handling: HistogramVec,
+    /// Raft messages to another member that could not be sent, by its
+    /// store id (etcd's alert etcdMembersDown reads them).
+    peer_send_failures: DashMap<u64, AtomicU64>,
+    /// `--quota-backend-bytes` (etcd's alert etcdDatabaseQuotaLowSpace).
+    pub quota_backend_bytes: IntGauge,
 }
 
 pub static ETCD: std::sync::LazyLock<EtcdMetrics> = std::sync::LazyLock::new(EtcdMetrics::new);
@@ -98,8 +111,31 @@ impl EtcdMetrics {
                 "Total number of RPCs completed on the server, regardless of success or failure.",
                 true,
             ),
+            grpc_handling: {
+                let opts = HistogramOpts::new(
+                    "grpc_server_handling_seconds",
+                    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+                );
+                let h = HistogramVec::new(opts, &GRPC_LABELS).expect("valid histogram options");
+                r.register(Box::new(h.clone())).expect("each name registered once");
+                h
+            },
+            peer_send_failures: DashMap::new(),
+            quota_backend_bytes: {
+                let g =
+                    IntGauge::new("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.")
+                        .expect("a valid gauge name");
+                r.register(Box::new(g.clone())).expect("each name registered once");
+                g
+            },
             registry: r,
         }
+    }
+
+    /// Raft messages for store `to` were dropped: its link is down or
+    /// backed up.
+    pub fn peer_send_failed(&self, to: u64) {
+        self.peer_send_failures.entry(to).or_default().fetch_add(1, Ordering::Relaxed);
     }
 
     /// A probe of store `to` came back after `rtt`.
@@ -118,10 +154,11 @@ impl EtcdMetrics {
         self.grpc_started.with_label_values(&labels(path)).inc();
     }
 
-    /// A call to `path` ended with gRPC status `code`.
-    pub fn grpc_handled(&self, path: &str, code: i32) {
+    /// A call to `path` ended with gRPC status `code`, `took` after it started.
+    pub fn grpc_handled(&self, path: &str, code: i32, took: Duration) {
         let [kind, service, method] = labels(path);
         self.grpc_handled.with_label_values(&[kind, service, method, code_name(code)]).inc();
+        self.grpc_handling.with_label_values(&[kind, service, method]).observe(took.as_secs_f64());
     }
 
     /// The store's part of a scrape under etcd's names.
@@ -168,6 +205,11 @@ impl EtcdMetrics {
             .filter_map(|(store, member)| Some((*member, self.peer_rtt.get(store)?.clone())))
             .collect();
         s.histograms_by(PEER_RTT, PEER_RTT_HELP, "To", rtts.iter().map(|(member, h)| (format!("{member:x}"), h)));
+        let failures = g.member_ids.iter().filter_map(|(store, member)| {
+            let n = self.peer_send_failures.get(store)?.load(Ordering::Relaxed);
+            Some((format!("{member:x}"), n))
+        });
+        s.counter_by(PEER_SEND_FAILURES, PEER_SEND_FAILURES_HELP, "To", failures);
     }
 }
 
@@ -215,8 +257,8 @@ mod tests {
     fn grpc_lines_carry_etcds_labels() {
         let m = EtcdMetrics::new();
         m.grpc_started("/etcdserverpb.KV/Range");
-        m.grpc_handled("/etcdserverpb.KV/Range", 0);
-        m.grpc_handled("/etcdserverpb.Watch/Watch", 14);
+        m.grpc_handled("/etcdserverpb.KV/Range", 0, Duration::from_millis(3));
+        m.grpc_handled("/etcdserverpb.Watch/Watch", 14, Duration::from_secs(20));
         let out = prometheus::TextEncoder::new().encode_to_string(&m.registry.gather()).unwrap();
         assert!(out.contains(
             "grpc_server_started_total{grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1"
@@ -224,6 +266,12 @@ mod tests {
         assert!(out.contains("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\","));
         assert!(out.contains(
             "grpc_server_handled_total{grpc_code=\"Unavailable\",grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"} 1"
+        ));
+        assert!(out.contains(
+            "grpc_server_handling_seconds_bucket{grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\",le=\"0.005\"} 1"
+        ));
+        assert!(out.contains(
+            "grpc_server_handling_seconds_bucket{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\",le=\"10\"} 0"
         ));
         assert_eq!(code_name(99), "Unknown");
     }
@@ -233,6 +281,8 @@ mod tests {
         let m = EtcdMetrics::new();
         m.peer_round_trip(2, std::time::Duration::from_micros(300));
         m.peer_round_trip(3, std::time::Duration::from_secs(2));
+        m.peer_send_failed(3);
+        m.peer_send_failed(3);
         let g = StoreGauges {
             has_leader: true,
             applied_entries: 0,
@@ -254,6 +304,7 @@ mod tests {
         ] {
             assert!(out.contains(&line), "no {line} in\n{out}");
         }
+        assert!(out.contains("etcd_network_peer_sent_failures_total{To=\"d4\"} 2"), "{out}");
         assert!(!out.contains("To=\"a1\""), "this store has no series of its own");
     }
 }

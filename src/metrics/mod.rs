@@ -9,7 +9,7 @@ pub mod keys;
 
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
-use prometheus::{Gauge, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry};
+use prometheus::{Gauge, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// A counter registered under its name (a thin handle: the call sites
 /// count, the registry renders).
@@ -104,6 +104,17 @@ impl Scrape {
     /// samples, so these lines are written after its output.
     pub fn untyped(&mut self, name: &'static str, help: &'static str, value: f64) {
         self.untyped.push((name, help, value));
+    }
+
+    /// A counter with one label whose values the store keeps: a series
+    /// per `(label value, value)`; none at all without values, as
+    /// client_golang leaves out a vector with no series.
+    pub fn counter_by(&mut self, name: &str, help: &str, label: &str, values: impl Iterator<Item = (String, u64)>) {
+        let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("a valid counter name");
+        for (l, v) in values {
+            c.with_label_values(&[l.as_str()]).inc_by(v);
+        }
+        self.registry.register(Box::new(c)).expect("each name once per scrape");
     }
 
     /// A counter whose value the store keeps.

@@ -157,6 +157,7 @@ impl Transport {
         if let Some(link) = self.links.get(&to) {
             if link.try_send(batch).is_err() {
                 crate::metrics::METRICS.peer_batches_dropped.inc();
+                crate::metrics::etcd::ETCD.peer_send_failed(to);
             }
         }
     }
@@ -247,7 +248,9 @@ async fn run_link(link: Link, mut rx: mpsc::Receiver<RaftBatch>, removed: Arc<st
             Err(e) => {
                 tracing::debug!(store = to, "peer link down: {e}");
                 // Drop what queued meanwhile (raft retransmits), then wait.
-                while rx.try_recv().is_ok() {}
+                while rx.try_recv().is_ok() {
+                    crate::metrics::etcd::ETCD.peer_send_failed(to);
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
@@ -276,6 +279,7 @@ async fn run_link(link: Link, mut rx: mpsc::Receiver<RaftBatch>, removed: Arc<st
                     batch.sender = first.clone();
                     if stream_tx.try_send(batch).is_err() {
                         crate::metrics::METRICS.peer_batches_dropped.inc();
+                        crate::metrics::etcd::ETCD.peer_send_failed(to);
                     } else {
                         first = None;
                         crate::metrics::METRICS.peer_batches_sent.inc();

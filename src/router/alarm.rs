@@ -66,6 +66,7 @@ impl Alarms {
                 .map(|b| (member, *b as i32))
                 .collect(),
         };
+        crate::metrics::etcd::ETCD.quota_backend_bytes.set(DEFAULT_QUOTA_BYTES as i64);
         Ok(Alarms {
             store,
             member,
@@ -82,6 +83,7 @@ impl Alarms {
     pub fn set_quota(&self, bytes: u64) {
         if bytes > 0 {
             self.quota.store(bytes, Ordering::Relaxed);
+            crate::metrics::etcd::ETCD.quota_backend_bytes.set(bytes as i64);
         }
     }
 

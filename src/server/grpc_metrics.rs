@@ -7,6 +7,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -28,12 +29,13 @@ pub async fn count(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     ETCD.grpc_started(&path);
+    let started = Instant::now();
     let resp = next.run(req).await;
     if let Some(code) = status_of(resp.headers()) {
-        ETCD.grpc_handled(&path, code);
+        ETCD.grpc_handled(&path, code, started.elapsed());
         return resp;
     }
-    resp.map(|inner| Body::new(Counted { inner, path: Some(path) }))
+    resp.map(|inner| Body::new(Counted { inner, path: Some(path), started }))
 }
 
 fn status_of(headers: &axum::http::HeaderMap) -> Option<i32> {
@@ -46,12 +48,13 @@ struct Counted {
     inner: Body,
     /// The call's path until it is counted.
     path: Option<String>,
+    started: Instant,
 }
 
 impl Counted {
     fn handled(&mut self, code: i32) {
         if let Some(path) = self.path.take() {
-            ETCD.grpc_handled(&path, code);
+            ETCD.grpc_handled(&path, code, self.started.elapsed());
         }
     }
 }
