@@ -328,6 +328,17 @@ fn init_hard_state() -> HardState {
     hs
 }
 
+impl ApplyState {
+    /// Every plain write of the region at or below this revision is in
+    /// this state (see `max_write_revision` in tessera.proto).
+    pub fn covered_write_revision(&self) -> u64 {
+        match self.max_write_revision {
+            0 => self.max_revision,
+            r => r,
+        }
+    }
+}
+
 fn init_apply_state(parent: &ApplyState) -> ApplyState {
     ApplyState {
         applied_index: INIT_INDEX,
@@ -335,6 +346,7 @@ fn init_apply_state(parent: &ApplyState) -> ApplyState {
         max_revision: parent.max_revision,
         compacted_revision: parent.compacted_revision,
         fence_term: parent.fence_term,
+        max_write_revision: parent.max_write_revision,
     }
 }
 
@@ -385,14 +397,21 @@ mod tests {
             peers: vec![Peer { id: 1, store_id: 1 }, Peer { id: 2, store_id: 2 }],
             ..Default::default()
         };
-        let parent =
-            ApplyState { applied_index: 90, applied_term: 8, max_revision: 41, compacted_revision: 12, fence_term: 3 };
+        let parent = ApplyState {
+            applied_index: 90,
+            applied_term: 8,
+            max_revision: 41,
+            compacted_revision: 12,
+            fence_term: 3,
+            max_write_revision: 39,
+        };
         let mut wb = WriteBatch::default();
         init_peer(&engine, &region, &parent, &mut wb).unwrap();
         engine.write(wb, false).unwrap();
         let (loaded, fresh) = (load(&engine, &region).unwrap(), fresh(&engine, &region, &parent).unwrap());
         assert_eq!(loaded.apply_state, fresh.apply_state);
         assert_eq!(fresh.apply_state.max_revision, 41);
+        assert_eq!(fresh.apply_state.covered_write_revision(), 39, "a txn commit's 40 or 41 is not a plain write's");
         assert_eq!(loaded.truncated, fresh.truncated);
         assert_eq!(loaded.locks, fresh.locks);
         assert!(loaded.unapplied_revisions.is_empty() && loaded.split_ids.is_empty());

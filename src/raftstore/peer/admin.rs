@@ -232,6 +232,7 @@ impl PeerFsm {
         }
         let theirs = storage::load_apply_state(&self.engine, source.id)?;
         self.apply_state.max_revision = self.apply_state.max_revision.max(theirs.max_revision);
+        self.apply_state.max_write_revision = self.apply_state.max_write_revision.max(theirs.max_write_revision);
         self.apply_state.compacted_revision = self.apply_state.compacted_revision.max(theirs.compacted_revision);
         self.apply_state.fence_term = self.apply_state.fence_term.max(theirs.fence_term);
         storage::delete_peer_state(&self.engine, source.id, &mut ctx.wb);

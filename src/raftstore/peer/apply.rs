@@ -98,6 +98,7 @@ impl PeerFsm {
             return Ok(true);
         }
         self.write_effects(cmd.revision, &cmd.effects, ctx);
+        self.apply_state.max_write_revision = self.apply_state.max_write_revision.max(cmd.revision);
         if cmd.revision > 0 {
             ctx.revisions.push(cmd.revision);
         }

@@ -89,9 +89,11 @@ impl PeerFsm {
         self.shared.applied_index.store(self.apply_state.applied_index, Ordering::Relaxed);
         self.shared.max_revision.store(self.apply_state.max_revision, Ordering::Release);
         self.shared.fence_term.store(self.apply_state.fence_term, Ordering::Release);
-        // Its revisions the snapshot covers never apply here one by one;
-        // the merge sources it took over are gone with all theirs.
-        ctx.restored.push((region.id, self.apply_state.max_revision));
+        // Its revisions the snapshot covers never apply here one by one
+        // (its plain writes', which increase along its log: a txn commit's
+        // revision above them says nothing of the writes after it); the
+        // merge sources it took over are gone with all theirs.
+        ctx.restored.push((region.id, self.apply_state.covered_write_revision()));
         ctx.restored.extend(restored.sources.iter().map(|s| (*s, u64::MAX)));
         let store = self.store.clone();
         ctx.acks.push(Box::new(move || {
